@@ -1,0 +1,1 @@
+"""Whitted-style raytracer that renders known scenes into NeRF-synthetic ("Blender") datasets."""

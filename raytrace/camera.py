@@ -1,0 +1,115 @@
+"""Cameras and rays: the project's single source of truth for camera conventions.
+
+Conventions (shared by the raytracer, the trainer and the viewer):
+
+- ``c2w`` is a camera-to-world 4x4 matrix in the OpenGL / Blender / NeRF-synthetic convention:
+  camera +X right, +Y up, and the camera looks down -Z.
+- The world is Z-up, as in Blender and the NeRF-synthetic datasets.
+- Pixel (i, j) is column i, row j (row 0 at the top); its centre is at (i + 0.5, j + 0.5).
+- Focal length in pixels: ``0.5 * W / tan(0.5 * camera_angle_x)``.
+- Ray directions are unit vectors, so a ray parameter ``t`` is the metric distance along the ray; the
+  datasets' depth maps store that distance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels for an image of ``width`` x ``height``."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @classmethod
+    def from_fov(cls, width: int, height: int, camera_angle_x: float) -> Intrinsics:
+        """Square pixels, principal point at the image centre; ``camera_angle_x`` in radians."""
+        f = focal_from_fov(width, camera_angle_x)
+        return cls(width, height, f, f, 0.5 * width, 0.5 * height)
+
+    @property
+    def camera_angle_x(self) -> float:
+        """Horizontal field of view in radians."""
+        return 2.0 * math.atan(0.5 * self.width / self.fx)
+
+    def scaled(self, factor: float) -> Intrinsics:
+        """The same camera for an image resized by ``factor`` (e.g. 0.5 halves each side)."""
+        w, h = max(1, round(self.width * factor)), max(1, round(self.height * factor))
+        sx, sy = w / self.width, h / self.height
+        return Intrinsics(w, h, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy)
+
+
+def focal_from_fov(width: int, camera_angle_x: float) -> float:
+    """Focal length in pixels from the horizontal field of view (radians)."""
+    return 0.5 * width / math.tan(0.5 * camera_angle_x)
+
+
+def pixel_grid(intr: Intrinsics, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Pixel-centre coordinates of every pixel, row-major: ``(H*W, 2)`` float32 as (x, y)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(intr.height, device=device, dtype=torch.float32),
+        torch.arange(intr.width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1) + 0.5
+
+
+def camera_rays(
+    c2w: torch.Tensor, intr: Intrinsics, pixels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through image positions ``pixels`` (``(N, 2)``, (x, y) in pixels, centres at +0.5).
+
+    ``c2w`` is ``(4, 4)`` (one camera) or ``(N, 4, 4)`` (one per ray). Returns world-space
+    origins ``(N, 3)`` and unit directions ``(N, 3)``.
+    """
+    c2w = c2w.to(device=pixels.device, dtype=pixels.dtype)
+    x = (pixels[:, 0] - intr.cx) / intr.fx
+    y = -(pixels[:, 1] - intr.cy) / intr.fy
+    d_cam = torch.stack([x, y, -torch.ones_like(x)], dim=-1)
+    rot = c2w[..., :3, :3]
+    d = (rot @ d_cam.unsqueeze(-1)).squeeze(-1) if rot.dim() == 3 else d_cam @ rot.T
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[..., :3, 3].expand_as(d)
+    return o.contiguous(), d
+
+
+def image_rays(c2w: torch.Tensor, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through every pixel centre of one camera, row-major: origins and directions ``(H*W, 3)``."""
+    return camera_rays(c2w, intr, pixel_grid(intr, c2w.device))
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
+    """Camera-to-world ``(4, 4)`` float64 for a camera at ``eye`` looking at ``target`` (OpenGL axes)."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    back = eye - target
+    back /= np.linalg.norm(back)
+    right = np.cross(up, back)
+    if np.linalg.norm(right) < 1e-9:  # looking along `up`: pick any perpendicular right axis
+        right = np.cross(np.array([0.0, 1.0, 0.0]) if abs(back[1]) < 0.9 else np.array([1.0, 0.0, 0.0]), back)
+    right /= np.linalg.norm(right)
+    cam_up = np.cross(back, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, eye
+    return c2w
+
+
+def rig_positions(
+    count: int, radius: float, target: np.ndarray, hemisphere: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` camera positions ``(count, 3)`` uniformly distributed on a sphere (or its upper,
+    z >= 0, half) of ``radius`` around ``target``."""
+    v = rng.normal(size=(count, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    if hemisphere:
+        v[:, 2] = np.abs(v[:, 2])
+    return np.asarray(target, dtype=np.float64) + radius * v
