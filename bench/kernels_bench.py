@@ -1,0 +1,196 @@
+"""Hash-grid encoding throughput per backend: forward, forward+backward and a small NGP-like training step.
+
+Backends: every one available on the device (``nerf.backends.available_backends``) plus the reference under
+``torch.compile``. Prints a table and appends it, with machine info and ratios to the reference, to
+``bench/RESULTS.md`` under ``## kernels_bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nerf.backends import available_backends, resolve_backend, tcnn_table_shape
+from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
+from raytrace.atomic import write_text
+
+MODES = ("forward", "fwd+bwd", "train step")
+SECTION = "## kernels_bench"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], None], device: torch.device, min_time: float, max_reps: int) -> float:
+    """Best seconds per call over at least 2 timed calls (more while under ``min_time`` in all, up to
+    ``max_reps``) after one warm-up call (allocation, compilation). The best, not the median: the machine may
+    be shared, and other jobs only ever add time."""
+    fn()
+    sync(device)
+    times: list[float] = []
+    while len(times) < 2 or (len(times) < max_reps and sum(times) < min_time):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def make_step(
+    encode: EncodeFn, table: torch.Tensor, cfg: HashGridConfig, x: torch.Tensor
+) -> Callable[[], None]:
+    """Encode + 2-layer MLP (64 wide) + MSE + backward + Adam over the table and the MLP."""
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(cfg.output_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)
+    ).to(x.device)
+    target = torch.rand(x.shape[0], 4, generator=gen, device=x.device)
+    opt = torch.optim.Adam([table, *mlp.parameters()], lr=1e-2, eps=1e-15)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(mlp(encode(x, table, cfg)), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_backend(
+    name: str, encode: EncodeFn, cfg: HashGridConfig, n: int, device: torch.device, args: argparse.Namespace
+) -> dict[str, float]:
+    """Points per second of each mode."""
+    gen = torch.Generator(device=device).manual_seed(n)
+    rows = tcnn_table_shape(cfg)[0] if name == "tcnn" else table_rows(cfg)
+    table = torch.empty(rows, cfg.features, device=device).uniform_(-1e-4, 1e-4, generator=gen)
+    table.requires_grad_()
+    x = torch.rand(n, 3, generator=gen, device=device)
+    grad_out = torch.randn(n, cfg.output_dim, generator=gen, device=device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            encode(x, table, cfg)
+
+    def fwd_bwd() -> None:
+        table.grad = None
+        encode(x, table, cfg).backward(grad_out)
+
+    fns = {"forward": forward, "fwd+bwd": fwd_bwd, "train step": make_step(encode, table, cfg, x)}
+    return {mode: n / time_it(fns[mode], device, args.min_time, args.max_reps) for mode in MODES}
+
+
+def backends_to_run(device: torch.device, compile_ref: bool) -> list[tuple[str, EncodeFn]]:
+    """``(label, encode_fn)`` of every backend available on ``device``, the compiled reference after torch."""
+    runs: list[tuple[str, EncodeFn]] = []
+    for name in available_backends(device):
+        runs.append((name, resolve_backend(name, device)[1]))
+        if name == "torch" and compile_ref:
+            runs.append(("torch.compile", torch.compile(hash_encode, dynamic=False)))
+    return runs
+
+
+def format_table(results: dict[str, dict[int, dict[str, float] | str]], sizes: list[int]) -> str:
+    """Markdown table of Mpoints/s, and the ratio to the eager reference."""
+    lines = [
+        "| backend | points | "
+        + " | ".join(f"{m} (Mpt/s)" for m in MODES)
+        + " | "
+        + " | ".join(f"{m} vs torch" for m in MODES)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(MODES)),
+    ]
+    for label, per_size in results.items():
+        for n in sizes:
+            res = per_size[n]
+            if isinstance(res, str):
+                lines.append(f"| {label} | 2^{n.bit_length() - 1} | {res} |" + " |" * (2 * len(MODES) - 1))
+                continue
+            ref = results["torch"][n]
+            rates = " | ".join(f"{res[m] / 1e6:.3f}" for m in MODES)
+            ratios = " | ".join(f"{res[m] / ref[m]:.1f}x" if isinstance(ref, dict) else "-" for m in MODES)
+            lines.append(f"| {label} | 2^{n.bit_length() - 1} | {rates} | {ratios} |")
+    return "\n".join(lines)
+
+
+def append_results(path: Path, block: str) -> None:
+    """Add ``block`` at the end of the ``## kernels_bench`` section (created when missing)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
+    start = text.index(SECTION) + len(SECTION)
+    end = text.find("\n## ", start)
+    end = len(text) if end < 0 else end + 1
+    head, section, tail = text[:start], text[start:end].rstrip("\n"), text[end:]
+    write_text(path, head + section + "\n\n" + block.rstrip("\n") + "\n" + ("\n" + tail if tail else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--log2-points", type=int, nargs="+", default=[16, 18], help="batch sizes, as log2")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per measurement")
+    parser.add_argument("--max-reps", type=int, default=5, help="most timed calls per measurement")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    cfg = HashGridConfig()
+    sizes = [1 << k for k in args.log2_points]
+    runs = backends_to_run(device, not args.no_compile)
+    results: dict[str, dict[int, dict[str, float] | str]] = {label: {} for label, _ in runs}
+    started = time.perf_counter()
+    with tqdm(total=len(runs) * len(sizes), desc="kernels_bench", unit="run") as bar:
+        for label, encode in runs:
+            for n in sizes:
+                bar.set_postfix_str(f"{label} 2^{n.bit_length() - 1}")
+                try:
+                    results[label][n] = bench_backend(label, encode, cfg, n, device, args)
+                except Exception as err:  # a failing backend (e.g. torch.compile here) is a row, not a crash
+                    why = str(err).strip().splitlines()[0][:80] if str(err).strip() else ""
+                    results[label][n] = f"failed: {type(err).__name__}: {why}"
+                bar.update()
+    table = format_table(results, sizes)
+    print(table)
+
+    info = (
+        f"### {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} — {device.type}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f"\n\n- CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end\n"
+        f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"- config: {cfg}; total {time.perf_counter() - started:.0f} s\n"
+        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`\n"
+    )
+    if not args.no_append:
+        append_results(args.results, info + "\n" + table + "\n")
+        print(f"appended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Backends of the hash encoding: one ``encode_fn(x, table, cfg)`` per implementation, chosen per device.
+
+- ``torch``: :func:`nerf.hashgrid.hash_encode`, the reference; runs everywhere.
+- ``native``: the C++ (OpenMP) and CUDA kernels of ``nerf/csrc`` (``torch.ops.nerf_native``), built by
+  the top-level ``CMakeLists.txt`` into ``nerf/_native/`` (``make native``). Same function, same table: values
+  equal the reference to float32 rounding, checkpoints move freely between ``torch`` and ``native``.
+  dL/dtable is bit-reproducible on the CPU (one thread per level, points in order) but not on CUDA (float
+  ``atomicAdd``).
+- ``tcnn``: ``tinycudann.Encoding`` (otype HashGrid, same L, F, log2 T, N_min, per-level scale b). It computes
+  a *different* function on a *different* table, so it is never picked by ``auto`` and is not
+  checkpoint-compatible with the other two:
+
+  * resolution: tcnn uses ``scale_l = N_min * b**l - 1`` (a float, not floored) and ``ceil(scale_l) + 1``
+    vertices per axis; we use ``N_l = floor(N_min * b**l)`` and ``N_l + 1`` vertices;
+  * position: tcnn samples at ``x * scale_l + 0.5``; we sample at ``x * N_l``;
+  * storage: tcnn pads every level's size up to a multiple of 8 (so the offsets differ) and decides dense vs
+    hashed on its own resolution.
+
+  No re-indexing of the table can make the two agree (the sample positions differ), so ``tcnn`` needs its own
+  table of :func:`tcnn_table_shape` rows; the ``encode_fn`` checks it.
+
+Importing this module loads nothing: the native library and tinycudann are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, level_layouts, table_rows
+
+BACKENDS = ("auto", "torch", "native", "tcnn")
+NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
+BUILD_HINT = "build it with `make native` (cmake -S . -B build && cmake --build build)"
+
+_log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend asked for by name cannot run here; the message is one line saying why and what to do."""
+
+
+@functools.cache
+def _native_load_error() -> str | None:
+    """Load the native library once; ``None`` when loaded, else why not (one line)."""
+    if not NATIVE_LIBRARY.is_file():
+        return f"native kernels not built ({NATIVE_LIBRARY} missing): {BUILD_HINT}"
+    try:
+        torch.ops.load_library(str(NATIVE_LIBRARY))
+    except (OSError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"native library {NATIVE_LIBRARY} does not load ({first_line}): rebuild it, {BUILD_HINT}"
+    return None
+
+
+def _native_error(device: torch.device) -> str | None:
+    err = _native_load_error()
+    if err is not None:
+        return err
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda" and torch.ops.nerf_native.has_cuda():
+        return None
+    return f"native kernels were built without {device.type} support: {BUILD_HINT} on a machine with nvcc"
+
+
+def _tcnn_error(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return "tinycudann runs on CUDA devices only"
+    try:
+        import tinycudann  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as err:  # OSError: tcnn's "unknown compute capability"
+        return f"tinycudann is not usable ({type(err).__name__}: {str(err).strip()[:200]})"
+    return None
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """The concrete backends that run on ``device``, the one ``auto`` picks first."""
+    device = torch.device(device)
+    names = []
+    if _native_error(device) is None:
+        names.append("native")
+    names.append("torch")
+    if _tcnn_error(device) is None:
+        names.append("tcnn")
+    return names
+
+
+def resolve_backend(name: str, device: torch.device | str) -> tuple[str, EncodeFn]:
+    """``name`` in ``BACKENDS`` -> ``(concrete name, encode_fn)``; raises :class:`BackendUnavailable`.
+
+    ``auto`` is ``native`` where it is built for ``device``, else ``torch`` (saying so in one log line).
+    """
+    device = torch.device(device)
+    if name not in BACKENDS:
+        raise BackendUnavailable(f"unknown hash-grid backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        err = _native_error(device)
+        if err is None:
+            return "native", native_hash_encode
+        _log.warning("hash grid: using the PyTorch reference on %s; %s", device, err)
+        return "torch", hash_encode
+    if name == "torch":
+        return "torch", hash_encode
+    if name == "native":
+        err = _native_error(device)
+        if err is not None:
+            raise BackendUnavailable(f"hash-grid backend 'native' on {device}: {err}")
+        return "native", native_hash_encode
+    err = _tcnn_error(device)
+    if err is not None:
+        raise BackendUnavailable(f"hash-grid backend 'tcnn' on {device}: {err}")
+    return "tcnn", tcnn_hash_encode
+
+
+@functools.cache
+def _native_layout(cfg: HashGridConfig) -> tuple[list[int], list[int], list[int], list[bool], int]:
+    """The op arguments describing ``cfg``'s levels: resolutions, offsets, sizes, hashed, features."""
+    layouts = level_layouts(cfg)
+    return (
+        [lay.resolution for lay in layouts],
+        [lay.offset for lay in layouts],
+        [lay.size for lay in layouts],
+        [lay.hashed for lay in layouts],
+        cfg.features,
+    )
+
+
+class _NativeHashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
+        ctx.save_for_backward(x, table)
+        ctx.cfg = cfg
+        return torch.ops.nerf_native.hash_encode_forward(x, table, *_native_layout(cfg))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, table = ctx.saved_tensors
+        want_x, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_table, grad_x = torch.ops.nerf_native.hash_encode_backward(
+            grad_out, x, table, *_native_layout(ctx.cfg), want_x
+        )
+        return (grad_x if want_x else None), (grad_table if want_table else None), None
+
+
+def native_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
+    """:func:`nerf.hashgrid.hash_encode` on the native kernels.
+
+    ``x`` ``(N, 3)``, float32 ``table`` ``(rows, F)`` -> ``(N, levels * F)``; differentiable (once) in both.
+    """
+    err = _native_error(x.device)
+    if err is not None:
+        raise BackendUnavailable(f"hash-grid backend 'native' on {x.device}: {err}")
+    if x.dim() != 2 or x.shape[-1] != 3:
+        raise ValueError(f"x must be (N, 3), got {tuple(x.shape)}")
+    rows = table_rows(cfg)
+    if table.shape != (rows, cfg.features):
+        raise ValueError(f"table must be ({rows}, {cfg.features}), got {tuple(table.shape)}")
+    if table.dtype != torch.float32:
+        raise ValueError(f"the native kernels take a float32 table, got {table.dtype}")
+    return _NativeHashEncode.apply(x.to(table.dtype).contiguous(), table.contiguous(), cfg)
+
+
+def tcnn_encoding_config(cfg: HashGridConfig) -> dict[str, object]:
+    """The tinycudann ``encoding_config`` with our hyper-parameters."""
+    return {
+        "otype": "HashGrid",
+        "n_levels": cfg.levels,
+        "n_features_per_level": cfg.features,
+        "log2_hashmap_size": cfg.log2_table_size,
+        "base_resolution": cfg.base_resolution,
+        "per_level_scale": cfg.growth,
+    }
+
+
+@functools.cache
+def _tcnn_encoding(cfg: HashGridConfig) -> torch.nn.Module:
+    import tinycudann
+
+    return tinycudann.Encoding(3, tcnn_encoding_config(cfg), dtype=torch.float32)
+
+
+def tcnn_table_shape(cfg: HashGridConfig) -> tuple[int, int]:
+    """``(rows, F)`` of the table the ``tcnn`` backend reads (tcnn's own layout, see the module docstring)."""
+    return _tcnn_encoding(cfg).params.numel() // cfg.features, cfg.features
+
+
+def tcnn_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
+    """tinycudann's HashGrid on ``table`` ``tcnn_table_shape(cfg)`` (float32, CUDA) -> ``(N, levels * F)``."""
+    from tinycudann.modules import _C, _module_function
+
+    enc = _tcnn_encoding(cfg)
+    if table.shape != tcnn_table_shape(cfg):
+        raise ValueError(
+            f"the tcnn backend needs its own table layout {tcnn_table_shape(cfg)}, got {tuple(table.shape)}"
+        )
+    n = x.shape[0]
+    granularity = int(_C.batch_size_granularity())
+    padded = (n + granularity - 1) // granularity * granularity
+    x_in = torch.nn.functional.pad(x.float(), [0, 0, 0, padded - n]).contiguous()
+    out = _module_function.apply(enc.native_tcnn_module, x_in, table.reshape(-1).contiguous(), enc.loss_scale)
+    return out[:n, : cfg.output_dim]
+
+
+class _NativeComposite(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays):  # noqa: ANN001, ANN205
+        weights, trans, rgb, depth_sum, opacity = torch.ops.nerf_native.composite_forward(
+            sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays
+        )
+        ctx.save_for_backward(sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans)
+        return weights, rgb, depth_sum, opacity
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_weights, grad_rgb, grad_depth_sum, grad_opacity):  # noqa: ANN001, ANN205
+        sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans = ctx.saved_tensors
+        grad_sigmas, grad_rgbs = torch.ops.nerf_native.composite_backward(
+            grad_weights, grad_rgb, grad_depth_sum, grad_opacity, sigmas, rgbs, t_starts, t_ends, ray_indices,
+            weights, trans,
+        )
+        return grad_sigmas, grad_rgbs, None, None, None, None
+
+
+def native_composite(
+    sigmas: torch.Tensor,
+    rgbs: torch.Tensor,
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    n_rays: int,
+    background: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`nerf.volume.composite` on the native kernels (float32; differentiable in ``sigmas`` and ``rgbs``,
+    not in ``t_starts``/``t_ends``). Returns ``rgb (n_rays, 3)``, ``depth``, ``opacity`` ``(n_rays,)`` and
+    ``weights (S,)``."""
+    err = _native_error(sigmas.device)
+    if err is not None:
+        raise BackendUnavailable(f"native compositing on {sigmas.device}: {err}")
+    weights, rgb, depth_sum, opacity = _NativeComposite.apply(
+        sigmas, rgbs, t_starts, t_ends, ray_indices.long(), n_rays
+    )
+    if background is not None:
+        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
+    positive = opacity > 0
+    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}

@@ -1,0 +1,112 @@
+"""Checkpoint files: one ``torch.save``'d dict with a format version, written atomically.
+
+Layout (``FORMAT_VERSION`` 1): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
+(state dict), ``optimizer`` and ``grid`` (state dicts or None), ``config`` (dict), ``extra`` (dict or None).
+Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raytrace.atomic import atomic_path
+from raytrace.errors import InputError
+
+FORMAT_VERSION = 1
+_REQUIRED = ("config", "model", "step")
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def nerfkit_version() -> str:
+    """The installed package version, or "unknown" when it is not installed."""
+    try:
+        return metadata.version("nerfkit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where a run keeps the checkpoint of ``step``: ``run_dir/checkpoints/step_XXXXXXX.pt``."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    step: int,
+    model_state: dict[str, Any],
+    optimizer_state: dict[str, Any] | None,
+    grid_state: dict[str, Any] | None,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint to ``path`` atomically (a temporary file renamed over it: a failed save leaves the
+    previous file intact). Values must be tensors, numbers, strings, lists, tuples and dicts of them."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "nerfkit_version": nerfkit_version(),
+        "torch_version": str(torch.__version__),
+        "step": int(step),
+        "model": model_state,
+        "optimizer": optimizer_state,
+        "grid": grid_state,
+        "config": config,
+        "extra": extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors onto ``map_location``).
+
+    Raises :class:`InputError` naming the file for a missing, truncated or corrupt file, another format
+    version or a file that is not a nerfkit checkpoint. Never runs code from the file (``weights_only``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+        text = str(e).strip()
+        foreign = _UNSAFE_GLOBAL.search(text)
+        if foreign:
+            raise InputError(
+                path,
+                None,
+                f"holds a {foreign.group(1)} object; a checkpoint may hold only tensors, numbers, strings, "
+                "lists, tuples and dicts",
+            ) from None
+        detail = text.splitlines()[0] if text else type(e).__name__
+        raise InputError(path, None, f"not a readable checkpoint (truncated or corrupt?): {detail}") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise InputError(path, "format_version", "missing: not a nerfkit checkpoint")
+    version = ckpt["format_version"]
+    if version != FORMAT_VERSION:
+        raise InputError(
+            path,
+            "format_version",
+            f"checkpoint format version {version}, this nerfkit reads {FORMAT_VERSION}",
+        )
+    for key in _REQUIRED:
+        if key not in ckpt:
+            raise InputError(path, key, "missing from the checkpoint")
+    return ckpt
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``run_dir/checkpoints``, or None when there is none."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    steps = [
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()
+    ]
+    return max(steps)[1] if steps else None

@@ -1,0 +1,179 @@
+"""Command lines: ``nerf-train``, ``nerf-eval`` and ``nerf-export``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nerf.config import PRESETS, TrainConfig
+from raytrace.atomic import write_json
+from raytrace.errors import InputError
+
+_HELP = {
+    "preset": "cpu or gpu sizes the batch, grid and step count; auto picks from the device",
+    "device": "torch device: auto, cpu, cuda, cuda:1, mps",
+    "backend": "hash-grid backend: auto (fastest available), torch, native, tcnn",
+    "model": "ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)",
+    "downscale": "divide the image resolution by this integer",
+    "steps": "training steps",
+    "time_budget": "stop after this many seconds of training",
+    "batch_rays": "rays per step",
+    "march_steps": "ray-marching samples along the scene box diagonal",
+    "log2_table_size": "log2 of the hash table size per level (T)",
+    "max_resolution": "finest hash-grid resolution (N_max)",
+    "grid_resolution": "occupancy grid cells per axis",
+    "out": "folder that holds runs/<scene>/<time>/",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, its default shown (``preset`` when the preset decides)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "data":
+            continue
+        default = f.default
+        help_text = _HELP.get(f.name, f.name.replace("_", " "))
+        if default is None and f.name in PRESETS["cpu"]:
+            help_text += f" (default from the preset: cpu {PRESETS['cpu'][f.name]}, gpu {PRESETS['gpu'][f.name]})"
+        if isinstance(default, bool):
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(_flag(f.name), type=float, nargs=len(default), default=default, help=help_text)
+        else:
+            kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" | ")[0], str)
+            parser.add_argument(_flag(f.name), type=kind, default=default, help=help_text)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "data"}
+    if isinstance(values.get("betas"), list):
+        values["betas"] = tuple(values["betas"])
+    return TrainConfig(data=str(args.data or ""), **values)
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def finish_run(result, quiet: bool = False) -> dict[str, Any]:
+    """Evaluate the test split, write renders, metrics.json and the turntable video of a finished run."""
+    from nerf.evaluate import evaluate, render_turntable
+
+    run_dir = result.run_dir
+    split = result.dataset.splits.get("test") or result.dataset.splits["train"]
+    metrics = evaluate(result.model, split, run_dir / "renders", result.config.render_chunk, quiet=quiet)
+    summary = {
+        "step": result.step,
+        "train_seconds": round(result.seconds, 2),
+        "split": split.name,
+        "backend": result.model.backend,
+        "device": str(result.model.march.aabb.device),
+        **{k: round(v, 5) for k, v in metrics.items()},
+    }
+    write_json(run_dir / "metrics.json", summary)
+    if result.config.turntable_frames > 0:
+        render_turntable(result.model, split, run_dir / "turntable.mp4", result.config.turntable_frames, quiet=quiet)
+    return summary
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nerf-train",
+        description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    if not args.data and not args.resume:
+        parser.error("give a dataset folder or --resume RUN_DIR")
+    from nerf.train import train
+
+    try:
+        result = train(_config_from_args(args), resume=args.resume, quiet=args.quiet)
+        summary = finish_run(result, quiet=args.quiet)
+    except InputError as e:
+        return _fail(e)
+    print(json.dumps(summary))
+    print(f"run folder: {result.run_dir} (metrics.json, renders/, turntable.mp4, checkpoints/, tb/ for TensorBoard)")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nerf-eval",
+        description="Evaluate a run on the test split: PSNR, SSIM and depth error; writes metrics.json and renders/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", help="run folder (or a checkpoint file)")
+    parser.add_argument("--split", default="test", help="split to evaluate")
+    parser.add_argument("--device", default="auto", help="torch device")
+    parser.add_argument("--backend", default=None, help="hash-grid backend (default: the one the run used)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    from nerf.data import load_dataset
+    from nerf.evaluate import evaluate
+    from nerf.train import load_run
+
+    try:
+        cfg, model, ckpt = load_run(args.run, args.device, args.backend)
+        dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale)
+        if args.split not in dataset.splits:
+            raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
+        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+        metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
+    except InputError as e:
+        return _fail(e)
+    summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()}}
+    write_json(run_dir / f"metrics_{args.split}.json", summary)
+    print(json.dumps(summary))
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nerf-export",
+        description="Export a trained run: a mesh by marching cubes on the density grid (PLY).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", help="run folder (or a checkpoint file)")
+    parser.add_argument("--mesh", action="store_true", help="extract a mesh (the only export for now)")
+    parser.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+    parser.add_argument("--threshold", type=float, default=10.0, help="density iso-level")
+    parser.add_argument("--output", default=None, help="PLY path (default: RUN_DIR/mesh.ply)")
+    parser.add_argument("--device", default="auto", help="torch device")
+    args = parser.parse_args(argv)
+    if not args.mesh:
+        parser.error("nothing to export: pass --mesh")
+    from nerf.export import chamfer_distance, extract_mesh, write_mesh
+    from nerf.train import load_run
+
+    try:
+        cfg, model, _ = load_run(args.run, args.device)
+        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+        mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)
+        out = Path(args.output) if args.output else run_dir / "mesh.ply"
+        write_mesh(out, mesh)
+        report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
+        scene_file = Path(cfg.data) / "scene.toml"
+        if scene_file.is_file():
+            from raytrace.scene import load_scene
+            from raytrace.scene_mesh import scene_mesh
+
+            truth = scene_mesh(load_scene(scene_file))
+            report["chamfer"] = chamfer_distance(mesh, truth)
+    except (InputError, ValueError) as e:
+        return _fail(e)
+    print(json.dumps(report))
+    return 0

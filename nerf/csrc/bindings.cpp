@@ -1,0 +1,263 @@
+// torch.ops.nerf_native.{hash_encode,composite}_{forward,backward}: validation, allocation and dispatch to the
+// CPU kernels (always) and the CUDA kernels (when built with NERF_WITH_CUDA). Loaded from Python with
+// torch.ops.load_library; no Python linkage.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <ATen/core/List.h>
+
+#ifdef NERF_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include <stdexcept>
+
+#include "hashgrid_kernels.h"
+#include "volume_kernels.h"
+
+namespace nerf_native {
+
+namespace {
+
+Levels make_levels(const at::Tensor& table, at::IntArrayRef resolutions, at::IntArrayRef offsets,
+                   at::IntArrayRef sizes, const c10::List<bool>& hashed) {
+  const auto count = static_cast<int64_t>(resolutions.size());
+  TORCH_CHECK(count >= 1 && count <= kMaxLevels, "nerf_native: need 1..", kMaxLevels, " levels, got ", count);
+  TORCH_CHECK(static_cast<int64_t>(offsets.size()) == count && static_cast<int64_t>(sizes.size()) == count &&
+                  static_cast<int64_t>(hashed.size()) == count,
+              "nerf_native: resolutions, offsets, sizes and hashed must have one entry per level");
+  Levels levels{};
+  levels.count = static_cast<int>(count);
+  for (int64_t l = 0; l < count; ++l) {
+    const int64_t res = resolutions[l], off = offsets[l], size = sizes[l];
+    TORCH_CHECK(res >= 1 && res < (int64_t{1} << 31), "nerf_native: level ", l, ": bad resolution ", res);
+    TORCH_CHECK(size >= 1 && size <= (int64_t{1} << 32), "nerf_native: level ", l, ": bad size ", size);
+    TORCH_CHECK(off >= 0 && off + size <= table.size(0), "nerf_native: level ", l, ": rows [", off, ", ",
+                off + size, ") outside the table's ", table.size(0), " rows");
+    if (!hashed[l]) {
+      const int64_t side = res + 1;
+      TORCH_CHECK(side <= (int64_t{1} << 21) && side * side * side <= size, "nerf_native: dense level ", l,
+                  " needs (N+1)^3 = ", side, "^3 rows, has ", size);
+    }
+    levels.lv[l] = Level{static_cast<uint32_t>(res), static_cast<uint64_t>(size), off, hashed[l] ? 1u : 0u};
+  }
+  return levels;
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& table, int64_t features) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3, "nerf_native: x must be (N, 3), got ", x.sizes());
+  TORCH_CHECK(table.dim() == 2 && table.size(1) == features, "nerf_native: table must be (rows, ", features,
+              "), got ", table.sizes());
+  TORCH_CHECK(features >= 1 && features <= kMaxFeatures, "nerf_native: features must be in 1..", kMaxFeatures);
+  TORCH_CHECK(x.scalar_type() == at::kFloat && table.scalar_type() == at::kFloat,
+              "nerf_native: x and table must be float32, got ", x.scalar_type(), " and ", table.scalar_type());
+  TORCH_CHECK(x.device() == table.device(), "nerf_native: x and table on different devices");
+}
+
+at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::IntArrayRef resolutions,
+                        at::IntArrayRef offsets, at::IntArrayRef sizes, const c10::List<bool>& hashed,
+                        int64_t features) {
+  check_inputs(x_in, table_in, features);
+  const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
+  const Levels levels = make_levels(table, resolutions, offsets, sizes, hashed);
+  const int64_t n = x.size(0);
+  at::Tensor out = at::empty({n, levels.count * features}, table.options());
+  if (x.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(x.device());
+    hash_encode_forward_cuda(x.data_ptr<float>(), n, table.data_ptr<float>(), levels, static_cast<int>(features),
+                             out.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    hash_encode_forward_cpu(x.data_ptr<float>(), n, table.data_ptr<float>(), levels, static_cast<int>(features),
+                            out.data_ptr<float>());
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, const at::Tensor& x_in,
+                                                 const at::Tensor& table_in, at::IntArrayRef resolutions,
+                                                 at::IntArrayRef offsets, at::IntArrayRef sizes,
+                                                 const c10::List<bool>& hashed, int64_t features, bool input_grad) {
+  check_inputs(x_in, table_in, features);
+  const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
+  const Levels levels = make_levels(table, resolutions, offsets, sizes, hashed);
+  const int64_t n = x.size(0);
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({n, levels.count * features}),
+              "nerf_native: grad_out must be (N, L*F), got ", grad_out_in.sizes());
+  const at::Tensor grad_out = grad_out_in.to(table.options()).contiguous();
+  at::Tensor grad_table = at::zeros_like(table);
+  at::Tensor grad_x = input_grad ? at::empty_like(x) : at::empty({0, 3}, x.options());
+  float* gx = input_grad ? grad_x.data_ptr<float>() : nullptr;
+  if (x.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(x.device());
+    hash_encode_backward_cuda(grad_out.data_ptr<float>(), x.data_ptr<float>(), n, table.data_ptr<float>(), levels,
+                              static_cast<int>(features), grad_table.data_ptr<float>(), gx,
+                              c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    hash_encode_backward_cpu(grad_out.data_ptr<float>(), x.data_ptr<float>(), n, table.data_ptr<float>(), levels,
+                             static_cast<int>(features), grad_table.data_ptr<float>(), gx);
+  }
+  return {grad_table, grad_x};
+}
+
+// Shapes only (torch.compile's fake tensors).
+at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, at::IntArrayRef resolutions,
+                        at::IntArrayRef, at::IntArrayRef, const c10::List<bool>&, int64_t features) {
+  return at::empty({x.size(0), static_cast<int64_t>(resolutions.size()) * features}, table.options());
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Tensor& x, const at::Tensor& table,
+                                                 at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                                                 const c10::List<bool>&, int64_t, bool input_grad) {
+  return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty({0, 3}, x.options())};
+}
+
+void check_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
+                   const at::Tensor& t_ends, const at::Tensor& ray_indices) {
+  const int64_t s = sigmas.size(0);
+  TORCH_CHECK(sigmas.dim() == 1 && t_starts.sizes() == sigmas.sizes() && t_ends.sizes() == sigmas.sizes() &&
+                  ray_indices.sizes() == sigmas.sizes(),
+              "nerf_native: sigmas, t_starts, t_ends and ray_indices must all be (S,)");
+  TORCH_CHECK(rgbs.dim() == 2 && rgbs.size(0) == s && rgbs.size(1) == 3, "nerf_native: rgbs must be (S, 3)");
+  for (const at::Tensor* t : {&sigmas, &rgbs, &t_starts, &t_ends}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat, "nerf_native: composite takes float32 samples");
+    TORCH_CHECK(t->device() == sigmas.device(), "nerf_native: composite inputs on different devices");
+  }
+  TORCH_CHECK(ray_indices.scalar_type() == at::kLong && ray_indices.device() == sigmas.device(),
+              "nerf_native: ray_indices must be int64 on the samples' device");
+}
+
+PackedSamples packed(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
+                     const at::Tensor& t_ends, const at::Tensor& ray_indices, int64_t n_rays) {
+  return PackedSamples{sigmas.data_ptr<float>(), rgbs.data_ptr<float>(), t_starts.data_ptr<float>(),
+                       t_ends.data_ptr<float>(), ray_indices.data_ptr<int64_t>(), sigmas.size(0), n_rays};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_forward_impl(
+    const at::Tensor& sigmas_in, const at::Tensor& rgbs_in, const at::Tensor& t_starts_in,
+    const at::Tensor& t_ends_in, const at::Tensor& ray_indices_in, int64_t n_rays) {
+  check_samples(sigmas_in, rgbs_in, t_starts_in, t_ends_in, ray_indices_in);
+  TORCH_CHECK(n_rays >= 0, "nerf_native: n_rays must be >= 0");
+  const at::Tensor sigmas = sigmas_in.contiguous(), rgbs = rgbs_in.contiguous(), t_starts = t_starts_in.contiguous(),
+                   t_ends = t_ends_in.contiguous(), ray_indices = ray_indices_in.contiguous();
+  const PackedSamples s = packed(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays);
+  at::Tensor weights = at::empty_like(sigmas), transmittance = at::empty_like(sigmas);
+  at::Tensor rgb = at::empty({n_rays, 3}, sigmas.options()), depth_sum = at::empty({n_rays}, sigmas.options()),
+             opacity = at::empty({n_rays}, sigmas.options());
+  at::Tensor ranges = at::zeros({2, n_rays}, ray_indices.options());
+  int64_t* begin = ranges.data_ptr<int64_t>();
+  const CompositeOut out{weights.data_ptr<float>(), transmittance.data_ptr<float>(), rgb.data_ptr<float>(),
+                         depth_sum.data_ptr<float>(), opacity.data_ptr<float>()};
+  if (sigmas.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(sigmas.device());
+    composite_forward_cuda(s, begin, begin + n_rays, out, c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    try {
+      composite_forward_cpu(s, begin, begin + n_rays, out);
+    } catch (const std::invalid_argument& err) {
+      TORCH_CHECK(false, "nerf_native: ", err.what());
+    }
+  }
+  return {weights, transmittance, rgb, depth_sum, opacity};
+}
+
+std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
+    const std::optional<at::Tensor>& grad_weights_in, const at::Tensor& grad_rgb_in,
+    const at::Tensor& grad_depth_sum_in, const at::Tensor& grad_opacity_in, const at::Tensor& sigmas_in,
+    const at::Tensor& rgbs_in, const at::Tensor& t_starts_in, const at::Tensor& t_ends_in,
+    const at::Tensor& ray_indices_in, const at::Tensor& weights_in, const at::Tensor& transmittance_in) {
+  check_samples(sigmas_in, rgbs_in, t_starts_in, t_ends_in, ray_indices_in);
+  const int64_t n_rays = grad_opacity_in.size(0);
+  TORCH_CHECK(grad_rgb_in.sizes() == at::IntArrayRef({n_rays, 3}) && grad_depth_sum_in.sizes() == at::IntArrayRef({n_rays}),
+              "nerf_native: per-ray gradients must be (R, 3), (R,), (R,)");
+  TORCH_CHECK(weights_in.sizes() == sigmas_in.sizes() && transmittance_in.sizes() == sigmas_in.sizes(),
+              "nerf_native: weights and transmittance must be (S,)");
+  const auto opts = sigmas_in.options();
+  const at::Tensor sigmas = sigmas_in.contiguous(), rgbs = rgbs_in.contiguous(), t_starts = t_starts_in.contiguous(),
+                   t_ends = t_ends_in.contiguous(), ray_indices = ray_indices_in.contiguous();
+  const at::Tensor grad_rgb = grad_rgb_in.to(opts).contiguous(), grad_depth = grad_depth_sum_in.to(opts).contiguous(),
+                   grad_opacity = grad_opacity_in.to(opts).contiguous(), weights = weights_in.to(opts).contiguous(),
+                   transmittance = transmittance_in.to(opts).contiguous();
+  at::Tensor grad_weights;
+  if (grad_weights_in.has_value() && grad_weights_in->defined()) {
+    TORCH_CHECK(grad_weights_in->sizes() == sigmas.sizes(), "nerf_native: grad_weights must be (S,)");
+    grad_weights = grad_weights_in->to(opts).contiguous();
+  }
+  const PackedSamples s = packed(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays);
+  const CompositeGrads grads{grad_weights.defined() ? grad_weights.data_ptr<float>() : nullptr,
+                             grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_opacity.data_ptr<float>()};
+  at::Tensor grad_sigmas = at::empty_like(sigmas), grad_rgbs = at::empty_like(rgbs);
+  at::Tensor ranges = at::zeros({2, n_rays}, ray_indices.options());
+  int64_t* begin = ranges.data_ptr<int64_t>();
+  if (sigmas.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(sigmas.device());
+    composite_backward_cuda(s, begin, begin + n_rays, grads, weights.data_ptr<float>(),
+                            transmittance.data_ptr<float>(), grad_sigmas.data_ptr<float>(),
+                            grad_rgbs.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    try {
+      composite_backward_cpu(s, begin, begin + n_rays, grads, weights.data_ptr<float>(),
+                             transmittance.data_ptr<float>(), grad_sigmas.data_ptr<float>(),
+                             grad_rgbs.data_ptr<float>());
+    } catch (const std::invalid_argument& err) {
+      TORCH_CHECK(false, "nerf_native: ", err.what());
+    }
+  }
+  return {grad_sigmas, grad_rgbs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(nerf_native, m) {
+  m.def(
+      "hash_encode_forward(Tensor x, Tensor table, int[] resolutions, int[] offsets, int[] sizes, bool[] hashed, "
+      "int features) -> Tensor");
+  m.def(
+      "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, int[] resolutions, int[] offsets, "
+      "int[] sizes, bool[] hashed, int features, bool input_grad) -> (Tensor, Tensor)");
+  m.def(
+      "composite_forward(Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, "
+      "int n_rays) -> (Tensor weights, Tensor transmittance, Tensor rgb, Tensor depth_sum, Tensor opacity)");
+  m.def(
+      "composite_backward(Tensor? grad_weights, Tensor grad_rgb, Tensor grad_depth_sum, Tensor grad_opacity, "
+      "Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, Tensor weights, "
+      "Tensor transmittance) -> (Tensor grad_sigmas, Tensor grad_rgbs)");
+  m.def("has_cuda() -> bool", []() {
+#ifdef NERF_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}
+
+TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
+  m.impl("hash_encode_forward", &forward_impl);
+  m.impl("hash_encode_backward", &backward_impl);
+  m.impl("composite_forward", &composite_forward_impl);
+  m.impl("composite_backward", &composite_backward_impl);
+}
+
+#ifdef NERF_WITH_CUDA
+TORCH_LIBRARY_IMPL(nerf_native, CUDA, m) {
+  m.impl("hash_encode_forward", &forward_impl);
+  m.impl("hash_encode_backward", &backward_impl);
+  m.impl("composite_forward", &composite_forward_impl);
+  m.impl("composite_backward", &composite_backward_impl);
+}
+#endif
+
+TORCH_LIBRARY_IMPL(nerf_native, Meta, m) {
+  m.impl("hash_encode_forward", &forward_meta);
+  m.impl("hash_encode_backward", &backward_meta);
+}
+
+}  // namespace nerf_native

@@ -1,0 +1,141 @@
+// Per-point maths of the multiresolution hash encoding, shared by the CPU (OpenMP) and CUDA kernels.
+// The function is the one of nerf/hashgrid.py (the PyTorch reference); see its module docstring.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define HD __host__ __device__
+#else
+#define HD
+#endif
+
+namespace nerf_native {
+
+constexpr int kMaxLevels = 32;
+constexpr uint32_t kPrimeY = 2654435761u;
+constexpr uint32_t kPrimeZ = 805459861u;
+
+struct Level {
+  uint32_t resolution;  // N_l
+  uint64_t size;        // entries of the level: (N_l + 1)^3 when dense, T when hashed (T <= 2^32)
+  int64_t offset;       // first row of the level in the shared table
+  uint32_t hashed;      // 1: hashed, 0: dense
+};
+
+// All levels, passed by value (fits a CUDA kernel's parameter space).
+struct Levels {
+  Level lv[kMaxLevels];
+  int count;
+};
+
+// x * N rounded once (no fused multiply-add), exactly as the reference's float32 `x * N_l`.
+HD inline float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+HD inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+
+// The cell of one point on one level: lower/upper vertex per axis and the fractional position.
+struct Cell {
+  uint32_t lo[3];
+  uint32_t hi[3];
+  float frac[3];
+  float dfrac_dx[3];  // N_l inside [0, 1] (bounds included, as torch.clamp), 0 outside
+};
+
+HD inline Cell locate(const float* p, uint32_t resolution) {
+  Cell c;
+  const float res = static_cast<float>(resolution);
+  for (int d = 0; d < 3; ++d) {
+    const float v = p[d];
+    const float pos = mul_rn(clamp01(v), res);
+    const float lower = floorf(pos);
+    c.lo[d] = static_cast<uint32_t>(lower);
+    c.hi[d] = c.lo[d] + 1 < resolution ? c.lo[d] + 1 : resolution;
+    c.frac[d] = pos - lower;
+    c.dfrac_dx[d] = (v >= 0.f && v <= 1.f) ? res : 0.f;
+  }
+  return c;
+}
+
+// Row of vertex (x, y, z) inside its level (add Level::offset for the table row).
+HD inline uint64_t vertex_index(uint32_t x, uint32_t y, uint32_t z, const Level& level) {
+  if (level.hashed) {
+    const uint32_t h = x ^ (y * kPrimeY) ^ (z * kPrimeZ);  // uint32 arithmetic: mod 2^32
+    return static_cast<uint64_t>(h) % level.size;
+  }
+  const uint64_t side = static_cast<uint64_t>(level.resolution) + 1;
+  return x + side * (y + side * static_cast<uint64_t>(z));
+}
+
+// Corner c = 4*bx + 2*by + bz (the reference's order): its table row and trilinear weight.
+HD inline int64_t corner_row(const Cell& cell, int c, const Level& level) {
+  const uint32_t x = (c & 4) ? cell.hi[0] : cell.lo[0];
+  const uint32_t y = (c & 2) ? cell.hi[1] : cell.lo[1];
+  const uint32_t z = (c & 1) ? cell.hi[2] : cell.lo[2];
+  return level.offset + static_cast<int64_t>(vertex_index(x, y, z, level));
+}
+
+HD inline float axis_weight(const Cell& cell, int d, int bit) { return bit ? cell.frac[d] : 1.f - cell.frac[d]; }
+
+HD inline float corner_weight(const Cell& cell, int c) {
+  return axis_weight(cell, 0, c & 4) * axis_weight(cell, 1, c & 2) * axis_weight(cell, 2, c & 1);
+}
+
+// d weight / d frac_d for corner c.
+HD inline void corner_weight_grad(const Cell& cell, int c, float g[3]) {
+  const float wx = axis_weight(cell, 0, c & 4), wy = axis_weight(cell, 1, c & 2), wz = axis_weight(cell, 2, c & 1);
+  g[0] = ((c & 4) ? 1.f : -1.f) * wy * wz;
+  g[1] = ((c & 2) ? 1.f : -1.f) * wx * wz;
+  g[2] = ((c & 1) ? 1.f : -1.f) * wx * wy;
+}
+
+// Forward of one point on one level: out[f] = sum_c w_c * table[row_c, f].
+template <int F>
+HD inline void forward_point_level(const float* p, const float* table, const Level& level, float* out) {
+  const Cell cell = locate(p, level.resolution);
+  float acc[F];
+  for (int f = 0; f < F; ++f) acc[f] = 0.f;
+  for (int c = 0; c < 8; ++c) {
+    const float w = corner_weight(cell, c);
+    const float* row = table + corner_row(cell, c, level) * F;
+    for (int f = 0; f < F; ++f) acc[f] += w * row[f];
+  }
+  for (int f = 0; f < F; ++f) out[f] = acc[f];
+}
+
+// Backward scatter of one point on one level into dL/dtable; `add(ptr, value)` does the accumulation
+// (a plain += on the CPU where one thread owns the level, atomicAdd on the GPU).
+template <int F, typename Add>
+HD inline void backward_point_level(const float* p, const float* grad_out, const Level& level, float* grad_table,
+                                    Add add) {
+  const Cell cell = locate(p, level.resolution);
+  for (int c = 0; c < 8; ++c) {
+    const float w = corner_weight(cell, c);
+    float* row = grad_table + corner_row(cell, c, level) * F;
+    for (int f = 0; f < F; ++f) add(row + f, w * grad_out[f]);
+  }
+}
+
+// dL/dx of one point from one level, added to gx[3].
+template <int F>
+HD inline void input_grad_point_level(const float* p, const float* grad_out, const float* table, const Level& level,
+                                      float gx[3]) {
+  const Cell cell = locate(p, level.resolution);
+  for (int c = 0; c < 8; ++c) {
+    const float* row = table + corner_row(cell, c, level) * F;
+    float dot = 0.f;
+    for (int f = 0; f < F; ++f) dot += grad_out[f] * row[f];
+    float g[3];
+    corner_weight_grad(cell, c, g);
+    for (int d = 0; d < 3; ++d) gx[d] += dot * g[d] * cell.dfrac_dx[d];
+  }
+}
+
+}  // namespace nerf_native

@@ -1,0 +1,295 @@
+"""Datasets on disk (``transforms_<split>.json`` + images + optional depth) into tensors and ray batches.
+
+Reads our layout, the NeRF-synthetic ("Blender") layout and instant-ngp's single ``transforms.json`` with
+explicit intrinsics (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``). Rays always come from
+:mod:`raytrace.camera`, the one place where camera conventions live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from raytrace.camera import Intrinsics, camera_rays, image_rays
+from raytrace.dataset_format import Frame, Transforms, read_transforms, resolve_image, transforms_path
+from raytrace.errors import InputError
+
+DEFAULT_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+"""Scene bounds when the JSON states none: the NeRF-synthetic convention (instant-ngp's box for Blender
+scenes, its unit cube at scale 0.33 and offset 0.5). instant-ngp's ``aabb_scale`` is not applied."""
+
+HOLDOUT_EVERY = 8
+"""With a single ``transforms.json``, frames 0, 8, 16, ... are held out as "val" and "test"."""
+
+_PROGRESS_ABOVE = 50  # show a progress bar when a split has more images than this
+
+
+@dataclass
+class Split:
+    """One split, every image at the same size.
+
+    ``images`` ``(N, H, W, 4)`` float32 in [0, 1], straight (not premultiplied) alpha, alpha = 1 when the
+    file has none; ``poses`` ``(N, 4, 4)`` float32 camera-to-world (OpenGL axes); ``depths`` ``(N, H, W)``
+    float32 metric distance along the unit ray, 0 = no hit, or None; ``file_paths`` the resolved images.
+    """
+
+    name: str
+    images: torch.Tensor
+    poses: torch.Tensor
+    intrinsics: Intrinsics
+    depths: torch.Tensor | None
+    file_paths: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class Dataset:
+    """The splits of one dataset, its bounds ``aabb`` ``(2, 3)`` (min, max) and its scene file if any."""
+
+    root: Path
+    splits: dict[str, Split]
+    aabb: torch.Tensor
+    scene_file: Path | None
+
+
+@dataclass
+class RayBatch:
+    """``n`` training rays: ``origins`` ``(n, 3)``, unit ``dirs`` ``(n, 3)``, ``rgba`` ``(n, 4)`` (straight
+    alpha); ``image_index`` ``(n,)`` int64 and ``pixels`` ``(n, 2)`` int64 (x = column, y = row) of each ray;
+    ``depth`` ``(n,)`` (0 = no hit) when the split has depth maps."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    rgba: torch.Tensor
+    image_index: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
+
+
+def _to_rgba(img: np.ndarray, image_path: Path) -> torch.Tensor:
+    """An image array as it came from imageio into ``(H, W, 4)`` float32 in [0, 1]."""
+    if np.issubdtype(img.dtype, np.integer):
+        arr = img.astype(np.float32) / np.iinfo(img.dtype).max
+    elif np.issubdtype(img.dtype, np.floating):
+        arr = img.astype(np.float32)
+    else:
+        raise InputError(image_path, None, f"unsupported pixel type {img.dtype}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise InputError(
+            image_path, None, f"expected a grey, grey+alpha, RGB or RGBA image, got shape {img.shape}"
+        )
+    channels = arr.shape[2]
+    rgb = arr[..., :1].repeat(3, axis=2) if channels in (1, 2) else arr[..., :3]
+    alpha = arr[..., channels - 1 :] if channels in (2, 4) else np.ones_like(arr[..., :1])
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2)))
+
+
+def downscale_rgba(img: torch.Tensor, factor: int) -> torch.Tensor:
+    """Area-average ``(H, W, 4)`` straight-alpha RGBA by an integer ``factor`` into ``(H // f, W // f, 4)``.
+
+    Colours are averaged premultiplied by alpha, then divided by the mean alpha (0 where that is 0). Rows and
+    columns beyond a multiple of ``factor`` (bottom, right) are dropped.
+    """
+    h, w = img.shape[0] // factor, img.shape[1] // factor
+    blocks = img[: h * factor, : w * factor].reshape(h, factor, w, factor, 4)
+    alpha = blocks[..., 3:].mean(dim=(1, 3))
+    premult = (blocks[..., :3] * blocks[..., 3:]).mean(dim=(1, 3))
+    rgb = torch.where(alpha > 0, premult / alpha.clamp_min(1e-12), torch.zeros_like(premult))
+    return torch.cat([rgb, alpha], dim=-1)
+
+
+def downscale_depth(depth: torch.Tensor, factor: int) -> torch.Tensor:
+    """Downscale ``(H, W)`` depth like :func:`downscale_rgba`: the mean of the sub-pixels that hit
+    (depth > 0), 0 where none did."""
+    h, w = depth.shape[0] // factor, depth.shape[1] // factor
+    blocks = depth[: h * factor, : w * factor].reshape(h, factor, w, factor)
+    hit = (blocks > 0).to(depth.dtype)
+    count = hit.sum(dim=(1, 3))
+    total = (blocks * hit).sum(dim=(1, 3))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+
+
+def _read_image(root: Path, frame: Frame, json_path: Path, where: str) -> tuple[Path, torch.Tensor]:
+    image_path = resolve_image(root, frame.file_path, json_path, f"{where}.file_path")
+    try:
+        img = iio.imread(image_path)
+    except Exception as e:  # imageio raises many types for unreadable files
+        raise InputError(json_path, f"{where}.file_path", f"cannot read image {image_path}: {e}") from None
+    return image_path, _to_rgba(np.asarray(img), image_path)
+
+
+def _read_depth(
+    root: Path, frame: Frame, json_path: Path, where: str, shape: tuple[int, int]
+) -> torch.Tensor:
+    assert frame.depth_path is not None
+    depth_path = root / frame.depth_path
+    field_name = f"{where}.depth_path"
+    if depth_path.suffix.lower() != ".npy":
+        raise InputError(json_path, field_name, f"expected a .npy depth file, got {frame.depth_path}")
+    try:
+        depth = np.load(depth_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(json_path, field_name, f"depth file not found: {depth_path}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(json_path, field_name, f"cannot read depth file {depth_path}: {e}") from None
+    if depth.shape != shape:
+        raise InputError(
+            json_path,
+            field_name,
+            f"depth {depth_path} has shape {depth.shape}, its image has (H, W) = {shape}",
+        )
+    return torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+
+
+def _load_split(
+    name: str,
+    root: Path,
+    json_path: Path,
+    transforms: Transforms,
+    frames: list[tuple[int, Frame]],
+    downscale: int,
+) -> Split:
+    """Read the images (and depth maps) of ``frames`` (index in the JSON, frame) into one :class:`Split`."""
+    if not frames:
+        raise InputError(json_path, "frames", f"no frames for split {name!r}")
+    with_depth = [fr.depth_path is not None for _, fr in frames]
+    if any(with_depth) and not all(with_depth):
+        i = frames[with_depth.index(False)][0]
+        raise InputError(
+            json_path, f"frames[{i}].depth_path", "missing while other frames of this split have one"
+        )
+    images, depths, paths = [], [], []
+    full_size: tuple[int, int] | None = None
+    bar = tqdm(frames, desc=f"loading {name}", unit="img", disable=len(frames) <= _PROGRESS_ABOVE)
+    for i, frame in bar:
+        where = f"frames[{i}]"
+        image_path, img = _read_image(root, frame, json_path, where)
+        size = (img.shape[0], img.shape[1])
+        if full_size is None:
+            full_size = size
+            if size[0] < downscale or size[1] < downscale:
+                raise InputError(
+                    json_path, f"{where}.file_path", f"image {size} smaller than downscale {downscale}"
+                )
+        elif size != full_size:
+            raise InputError(
+                json_path,
+                f"{where}.file_path",
+                f"image {image_path} is {size[1]}x{size[0]}, other images of split {name!r} are "
+                f"{full_size[1]}x{full_size[0]}",
+            )
+        images.append(downscale_rgba(img, downscale) if downscale > 1 else img)
+        if frame.depth_path is not None:
+            depth = _read_depth(root, frame, json_path, where, size)
+            depths.append(downscale_depth(depth, downscale) if downscale > 1 else depth)
+        paths.append(str(image_path))
+    assert full_size is not None
+    height, width = full_size
+    # Crop to a multiple of the factor (the principal point does not move), then scale exactly by 1 / factor.
+    intr = transforms.intrinsics(width, height)
+    cropped = Intrinsics(
+        width // downscale * downscale, height // downscale * downscale, intr.fx, intr.fy, intr.cx, intr.cy
+    )
+    poses = torch.tensor(np.stack([fr.transform_matrix for _, fr in frames]), dtype=torch.float32)
+    return Split(
+        name=name,
+        images=torch.stack(images),
+        poses=poses,
+        intrinsics=cropped.scaled(1.0 / downscale) if downscale > 1 else intr,
+        depths=torch.stack(depths) if depths else None,
+        file_paths=paths,
+    )
+
+
+def load_dataset(
+    root: str | Path, splits: tuple[str, ...] | list[str] = ("train", "val", "test"), downscale: int = 1
+) -> Dataset:
+    """Load the requested ``splits`` of the dataset in ``root``, images downscaled by ``downscale`` (int).
+
+    ``transforms_<split>.json`` files are read when present ("train" is required when requested, other
+    missing splits are skipped). Without ``transforms_train.json``, a single instant-ngp ``transforms.json``
+    is read: every 8th frame (0, 8, ...) is "val" and "test", the rest "train". ``aabb`` comes from the JSON
+    (train first) or is :data:`DEFAULT_AABB`; ``scene_file`` is ``root / <"scene" key>`` when the JSON names
+    one that exists.
+    Bad input raises :class:`InputError` naming the file and the field.
+    """
+    if not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    root = Path(root)
+    single = root / "transforms.json"
+    sources: dict[str, tuple[Path, Transforms, list[tuple[int, Frame]]]] = {}
+    if not transforms_path(root, "train").is_file() and single.is_file():
+        t = read_transforms(single)
+        held_out = [(i, fr) for i, fr in enumerate(t.frames) if i % HOLDOUT_EVERY == 0]
+        kept = [(i, fr) for i, fr in enumerate(t.frames) if i % HOLDOUT_EVERY != 0]
+        available = {"train": kept, "val": held_out, "test": held_out}
+        for name in splits:
+            if name in available:
+                sources[name] = (single, t, available[name])
+            elif name == "train":
+                raise InputError(single, "frames", "no frames left for training")
+    else:
+        for name in splits:
+            path = transforms_path(root, name)
+            if not path.is_file():
+                if name == "train":
+                    raise InputError(path, None, "file not found (nor a single transforms.json)")
+                continue
+            t = read_transforms(path)
+            sources[name] = (path, t, list(enumerate(t.frames)))
+    loaded = {
+        name: _load_split(name, root, path, t, frames, downscale)
+        for name, (path, t, frames) in sources.items()
+    }
+    ordered = sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))
+    aabb = next((t.aabb for _, t, _ in ordered if t.aabb is not None), np.asarray(DEFAULT_AABB))
+    scene_name = next((t.scene for _, t, _ in ordered if t.scene is not None), None)
+    scene_file = root / scene_name if scene_name is not None and (root / scene_name).is_file() else None
+    return Dataset(
+        root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32), scene_file=scene_file
+    )
+
+
+class RaySampler:
+    """Uniformly random pixels over all images of a split, as rays; the split's tensors live on ``device``."""
+
+    def __init__(self, split: Split, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
+        self.split = split
+        self.generator = generator
+        self.device = torch.device(device)
+        n, h, w, _ = split.images.shape
+        self.shape = (n, h, w)
+        self.rgba = split.images.reshape(-1, 4).to(self.device)
+        self.poses = split.poses.to(self.device)
+        self.depths = split.depths.reshape(-1).to(self.device) if split.depths is not None else None
+
+    def sample(self, n: int) -> RayBatch:
+        """``n`` rays through pixel centres drawn uniformly (with replacement) over the whole split."""
+        count, h, w = self.shape
+        flat = torch.randint(
+            0, count * h * w, (n,), generator=self.generator, device=self.generator.device
+        ).to(self.device)
+        image_index = flat // (h * w)
+        pix = flat % (h * w)
+        pixels = torch.stack([pix % w, pix // w], dim=-1)
+        origins, dirs = camera_rays(
+            self.poses[image_index], self.split.intrinsics, pixels.to(torch.float32) + 0.5
+        )
+        depth = self.depths[flat] if self.depths is not None else None
+        return RayBatch(origins, dirs, self.rgba[flat], image_index=image_index, pixels=pixels, depth=depth)
+
+
+def image_rays_of(
+    split: Split, index: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through every pixel centre of image ``index``, row-major: origins, unit dirs ``(H*W, 3)``."""
+    return image_rays(split.poses[index].to(device), split.intrinsics)

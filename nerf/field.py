@@ -1,0 +1,95 @@
+"""The instant-NGP radiance field: hash grid -> density MLP; SH(direction) + geometry -> colour MLP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nerf.hashgrid import EncodeFn, HashGrid, HashGridConfig, hash_encode
+from nerf.sh import sh_encode
+
+TRUNC_EXP_MAX = 15.0
+"""``trunc_exp``'s gradient is ``exp(min(x, TRUNC_EXP_MAX))``."""
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Sizes of the field; defaults are instant-NGP's."""
+
+    hash: HashGridConfig = field(default_factory=HashGridConfig)
+    hidden: int = 64
+    geo_features: int = 15
+    color_hidden: int = 64
+    color_layers: int = 2
+    sh_degree: int = 4
+
+
+class _TruncExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=TRUNC_EXP_MAX))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` whose gradient is ``exp(min(x, 15))``, so large log-densities cannot blow up training."""
+    return _TruncExp.apply(x)
+
+
+def check_aabb(aabb: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of ``aabb`` ``(2, 3)`` (min corner, max corner); ValueError unless min < max."""
+    aabb = torch.as_tensor(aabb, dtype=torch.float32)
+    if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
+        raise ValueError(f"aabb must be (2, 3) with min < max, got {aabb.tolist()}")
+    return aabb.clone()
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+    """``layers`` hidden ReLU layers of width ``hidden``, no biases (as tiny-cuda-nn's FullyFusedMLP)."""
+    mods: list[nn.Module] = []
+    for _ in range(layers):
+        mods += [nn.Linear(in_dim, hidden, bias=False), nn.ReLU()]
+        in_dim = hidden
+    mods.append(nn.Linear(in_dim, out_dim, bias=False))
+    return nn.Sequential(*mods)
+
+
+class NGPField(nn.Module):
+    """``density(x) -> (sigma (N,), geo (N, geo_features))``; ``forward(x, d) -> (sigma (N,), rgb (N, 3))``.
+
+    ``x`` are world points ``(N, 3)``, normalised into ``aabb`` ``(2, 3)`` (min, max corners); points outside
+    it get density 0. ``d`` are unit directions ``(N, 3)``.
+    """
+
+    def __init__(self, cfg: FieldConfig, aabb: torch.Tensor, encode_fn: EncodeFn = hash_encode) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("aabb", check_aabb(aabb))
+        self.encoding = HashGrid(cfg.hash, encode_fn)
+        self.density_mlp = mlp(self.encoding.output_dim, cfg.hidden, 1, 1 + cfg.geo_features)
+        self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features, cfg.color_hidden, cfg.color_layers, 3)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """World points ``(N, 3)`` -> aabb coordinates ``(N, 3)`` (``[0, 1]`` inside)."""
+        return (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+
+    def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sigma (N,)`` and geometry features ``(N, geo_features)`` at world points ``x`` ``(N, 3)``."""
+        unit = self.normalize(x)
+        inside = ((unit >= 0.0) & (unit <= 1.0)).all(dim=-1)
+        out = self.density_mlp(self.encoding(unit))
+        sigma = torch.where(inside, trunc_exp(out[:, 0]), torch.zeros((), dtype=out.dtype, device=out.device))
+        return sigma, out[:, 1:]
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sigma (N,)`` and ``rgb (N, 3)`` in ``(0, 1)`` at world points ``x`` seen along ``d``."""
+        sigma, geo = self.density(x)
+        h = torch.cat([sh_encode(d, self.cfg.sh_degree).to(geo.dtype), geo], dim=-1)
+        return sigma, torch.sigmoid(self.color_mlp(h))

@@ -1,0 +1,153 @@
+"""Ray marching through the aabb with occupancy-grid empty-space skipping, producing packed samples."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from nerf.occupancy import OccupancyGrid
+from nerf.volume import early_terminated, render_weights
+
+MARCH_CHUNK = 1 << 21
+"""Candidate samples materialised at once while marching (bounds the memory of long rays)."""
+EVAL_CHUNK = 1 << 17
+"""Points per call of ``sigma_fn`` in :func:`prune_occluded` (bounds the encoder's memory)."""
+
+
+def ray_aabb(
+    o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slab test of rays ``o, d`` ``(N, 3)`` against ``aabb`` ``(2, 3)``.
+
+    Returns ``t_near (N,)`` (>= 0: a ray starting inside enters at 0), ``t_far (N,)`` and ``hit (N,)`` bool
+    (``t_far > t_near``). Rays that miss get ``t_far = t_near``.
+    """
+    tiny = torch.finfo(d.dtype).tiny
+    safe = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+    inv = 1.0 / safe
+    t0 = (aabb[0] - o) * inv
+    t1 = (aabb[1] - o) * inv
+    t_near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0.0)
+    t_far = torch.maximum(t0, t1).amin(dim=-1)
+    hit = t_far > t_near
+    return t_near, torch.where(hit, t_far, t_near), hit
+
+
+@dataclass
+class Samples:
+    """Packed samples sorted by ray, then ``t``: intervals ``[t_starts, t_ends]`` on rays ``ray_indices``."""
+
+    ray_indices: torch.Tensor  # (S,) long
+    t_starts: torch.Tensor  # (S,)
+    t_ends: torch.Tensor  # (S,)
+
+    def __len__(self) -> int:
+        return self.ray_indices.numel()
+
+    @property
+    def t_mids(self) -> torch.Tensor:
+        """``(S,)`` interval mid-points."""
+        return 0.5 * (self.t_starts + self.t_ends)
+
+    @property
+    def deltas(self) -> torch.Tensor:
+        """``(S,)`` interval lengths."""
+        return self.t_ends - self.t_starts
+
+    def positions(self, o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``(S, 3)`` world points at the interval mid-points of rays ``o, d`` ``(N, 3)``."""
+        return o[self.ray_indices] + d[self.ray_indices] * self.t_mids[:, None]
+
+    def dirs(self, d: torch.Tensor) -> torch.Tensor:
+        """``(S, 3)`` the direction of each sample's ray."""
+        return d[self.ray_indices]
+
+    def select(self, keep: torch.Tensor) -> Samples:
+        """The samples where ``keep`` ``(S,)`` bool is True (order kept)."""
+        return Samples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep])
+
+
+def _chunks(counts: torch.Tensor, budget: int) -> list[tuple[int, int]]:
+    """Split rays into consecutive ranges of at most ``budget`` samples each (or a single longer ray)."""
+    n = counts.numel()
+    ends = torch.cumsum(counts, 0)
+    total = int(ends[-1]) if n else 0
+    if total <= budget:
+        return [(0, n)] if n else []
+    marks = torch.arange(budget, total, budget, device=counts.device)
+    cuts = torch.searchsorted(ends, marks, right=True).tolist()
+    return list(itertools.pairwise(sorted({0, n, *cuts})))
+
+
+def march_rays(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    aabb: torch.Tensor,
+    grid: OccupancyGrid | None,
+    step_size: float,
+    max_steps: int,
+    jitter: bool = False,
+    generator: torch.Generator | None = None,
+    near: float = 0.0,
+) -> Samples:
+    """March rays ``o, d`` ``(N, 3)`` through ``aabb`` ``(2, 3)`` in steps of ``step_size``.
+
+    Ray ``r`` gets the intervals ``[t0 + k * step, t0 + (k + 1) * step]`` (the last one clipped to
+    ``t_far``) for ``k < ceil((t_far - t0) / step)``, at most ``max_steps`` of them, where
+    ``t0 = max(t_near, near)`` plus, with ``jitter``, a uniform offset in ``[0, step)`` per ray (drawn from
+    ``generator`` on the rays' device). Only intervals whose mid-point lies in an occupied cell of ``grid``
+    are kept (all of them if ``grid`` is None).
+    """
+    if step_size <= 0.0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    n = o.shape[0]
+    t_near, t_far, hit = ray_aabb(o, d, aabb.to(o))
+    t0 = t_near.clamp(min=near)
+    if jitter:
+        t0 = t0 + torch.rand(n, device=o.device, dtype=o.dtype, generator=generator) * step_size
+    counts = torch.ceil((t_far - t0) / step_size).clamp(0, max_steps).long()
+    counts = torch.where(hit, counts, torch.zeros_like(counts))
+    parts: list[Samples] = []
+    for a, b in _chunks(counts, MARCH_CHUNK):
+        c = counts[a:b]
+        rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
+        first = torch.cumsum(c, 0) - c
+        k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
+        starts = t0[rays] + k.to(o.dtype) * step_size
+        ends = torch.minimum(starts + step_size, t_far[rays])
+        s = Samples(rays, starts, ends)
+        if grid is not None:
+            s = s.select(grid.occupied(s.positions(o, d)))
+        parts.append(s)
+    if not parts:
+        empty = torch.empty(0, device=o.device, dtype=o.dtype)
+        return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())
+    if len(parts) == 1:
+        return parts[0]
+    fields = ("ray_indices", "t_starts", "t_ends")
+    return Samples(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
+def prune_occluded(
+    samples: Samples,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    sigma_fn: Callable[[torch.Tensor], torch.Tensor],
+    eps: float = 1e-4,
+) -> Samples:
+    """Drop samples hidden behind opaque matter: evaluate ``sigma_fn`` (world points ``(S, 3)`` -> ``(S,)``)
+    without gradients (in chunks) at every sample of rays ``o, d`` ``(N, 3)`` and keep those whose
+    transmittance before them is at least ``eps``. The caller then re-evaluates the survivors with gradients
+    (nerfacc's trick)."""
+    if len(samples) == 0:
+        return samples
+    with torch.no_grad():
+        points = samples.positions(o, d)
+        sigmas = torch.cat(
+            [sigma_fn(points[i : i + EVAL_CHUNK]).reshape(-1) for i in range(0, len(points), EVAL_CHUNK)]
+        )
+        _, transmittance = render_weights(sigmas, samples.deltas, samples.ray_indices, o.shape[0])
+    return samples.select(early_terminated(transmittance, eps))

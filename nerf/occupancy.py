@@ -1,0 +1,103 @@
+"""Occupancy grid over the scene's aabb: an EMA of the field's density per cell, thresholded into a mask that
+lets the ray marcher skip empty space (instant-NGP's density grid, one cascade)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nerf.field import check_aabb
+
+EVAL_CHUNK = 1 << 18
+"""Points per call of the density function during an update."""
+
+
+class OccupancyGrid(nn.Module):
+    """``R**3`` cells over ``aabb`` ``(2, 3)``; buffers ``density`` (R, R, R) float, ``mask`` (R, R, R) bool.
+
+    Cell ``(i, j, k)`` covers ``aabb[0] + ([i, j, k] + [0, 1]) / R * (aabb[1] - aabb[0])``.
+    """
+
+    def __init__(
+        self,
+        aabb: torch.Tensor,
+        resolution: int = 128,
+        decay: float = 0.95,
+        threshold: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        self.resolution, self.decay, self.threshold = resolution, decay, threshold
+        r = resolution
+        self.register_buffer("aabb", check_aabb(aabb))
+        self.register_buffer("density", torch.zeros(r, r, r))
+        self.register_buffer("mask", torch.ones(r, r, r, dtype=torch.bool))
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The random generator's state travels with ``state_dict`` so that a resumed run is reproducible."""
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def cell_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat cell index ``(N,)`` long of world points ``x`` ``(N, 3)`` (clamped into the grid) and whether
+        each point is inside the aabb ``(N,)`` bool."""
+        unit = (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        inside = ((unit >= 0.0) & (unit <= 1.0)).all(dim=-1)
+        r = self.resolution
+        ijk = (unit * r).floor().long().clamp_(0, r - 1)
+        return (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2], inside
+
+    def occupied(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: the cell of each world point ``(N, 3)`` is occupied (False outside the aabb)."""
+        flat, inside = self.cell_indices(x)
+        return self.mask.reshape(-1)[flat] & inside
+
+    def occupancy(self) -> float:
+        """Fraction of occupied cells."""
+        return float(self.mask.float().mean())
+
+    @torch.no_grad()
+    def update(
+        self,
+        density_fn: Callable[[torch.Tensor], torch.Tensor],
+        step: int,
+        warmup_steps: int = 256,
+        n_samples: int | None = None,
+    ) -> None:
+        """Re-estimate the grid from ``density_fn`` (world points ``(N, 3)`` -> density ``(N,)``).
+
+        During warmup (``step < warmup_steps``) every cell is evaluated; afterwards ``n_samples`` random cells
+        (default a quarter of the grid) plus every occupied one. Each evaluated cell is probed at one jittered
+        point; then ``density = max(density * decay, new)`` (unvisited cells count ``new = 0``, so every cell
+        decays) and ``mask = density > min(density.mean(), threshold)``. instant-NGP thresholds the optical
+        thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly.
+        """
+        r = self.resolution
+        cells = r**3
+        device = self.density.device
+        if step < warmup_steps:
+            chosen = torch.arange(cells)
+        else:
+            count = cells // 4 if n_samples is None else min(n_samples, cells)
+            random_cells = torch.randint(0, cells, (count,), generator=self.generator)
+            occupied_cells = self.mask.reshape(-1).nonzero().squeeze(-1).cpu()
+            chosen = torch.unique(torch.cat([random_cells, occupied_cells]))
+        jitter = torch.rand(chosen.numel(), 3, generator=self.generator)
+        chosen, jitter = chosen.to(device), jitter.to(device)
+        ijk = torch.stack([chosen // (r * r), (chosen // r) % r, chosen % r], dim=-1)
+        points = self.aabb[0] + (ijk + jitter) / r * (self.aabb[1] - self.aabb[0])
+        new = torch.zeros(cells, device=device)
+        for start in range(0, points.shape[0], EVAL_CHUNK):
+            part = chosen[start : start + EVAL_CHUNK]
+            new[part] = density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
+        density = torch.maximum(self.density * self.decay, new.reshape(r, r, r))
+        self.density.copy_(density)
+        self.mask.copy_(density > torch.clamp(density.mean(), max=self.threshold))

@@ -1,0 +1,85 @@
+"""Rendering rays and images through a radiance field: march, evaluate, composite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nerf.marching import march_rays, prune_occluded
+from nerf.occupancy import OccupancyGrid
+from nerf.volume import composite
+from raytrace.camera import Intrinsics, image_rays
+
+
+@dataclass(frozen=True)
+class MarchSettings:
+    """How rays are sampled inside the scene's bounding box."""
+
+    aabb: torch.Tensor  # (2, 3)
+    steps: int  # samples along the box diagonal
+
+    @property
+    def step_size(self) -> float:
+        return float((self.aabb[1] - self.aabb[0]).norm()) / self.steps
+
+
+def render_rays(
+    field: nn.Module,
+    grid: OccupancyGrid | None,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    march: MarchSettings,
+    background: torch.Tensor | None,
+    jitter: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count.
+
+    Samples behind an opaque surface are dropped before the field is evaluated with gradients
+    (early ray termination), so their cost is one density query without autograd.
+    """
+    samples = march_rays(
+        origins, dirs, march.aabb, grid, march.step_size, march.steps, jitter=jitter, generator=generator
+    )
+
+    def sigma_fn(x: torch.Tensor) -> torch.Tensor:
+        return field.density(x)[0]
+
+    samples = prune_occluded(samples, origins, dirs, sigma_fn)
+    sigmas, rgbs = field(samples.positions(origins, dirs), samples.dirs(dirs))
+    out = composite(
+        sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], background
+    )
+    out["samples"] = torch.tensor(samples.ray_indices.numel())
+    return out
+
+
+@torch.no_grad()
+def render_image(
+    field: nn.Module,
+    grid: OccupancyGrid | None,
+    c2w: torch.Tensor,
+    intr: Intrinsics,
+    march: MarchSettings,
+    background: torch.Tensor | None = None,
+    chunk: int = 8192,
+) -> dict[str, torch.Tensor]:
+    """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``.
+
+    ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied).
+    """
+    device = march.aabb.device
+    origins, dirs = image_rays(c2w.to(device), intr)
+    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+    for start in range(0, origins.shape[0], chunk):
+        out = render_rays(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march, background)
+        for key, values in parts.items():
+            values.append(out[key])
+    h, w = intr.height, intr.width
+    return {
+        "rgb": torch.cat(parts["rgb"]).reshape(h, w, 3),
+        "depth": torch.cat(parts["depth"]).reshape(h, w),
+        "opacity": torch.cat(parts["opacity"]).reshape(h, w),
+    }

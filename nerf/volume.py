@@ -1,0 +1,77 @@
+"""Volume rendering of packed samples (sorted by ray, then by ``t``): weights, transmittance, compositing."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _segment_exclusive_cumsum(values: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
+    """Per-ray exclusive prefix sum ``(S,)`` of ``values`` ``(S,)`` over packed samples sorted by ray.
+
+    One global cumsum minus each ray's running total at its first sample; accumulated in float64 (except on
+    MPS, which has none) so that long batches do not lose the precision of short rays.
+    """
+    if values.numel() == 0:
+        return values.clone()
+    acc_dtype = torch.float32 if values.device.type == "mps" else torch.float64
+    inclusive = torch.cumsum(values.to(acc_dtype), dim=0)
+    exclusive = inclusive - values.to(acc_dtype)
+    first = torch.searchsorted(ray_indices, ray_indices)  # each sample's ray's first sample
+    return (exclusive - exclusive[first]).to(values.dtype)
+
+
+def render_weights(
+    sigmas: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(S,)`` and transmittance before each sample ``(S,)``.
+
+    ``T_i = exp(-sum_{j<i, same ray} sigma_j delta_j)``, ``alpha_i = 1 - exp(-sigma_i delta_i)``,
+    ``w_i = T_i alpha_i``. ``n_rays`` is accepted for symmetry with :func:`accumulate` (samples are packed).
+    """
+    del n_rays
+    tau = sigmas * deltas
+    transmittance = torch.exp(-_segment_exclusive_cumsum(tau, ray_indices))
+    alpha = 1.0 - torch.exp(-tau)
+    return transmittance * alpha, transmittance
+
+
+def accumulate(
+    weights: torch.Tensor, values: torch.Tensor | None, ray_indices: torch.Tensor, n_rays: int
+) -> torch.Tensor:
+    """Per-ray weighted sums ``(n_rays, C)`` of ``values`` ``(S, C)``; the opacity ``(n_rays,)`` if None."""
+    if values is None:
+        out = torch.zeros(n_rays, dtype=weights.dtype, device=weights.device)
+        return out.index_add(0, ray_indices, weights)
+    out = torch.zeros(n_rays, values.shape[-1], dtype=values.dtype, device=values.device)
+    return out.index_add(0, ray_indices, weights[:, None] * values)
+
+
+def composite(
+    sigmas: torch.Tensor,
+    rgbs: torch.Tensor,
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    n_rays: int,
+    background: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Composite packed samples into ``rgb (n_rays, 3)``, ``depth (n_rays,)``, ``opacity (n_rays,)``, and
+    return the sample ``weights (S,)``.
+
+    ``depth`` is the expected interval mid-point ``t`` normalised by opacity (0 where the opacity is 0).
+    ``background`` ``(3,)`` or ``(n_rays, 3)`` fills the transparent rest; None leaves it black.
+    """
+    weights, _ = render_weights(sigmas, t_ends - t_starts, ray_indices, n_rays)
+    opacity = accumulate(weights, None, ray_indices, n_rays)
+    rgb = accumulate(weights, rgbs, ray_indices, n_rays)
+    if background is not None:
+        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
+    depth_sum = accumulate(weights, (0.5 * (t_starts + t_ends))[:, None], ray_indices, n_rays)[:, 0]
+    positive = opacity > 0
+    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def early_terminated(transmittance: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``(S,)`` bool: the samples still contributing (transmittance before them at least ``eps``)."""
+    return transmittance >= eps

@@ -1,0 +1,315 @@
+"""Writing a raytraced multi-view dataset in the NeRF-synthetic layout (see :mod:`raytrace.dataset_format`).
+
+Layout under ``out_dir``: ``transforms_{train,val,test}.json``, per frame ``<split>/r_<i>.png`` (8-bit RGBA),
+``<split>/r_<i>_depth.npy`` (float32 ``(H, W)``) and ``<split>/r_<i>_normal.npy`` (float32 ``(H, W, 3)``),
+``scene.toml`` (a copy of the scene, with the files it references copied beside it) and
+``.raytrace_manifest.json`` (a hash of the scene and the render settings).
+
+Every file is written atomically. The JSON files are written last, after every frame of every split exists,
+and removed at the start of a run, so an interrupted run never leaves a dataset that looks complete. A rerun
+with the same manifest skips frames whose three files exist; a different manifest re-renders everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import tomllib
+import torch
+from tqdm import tqdm
+
+from raytrace.atomic import write_bytes, write_json
+from raytrace.camera import Intrinsics, look_at, rig_positions
+from raytrace.dataset_format import SPLITS, Frame, Transforms, transforms_path, write_transforms
+from raytrace.errors import InputError
+from raytrace.render import render_image
+from raytrace.scene import CameraRig, Scene, load_scene
+
+MANIFEST = ".raytrace_manifest.json"
+SCENE_COPY = "scene.toml"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """What a dataset's pixels depend on besides the scene: image size, field of view, samples, views."""
+
+    width: int
+    height: int
+    fov_deg: float  # horizontal
+    spp: int  # samples per pixel
+    counts: dict[str, int]  # views per split
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fov(self.width, self.height, math.radians(self.fov_deg))
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What :func:`write_dataset` did."""
+
+    out_dir: Path
+    counts: dict[str, int]
+    rendered: int  # frames rendered by this run
+    skipped: int  # frames kept from an earlier run with the same manifest
+    seconds: float
+
+    def line(self) -> str:
+        views = " / ".join(f"{self.counts[s]} {s}" for s in SPLITS)
+        per = self.seconds / self.rendered if self.rendered else 0.0
+        return (f"{views} views; rendered {self.rendered}, kept {self.skipped} in {self.seconds:.1f} s "
+                f"({per:.2f} s per rendered view)")
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame to render: where its files go and its camera."""
+
+    split: str
+    index: int
+    c2w: np.ndarray  # (4, 4) float64
+
+    def paths(self, out_dir: Path) -> tuple[Path, Path, Path]:
+        """Image, depth and normal files."""
+        base = out_dir / self.split / f"r_{self.index}"
+        return base.with_suffix(".png"), Path(f"{base}_depth.npy"), Path(f"{base}_normal.npy")
+
+
+def rig_poses(rig: CameraRig, counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """Camera-to-world poses ``(n, 4, 4)`` float64 per split, placed by the rig.
+
+    One generator seeded with ``rig.seed`` draws the splits in the fixed order train, val, test; every
+    camera looks at ``rig.target`` (OpenGL axes, world +Z up).
+    """
+    rng = np.random.default_rng(rig.seed)
+    target = np.asarray(rig.target, dtype=np.float64)
+    poses = {}
+    for split in SPLITS:
+        n = counts.get(split, 0)
+        pos = rig_positions(n, rig.radius, target, rig.layout == "hemisphere", rng)
+        poses[split] = np.stack([look_at(p, target) for p in pos]) if n else np.zeros((0, 4, 4))
+    return poses
+
+
+def settings_for(
+    scene: Scene,
+    views: int | None = None,
+    val: int | None = None,
+    test: int | None = None,
+    res: int | None = None,
+    spp: int | None = None,
+) -> DatasetSettings:
+    """The scene rig's settings with command-line overrides.
+
+    ``views`` sets the train count; val and test counts not given scale by the same factor as train
+    (rounded, at least 1 where the rig has any). ``res`` sets the width; the height keeps the rig's aspect.
+    ``spp`` defaults to the scene's ``[render] spp``.
+    """
+    rig = scene.rig
+    counts = {s: int(rig.views.get(s, 0)) for s in SPLITS}
+    if views is not None:
+        factor = views / counts["train"] if counts["train"] else 1.0
+        for split in ("val", "test"):
+            if counts[split]:
+                counts[split] = max(1, round(counts[split] * factor))
+        counts["train"] = views
+    if val is not None:
+        counts["val"] = val
+    if test is not None:
+        counts["test"] = test
+    width, height = rig.width, rig.height
+    if res is not None:
+        width, height = res, max(1, round(res * rig.height / rig.width))
+    spp = spp if spp is not None else scene.settings.spp
+    return DatasetSettings(width, height, float(rig.fov), spp, counts)
+
+
+def scene_files(scene_path: Path) -> list[str]:
+    """Paths, relative to the scene's folder, of the files the scene's TOML names (any string value naming an
+    existing file beside it: meshes, textures). Raises :class:`InputError` for one outside that folder."""
+    data = tomllib.loads(scene_path.read_text(encoding="utf-8"))
+    folder = scene_path.parent.resolve()
+    found: set[str] = set()
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else k)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+        elif isinstance(v, str) and v and (scene_path.parent / v).is_file():
+            if not (scene_path.parent / v).resolve().is_relative_to(folder):
+                raise InputError(scene_path, where, f"{v!r} lies outside the scene's folder, so a dataset's "
+                                 "copy of the scene could not find it; move it beside the scene")
+            found.add(v)
+
+    walk(data, "")
+    return sorted(found)
+
+
+def _manifest(scene_path: Path, settings: DatasetSettings) -> dict[str, Any]:
+    h = hashlib.sha256(scene_path.read_bytes())
+    for rel in scene_files(scene_path):
+        h.update(rel.encode())
+        h.update((scene_path.parent / rel).read_bytes())
+    return {"version": FORMAT_VERSION, "scene_sha256": h.hexdigest(), "settings": asdict(settings)}
+
+
+def copy_scene(scene_path: Path, out_dir: Path) -> None:
+    """Copy the scene file to ``out_dir/scene.toml`` and the files it references to the same relative
+    paths under ``out_dir``, so that the copy loads on its own."""
+    for rel in scene_files(scene_path):
+        write_bytes(out_dir / rel, (scene_path.parent / rel).read_bytes())
+    write_bytes(out_dir / SCENE_COPY, scene_path.read_bytes())
+
+
+def _frame_jobs(scene: Scene, settings: DatasetSettings) -> list[FrameJob]:
+    poses = rig_poses(scene.rig, settings.counts)
+    jobs = []
+    for split in SPLITS:
+        for i, c2w in enumerate(poses[split]):
+            jobs.append(FrameJob(split, i, c2w))
+    return jobs
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def render_frame(scene: Scene, job: FrameJob, settings: DatasetSettings, out_dir: Path, device: str) -> None:
+    """Render one frame and write its depth, normals and (last) its PNG, each atomically. The renderer is
+    deterministic (its sampling is seeded by the scene): a frame's bytes do not depend on who renders it."""
+    c2w = torch.as_tensor(job.c2w, dtype=torch.float32)
+    res = render_image(scene, c2w, settings.intrinsics, device=device, spp=settings.spp)
+    img, depth, normal = job.paths(out_dir)
+    write_bytes(depth, _npy_bytes(res.depth.detach().cpu().numpy().astype(np.float32)))
+    write_bytes(normal, _npy_bytes(res.normal.detach().cpu().numpy().astype(np.float32)))
+    rgba8 = np.clip(np.rint(res.rgba.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
+    write_bytes(img, iio.imwrite("<bytes>", rgba8, extension=".png"))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(scene=load_scene(scene_path), settings=settings, out_dir=Path(out_dir), device=device)
+
+
+def _worker_render(job: FrameJob) -> None:
+    render_frame(_WORKER["scene"], job, _WORKER["settings"], _WORKER["out_dir"], _WORKER["device"])
+
+
+def _run_jobs(
+    scene: Scene, jobs: list[FrameJob], settings: DatasetSettings, out_dir: Path, device: str, workers: int,
+) -> Iterator[FrameJob]:
+    """Render ``jobs``, yielding each when done (in this process for one worker, else in spawned ones)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            render_frame(scene, job, settings, out_dir, device)
+            yield job
+        return
+    ctx = get_context("spawn")  # fork after torch has started threads can deadlock
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(str(scene.path), settings, str(out_dir), device)) as pool:
+        pending = {pool.submit(_worker_render, job): job for job in jobs}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    job = pending.pop(fut)
+                    fut.result()
+                    yield job
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _clear_stale(out_dir: Path) -> None:
+    """Remove the split JSONs (rewritten at the end) and temporary files a killed run left behind."""
+    for split in SPLITS:
+        transforms_path(out_dir, split).unlink(missing_ok=True)
+        if (out_dir / split).is_dir():
+            for tmp in (out_dir / split).glob(".*.tmp*"):
+                tmp.unlink()
+
+
+def write_dataset(
+    scene: Scene,
+    out_dir: str | Path,
+    settings: DatasetSettings,
+    device: str = "cpu",
+    workers: int = 1,
+    progress: bool = True,
+) -> DatasetSummary:
+    """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
+    renders frames in that many spawned processes (one torch thread each)."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, None, "output path exists and is not a folder")
+    manifest = _manifest(scene.path, settings)
+    old = None
+    if (out_dir / MANIFEST).is_file():
+        try:
+            old = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out_dir)
+    jobs = _frame_jobs(scene, settings)
+    if old == manifest:
+        todo = [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir))]
+    else:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        for split in SPLITS:  # frames of other settings must not survive into this dataset
+            if (out_dir / split).is_dir():
+                for f in (out_dir / split).glob("r_*"):
+                    f.unlink()
+        copy_scene(scene.path, out_dir)
+        write_json(out_dir / MANIFEST, manifest)
+        todo = jobs
+    if not (out_dir / SCENE_COPY).is_file():
+        copy_scene(scene.path, out_dir)
+    for split in SPLITS:
+        (out_dir / split).mkdir(exist_ok=True)
+
+    with tqdm(total=len(todo), desc=f"raytrace {out_dir.name}", unit="view", disable=not progress) as bar:
+        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers):
+            bar.update(1)
+
+    intr = settings.intrinsics
+    by_split: dict[str, list[Frame]] = {s: [] for s in SPLITS}
+    for job in jobs:
+        img, depth, normal = (p.relative_to(out_dir).as_posix() for p in job.paths(out_dir))
+        frame = Frame(f"./{img.removesuffix('.png')}", job.c2w, f"./{depth}", f"./{normal}")
+        by_split[job.split].append(frame)
+    for split in SPLITS:
+        t = Transforms(camera_angle_x=intr.camera_angle_x, frames=by_split[split], fl_x=intr.fx, fl_y=intr.fy,
+                       cx=intr.cx, cy=intr.cy, w=intr.width, h=intr.height,
+                       aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY)
+        write_transforms(transforms_path(out_dir, split), t)
+    return DatasetSummary(out_dir, dict(settings.counts), len(todo), len(jobs) - len(todo),
+                          time.perf_counter() - start)
+
+
+def default_device() -> str:
+    """``cuda`` where torch has it, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+

@@ -1,0 +1,109 @@
+"""A scene's geometry on one torch device: closest hits and shadow (occlusion) queries over ray batches."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from raytrace.geometry import AnalyticPrimitive, Quad
+from raytrace.lights import AreaLight
+from raytrace.materials import Material
+from raytrace.meshes import MeshData, MeshSet
+from raytrace.scene import Scene
+
+OCCLUSION_CHUNK = 1 << 15
+OFFSET_SCALE = 1e-4  # secondary rays start this fraction of the scene's bounds diagonal off the surface
+
+
+@dataclass
+class Hits:
+    """Closest hits of ``N`` rays. On a miss ``t`` is inf, ``obj`` is -1 and the rest is 0."""
+
+    t: torch.Tensor  # (N,) distance along the ray (metric for unit directions)
+    obj: torch.Tensor  # (N,) long, index into SceneGeometry.materials / objects
+    ng: torch.Tensor  # (N, 3) geometric normal: outward for closed shapes, front side for planes
+    ns: torch.Tensor  # (N, 3) shading normal (interpolated on smooth meshes), on ng's side
+    uv: torch.Tensor  # (N, 2) texture coordinates
+
+
+class SceneGeometry:
+    """All the scene's surfaces (its objects, then one parallelogram per visible area light) on ``device``."""
+
+    def __init__(self, scene: Scene, device: torch.device) -> None:
+        self.device = device
+        self.materials: list[Material] = [scene.materials[o.material] for o in scene.objects]
+        matrices = [o.matrix for o in scene.objects]
+        self.analytic: list[tuple[int, AnalyticPrimitive]] = []
+        meshes: list[tuple[int, MeshData]] = []
+        for i, obj in enumerate(scene.objects):
+            if isinstance(obj.shape, MeshData):
+                meshes.append((i, obj.shape))
+            else:
+                self.analytic.append((i, AnalyticPrimitive(obj.shape, obj.matrix, device)))
+        for light in scene.lights:
+            if isinstance(light, AreaLight) and light.visible:
+                emitter = Material(f"light {light.name}", "emissive", color=light.radiance)
+                quad = Quad(light.corner, light.edge1, light.edge2)
+                self.analytic.append((len(self.materials), AnalyticPrimitive(quad, np.eye(4), device)))
+                self.materials.append(emitter)
+                matrices.append(np.eye(4))
+        self.meshes = MeshSet(meshes) if meshes else None
+        inv = np.linalg.inv(np.stack(matrices)) if matrices else np.zeros((0, 4, 4))
+        self.inv_rot = torch.as_tensor(inv[:, :3, :3], dtype=torch.float32, device=device)
+        self.inv_shift = torch.as_tensor(inv[:, :3, 3], dtype=torch.float32, device=device)
+        self.eps = max(OFFSET_SCALE * float(np.linalg.norm(scene.bounds[1] - scene.bounds[0])), 1e-6)
+
+    def to_local(self, p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+        """World points ``(N, 3)`` in the local frames of objects ``obj`` (N,)."""
+        return (self.inv_rot[obj] @ p.unsqueeze(-1)).squeeze(-1) + self.inv_shift[obj]
+
+    def intersect(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
+        """Closest hits of rays with origins ``o`` and directions ``d`` ``(N, 3)``."""
+        n = o.shape[0]
+        t = torch.full((n,), math.inf, device=o.device)
+        obj = torch.full((n,), -1, dtype=torch.long, device=o.device)
+        for i, prim in self.analytic:
+            ti = prim.hit(o, d)
+            closer = ti < t
+            t, obj = torch.where(closer, ti, t), torch.where(closer, i, obj)
+        ng, ns, uv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros((n, 2), device=o.device)
+        if self.meshes is not None:
+            m = self.meshes.cast(o, d)
+            closer = m["t"] < t
+            t, obj = torch.where(closer, m["t"], t), torch.where(closer, m["obj"], obj)
+            c = closer.unsqueeze(-1)
+            ng, ns, uv = torch.where(c, m["ng"], ng), torch.where(c, m["ns"], ns), torch.where(c, m["uv"], uv)
+        for i, prim in self.analytic:
+            sel = (obj == i).nonzero().squeeze(-1)
+            if sel.numel():
+                normal, tex = prim.surface(o[sel] + t[sel].unsqueeze(-1) * d[sel])
+                ng[sel], ns[sel], uv[sel] = normal, normal, tex
+        ns = torch.where(((ns * ng).sum(-1, keepdim=True) < 0), -ns, ns)
+        return Hits(t, obj, ng, ns, uv)
+
+    def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: whether any surface lies on the ray strictly before ``t_max`` (N,)."""
+        blocked = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
+        for start in range(0, o.shape[0], OCCLUSION_CHUNK):  # chunks small enough to stay in cache
+            sl = slice(start, start + OCCLUSION_CHUNK)
+            for _, prim in self.analytic:
+                blocked[sl] |= prim.hit(o[sl], d[sl]) < t_max[sl]
+        if self.meshes is not None:
+            blocked |= self.meshes.occluded(o, d, t_max)
+        return blocked
+
+
+_CACHE: weakref.WeakKeyDictionary[Scene, dict[str, SceneGeometry]] = weakref.WeakKeyDictionary()
+
+
+def scene_geometry(scene: Scene, device: torch.device) -> SceneGeometry:
+    """The (cached) geometry of ``scene`` on ``device``."""
+    per_device = _CACHE.setdefault(scene, {})
+    key = str(device)
+    if key not in per_device:
+        per_device[key] = SceneGeometry(scene, device)
+    return per_device[key]

@@ -1,0 +1,150 @@
+"""Triangle meshes: loading (files and open3d's procedural shapes) and ray casting with open3d's Embree
+``RaycastingScene`` (CPU; results are moved to the caller's torch device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import torch
+
+# open3d's procedural meshes: TriangleMesh.create_<name>; parameters are validated against its signature.
+PROCEDURAL_SHAPES = (
+    "arrow",
+    "box",
+    "cone",
+    "cylinder",
+    "ellipsoid",
+    "icosahedron",
+    "mobius",
+    "octahedron",
+    "sphere",
+    "tetrahedron",
+    "torus",
+)
+# Shapes shaded smoothly (interpolated vertex normals) unless the object says `smooth = false`.
+SMOOTH_SHAPES = ("ellipsoid", "mobius", "sphere", "torus")
+
+
+@dataclass(eq=False)
+class MeshData:
+    """A triangle mesh already placed in the world."""
+
+    vertices: np.ndarray  # (V, 3) float64
+    triangles: np.ndarray  # (T, 3) int64
+    vertex_normals: np.ndarray | None  # (V, 3) unit normals for smooth shading, or None for flat shading
+    triangle_uvs: np.ndarray | None  # (T, 3, 2) texture coordinates of each triangle's corners, or None
+
+    def aabb(self) -> np.ndarray:
+        """World bounding box ``(2, 3)``."""
+        return np.stack([self.vertices.min(0), self.vertices.max(0)])
+
+
+def procedural_parameters(shape: str) -> dict[str, type]:
+    """Parameter names of ``TriangleMesh.create_<shape>`` and their types (float, int or bool)."""
+    doc = getattr(o3d.geometry.TriangleMesh, f"create_{shape}").__doc__.split("\n")[0]
+    params = doc[doc.index("(") + 1 : doc.index(") ->")]
+    kinds = {"SupportsFloat": float, "SupportsInt": int, "bool": bool}
+    out = {}
+    for part in params.split(", "):
+        name, _, annotation = part.partition(": ")
+        kind = next((k for key, k in kinds.items() if key in annotation), None)
+        if kind is not None and name != "create_uv_map":
+            out[name] = kind
+    return out
+
+
+def procedural_mesh(shape: str, params: dict[str, float | int | bool]) -> o3d.geometry.TriangleMesh:
+    """``TriangleMesh.create_<shape>(**params)``, with a UV map where open3d can make one."""
+    create = getattr(o3d.geometry.TriangleMesh, f"create_{shape}")
+    if "create_uv_map" in (create.__doc__ or "").split("\n")[0]:
+        params = {**params, "create_uv_map": True}
+    return create(**params)
+
+
+def read_mesh_file(path: Path) -> o3d.geometry.TriangleMesh:
+    """A ``.ply`` / ``.obj`` (or any format open3d reads) triangle mesh."""
+    return o3d.io.read_triangle_mesh(str(path))
+
+
+def place_mesh(mesh: o3d.geometry.TriangleMesh, matrix: np.ndarray, smooth: bool) -> MeshData:
+    """``mesh`` moved into world space by ``matrix`` (4, 4); vertex normals kept (or made) if ``smooth``."""
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    tri = np.asarray(mesh.triangles, dtype=np.int64)
+    normals = None
+    if smooth:
+        if not mesh.has_vertex_normals():
+            mesh.compute_vertex_normals()
+        n = np.asarray(mesh.vertex_normals, dtype=np.float64) @ np.linalg.inv(matrix[:3, :3])
+        normals = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    uvs = np.asarray(mesh.triangle_uvs, dtype=np.float64)
+    uvs = uvs.reshape(-1, 3, 2) if len(uvs) == 3 * len(tri) and len(tri) else None
+    return MeshData(v @ matrix[:3, :3].T + matrix[:3, 3], tri, normals, uvs)
+
+
+class MeshSet:
+    """All mesh objects of a scene in one Embree scene; hits map back to object indices."""
+
+    def __init__(self, meshes: list[tuple[int, MeshData]]) -> None:
+        """``meshes``: at least one ``(object index, mesh)``."""
+        self.scene = o3d.t.geometry.RaycastingScene()
+        objects, counts, corner_normals, corner_uvs, face_normals = [], [], [], [], []
+        for obj, mesh in meshes:
+            gid = self.scene.add_triangles(
+                o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                o3d.core.Tensor(mesh.triangles.astype(np.uint32)),
+            )
+            assert gid == len(objects), "open3d numbers geometries consecutively"
+            objects.append(obj)
+            corners = mesh.vertices[mesh.triangles]  # (T, 3, 3)
+            fn = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+            fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-30)
+            face_normals.append(fn)
+            if mesh.vertex_normals is not None:
+                corner_normals.append(mesh.vertex_normals[mesh.triangles])
+            else:
+                corner_normals.append(np.repeat(fn[:, None], 3, axis=1))
+            uv = mesh.triangle_uvs
+            corner_uvs.append(uv if uv is not None else np.zeros((len(mesh.triangles), 3, 2)))
+            counts.append(len(mesh.triangles))
+        self.objects = torch.tensor(objects, dtype=torch.long)
+        self.tri_offset = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=torch.long)
+        self.face_normals, self.corner_normals, self.corner_uvs = (
+            torch.from_numpy(np.concatenate(parts)).float()
+            for parts in (face_normals, corner_normals, corner_uvs)
+        )
+
+    @staticmethod
+    def _rays(o: torch.Tensor, d: torch.Tensor) -> o3d.core.Tensor:
+        rays = torch.cat([o, d], -1).detach().to("cpu", torch.float32).contiguous().numpy()
+        return o3d.core.Tensor(rays)
+
+    def cast(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Closest hits of rays ``(N, 3)``: ``t`` (N,) (inf on a miss), ``obj`` (N,) long (-1 on a miss),
+        ``ng`` face normals, ``ns`` interpolated shading normals (N, 3), ``uv`` (N, 2), on ``o``'s device."""
+        r = self.scene.cast_rays(self._rays(o, d))
+        t = torch.from_numpy(r["t_hit"].numpy())
+        hit = torch.isfinite(t)
+        gid = torch.from_numpy(r["geometry_ids"].numpy().astype(np.int64))
+        gid = torch.where(hit, gid, torch.zeros_like(gid))
+        tri = self.tri_offset[gid] + torch.from_numpy(r["primitive_ids"].numpy().astype(np.int64)) * hit
+        bary_uv = torch.from_numpy(r["primitive_uvs"].numpy())
+        w = torch.stack([1.0 - bary_uv.sum(-1), bary_uv[:, 0], bary_uv[:, 1]], -1).unsqueeze(-1)  # (N, 3, 1)
+        ns = (self.corner_normals[tri] * w).sum(1)
+        ns = ns / ns.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        out = {
+            "t": t,
+            "obj": torch.where(hit, self.objects[gid], torch.full_like(gid, -1)),
+            "ng": self.face_normals[tri],
+            "ns": ns,
+            "uv": (self.corner_uvs[tri] * w).sum(1),
+        }
+        return {k: v.to(o.device) for k, v in out.items()}
+
+    def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
+        """Whether anything lies on each ray between ``T_MIN`` and ``t_max`` (N,): bool on ``o``'s device."""
+        scaled = d * t_max.clamp_max(1e6).unsqueeze(-1)  # test_occlusions takes one tfar: measure in t_max
+        hit = self.scene.test_occlusions(self._rays(o, scaled), tnear=0.0, tfar=1.0)
+        return torch.from_numpy(hit.numpy()).to(o.device)

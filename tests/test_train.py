@@ -1,0 +1,141 @@
+"""End to end: a tiny scene raytraced in the test, trained on the CPU, evaluated on held-out views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nerf.cli import eval_main, train_main
+from nerf.config import TrainConfig
+from nerf.data import load_dataset
+from nerf.evaluate import evaluate
+from nerf.render import render_image
+from nerf.train import load_run, train
+from raytrace.dataset import settings_for, write_dataset
+from raytrace.scene import load_scene
+
+SCENE = """
+[render]
+background = "transparent"
+ambient = [0.25, 0.25, 0.25]
+spp = 2
+
+[camera]
+layout = "hemisphere"
+radius = 3.2
+target = [0.0, 0.0, 0.0]
+fov = 40.0
+width = 32
+height = 32
+seed = 3
+views = { train = 16, val = 1, test = 3 }
+
+[materials.paint]
+type = "diffuse"
+checker = { color1 = [0.8, 0.2, 0.1], color2 = [0.1, 0.3, 0.8], scale = 0.5, space = "object" }
+
+[[objects]]
+name = "ball"
+type = "sphere"
+center = [0.0, 0.0, 0.0]
+radius = 0.6
+material = "paint"
+
+[[lights]]
+name = "key"
+type = "directional"
+direction = [-0.4, -0.3, -1.0]
+intensity = 2.5
+"""
+
+STEPS = 300
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    cfg = TrainConfig(
+        data=str(data), preset="cpu", device="cpu", backend="torch", steps=STEPS, batch_rays=1024,
+        levels=8, log2_table_size=14, max_resolution=128, grid_resolution=32, march_steps=96,
+        grid_warmup=64, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    scene_file = root / "ball.toml"
+    scene_file.write_text(SCENE)
+    data = root / "ball"
+    scene = load_scene(scene_file)
+    write_dataset(scene, data, settings_for(scene), progress=False)
+    result = train(tiny_config(data, root / "runs"), quiet=True)
+    return data, result
+
+
+def test_trained_model_beats_constant_colour_on_held_out_views(tiny_run):
+    data, result = tiny_run
+    test = load_dataset(data, splits=("train", "test")).splits["test"]
+    metrics = evaluate(result.model, test, quiet=True)
+    # The best constant-colour prediction of the white-composited test images.
+    gt = test.images[..., :3] * test.images[..., 3:] + (1 - test.images[..., 3:])
+    constant_mse = float(((gt - gt.mean(dim=(0, 1, 2))) ** 2).mean())
+    constant_psnr = -10 * torch.log10(torch.tensor(constant_mse)).item()
+    assert metrics["psnr"] > constant_psnr + 8.0, (metrics, constant_psnr)
+    assert metrics["psnr"] > 22.0, metrics
+    # Depth is learned too: mean error well under the sphere's radius.
+    assert metrics["depth_mae"] < 0.15, metrics
+
+
+def test_reloaded_checkpoint_renders_the_identical_image(tiny_run):
+    _, result = tiny_run
+    test = result.dataset.splits["test"]
+    before = render_image(result.model.field, result.model.grid, test.poses[0], test.intrinsics, result.model.march)
+    _, model, ckpt = load_run(result.run_dir, "cpu")
+    after = render_image(model.field, model.grid, test.poses[0], test.intrinsics, model.march)
+    assert ckpt["step"] == STEPS
+    for key in ("rgb", "depth", "opacity"):
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_resume_continues_the_step_count(tiny_run, tmp_path):
+    data, result = tiny_run
+    resumed = train(TrainConfig(data=str(data), steps=STEPS + 20, device="cpu"), resume=result.run_dir, quiet=True)
+    assert resumed.run_dir == result.run_dir
+    assert resumed.step == STEPS + 20
+    assert (result.run_dir / "checkpoints" / f"step_{STEPS + 20:07d}.pt").is_file()
+    assert resumed.config.levels == 8  # the run's own config, not the defaults
+
+
+def test_resume_is_exact(tmp_path, tiny_run):
+    """A run killed after its step-20 checkpoint and resumed ends exactly where an uninterrupted run does."""
+    data, _ = tiny_run
+    small = dict(steps=40, checkpoint_every=20, grid_warmup=8, grid_update_every=4)
+    straight = train(tiny_config(data, tmp_path / "a", **small), quiet=True)
+    killed = train(tiny_config(data, tmp_path / "b", **small), quiet=True)
+    (killed.run_dir / "checkpoints" / "step_0000040.pt").unlink()  # as if killed between steps 20 and 40
+    resumed = train(TrainConfig(data=str(data), device="cpu"), resume=killed.run_dir, quiet=True)
+    assert resumed.step == 40
+    for (name, a), b in zip(straight.model.field.state_dict().items(), resumed.model.field.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(straight.model.grid.density, resumed.model.grid.density)
+
+
+def test_cli_eval_writes_metrics_and_bad_dataset_is_one_line(tiny_run, tmp_path, capsys):
+    _, result = tiny_run
+    assert eval_main([str(result.run_dir), "--quiet", "--device", "cpu"]) == 0
+    metrics = json.loads((result.run_dir / "metrics_test.json").read_text())
+    assert metrics["step"] >= STEPS and metrics["psnr"] > 20
+    assert (result.run_dir / "renders" / "test_000.png").is_file()
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": [{"file_path": "./x"}]}')
+    assert train_main([str(bad), "--quiet", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "transforms_train.json" in err and "transform_matrix" in err
+    assert not (tmp_path / "runs").exists()
