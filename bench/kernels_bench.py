@@ -43,29 +43,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(fn: Callable[[], None], device: torch.device, min_time: float, max_reps: int) -> float:
-    """Best seconds per call over at least 2 timed calls (more while under ``min_time`` in all, up to
-    ``max_reps``) after one warm-up call (allocation, compilation). The best, not the median: the machine may
-    be shared, and other jobs only ever add time."""
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call."""
+    t0 = time.perf_counter()
     fn()
     sync(device)
-    times: list[float] = []
-    while len(times) < 2 or (len(times) < max_reps and sum(times) < min_time):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return time.perf_counter() - t0
 
 
-def make_step(
-    encode: EncodeFn, table: torch.Tensor, cfg: HashGridConfig, x: torch.Tensor
-) -> Callable[[], None]:
+def make_step(encode: EncodeFn, table: torch.Tensor, cfg: HashGridConfig, x: torch.Tensor) -> Callable[[], None]:
     """Encode + 2-layer MLP (64 wide) + MSE + backward + Adam over the table and the MLP."""
     gen = torch.Generator(device=x.device).manual_seed(0)
-    mlp = torch.nn.Sequential(
-        torch.nn.Linear(cfg.output_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)
-    ).to(x.device)
+    mlp = torch.nn.Sequential(torch.nn.Linear(cfg.output_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).to(x.device)
     target = torch.rand(x.shape[0], 4, generator=gen, device=x.device)
     opt = torch.optim.Adam([table, *mlp.parameters()], lr=1e-2, eps=1e-15)
 
@@ -78,10 +67,10 @@ def make_step(
     return step
 
 
-def bench_backend(
-    name: str, encode: EncodeFn, cfg: HashGridConfig, n: int, device: torch.device, args: argparse.Namespace
-) -> dict[str, float]:
-    """Points per second of each mode."""
+def mode_fns(
+    name: str, encode: EncodeFn, cfg: HashGridConfig, n: int, device: torch.device
+) -> dict[str, Callable[[], None]]:
+    """The call to time for each mode, on fresh state."""
     gen = torch.Generator(device=device).manual_seed(n)
     rows = tcnn_table_shape(cfg)[0] if name == "tcnn" else table_rows(cfg)
     table = torch.empty(rows, cfg.features, device=device).uniform_(-1e-4, 1e-4, generator=gen)
@@ -97,8 +86,42 @@ def bench_backend(
         table.grad = None
         encode(x, table, cfg).backward(grad_out)
 
-    fns = {"forward": forward, "fwd+bwd": fwd_bwd, "train step": make_step(encode, table, cfg, x)}
-    return {mode: n / time_it(fns[mode], device, args.min_time, args.max_reps) for mode in MODES}
+    return {"forward": forward, "fwd+bwd": fwd_bwd, "train step": make_step(encode, table, cfg, x)}
+
+
+def bench_size(
+    runs: list[tuple[str, EncodeFn]], cfg: HashGridConfig, n: int, device: torch.device, rounds: int, bar: tqdm
+) -> dict[str, dict[str, float] | str]:
+    """Points per second of every backend and mode at ``n`` points, or why a backend failed.
+
+    Backends take turns (one warm-up call each, then ``rounds`` rounds of one call each) and each keeps its
+    best time: on a shared machine other jobs only ever add time, and turns expose all backends to the same.
+    """
+    fns: dict[str, dict[str, Callable[[], None]]] = {}
+    out: dict[str, dict[str, float] | str] = {}
+    for label, encode in runs:
+        fns[label] = mode_fns(label, encode, cfg, n, device)
+        out[label] = {}
+    for mode in MODES:
+        best: dict[str, float] = {}
+        for label in fns:
+            bar.set_postfix_str(f"2^{n.bit_length() - 1} {mode} {label} warm-up")
+            try:
+                timed(fns[label][mode], device)
+                best[label] = float("inf")
+            except Exception as err:  # a failing backend (e.g. torch.compile) is a row, not a crash
+                why = str(err).strip().splitlines()[0][:80] if str(err).strip() else ""
+                out[label] = f"failed ({mode}): {type(err).__name__}: {why}"
+        for r in range(rounds):
+            for label in best:
+                bar.set_postfix_str(f"2^{n.bit_length() - 1} {mode} round {r + 1}")
+                best[label] = min(best[label], timed(fns[label][mode], device))
+        for label, seconds in best.items():
+            if isinstance(out[label], dict):
+                out[label][mode] = n / seconds
+        fns = {label: f for label, f in fns.items() if label in best}
+        bar.update()
+    return out
 
 
 def backends_to_run(device: torch.device, compile_ref: bool) -> list[tuple[str, EncodeFn]]:
@@ -147,13 +170,10 @@ def append_results(path: Path, block: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--log2-points", type=int, nargs="+", default=[16, 18], help="batch sizes, as log2")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per measurement")
-    parser.add_argument("--max-reps", type=int, default=5, help="most timed calls per measurement")
+    parser.add_argument("--rounds", type=int, default=4, help="timed calls per backend and mode (best kept)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
@@ -165,16 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = backends_to_run(device, not args.no_compile)
     results: dict[str, dict[int, dict[str, float] | str]] = {label: {} for label, _ in runs}
     started = time.perf_counter()
-    with tqdm(total=len(runs) * len(sizes), desc="kernels_bench", unit="run") as bar:
-        for label, encode in runs:
-            for n in sizes:
-                bar.set_postfix_str(f"{label} 2^{n.bit_length() - 1}")
-                try:
-                    results[label][n] = bench_backend(label, encode, cfg, n, device, args)
-                except Exception as err:  # a failing backend (e.g. torch.compile here) is a row, not a crash
-                    why = str(err).strip().splitlines()[0][:80] if str(err).strip() else ""
-                    results[label][n] = f"failed: {type(err).__name__}: {why}"
-                bar.update()
+    with tqdm(total=len(sizes) * len(MODES), desc="kernels_bench", unit="mode") as bar:
+        for n in sizes:
+            for label, res in bench_size(runs, cfg, n, device, args.rounds, bar).items():
+                results[label][n] = res
     table = format_table(results, sizes)
     print(table)
 
@@ -184,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         + f"\n\n- CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
         f"load average {os.getloadavg()[0]:.1f} at the end\n"
         f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}\n"
-        f"- config: {cfg}; total {time.perf_counter() - started:.0f} s\n"
+        f"- config: {cfg}; best of {args.rounds} calls per figure, backends taking turns; "
+        f"total {time.perf_counter() - started:.0f} s\n"
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`\n"
     )
     if not args.no_append:

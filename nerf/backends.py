@@ -209,7 +209,15 @@ def tcnn_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) 
 
 class _NativeComposite(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays):  # noqa: ANN001, ANN205
+    def forward(
+        ctx,
+        sigmas: torch.Tensor,
+        rgbs: torch.Tensor,
+        t_starts: torch.Tensor,
+        t_ends: torch.Tensor,
+        ray_indices: torch.Tensor,
+        n_rays: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         weights, trans, rgb, depth_sum, opacity = torch.ops.nerf_native.composite_forward(
             sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays
         )
@@ -218,11 +226,16 @@ class _NativeComposite(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_weights, grad_rgb, grad_depth_sum, grad_opacity):  # noqa: ANN001, ANN205
-        sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans = ctx.saved_tensors
+    def backward(
+        ctx,
+        grad_weights: torch.Tensor,
+        grad_rgb: torch.Tensor,
+        grad_depth: torch.Tensor,
+        grad_opacity: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors  # sigmas, rgbs, t_starts, t_ends, ray_indices, weights, transmittance
         grad_sigmas, grad_rgbs = torch.ops.nerf_native.composite_backward(
-            grad_weights, grad_rgb, grad_depth_sum, grad_opacity, sigmas, rgbs, t_starts, t_ends, ray_indices,
-            weights, trans,
+            grad_weights, grad_rgb, grad_depth, grad_opacity, *saved
         )
         return grad_sigmas, grad_rgbs, None, None, None, None
 
@@ -236,9 +249,9 @@ def native_composite(
     n_rays: int,
     background: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`nerf.volume.composite` on the native kernels (float32; differentiable in ``sigmas`` and ``rgbs``,
-    not in ``t_starts``/``t_ends``). Returns ``rgb (n_rays, 3)``, ``depth``, ``opacity`` ``(n_rays,)`` and
-    ``weights (S,)``."""
+    """:func:`nerf.volume.composite` on the native kernels: same inputs and outputs (``rgb (n_rays, 3)``,
+    ``depth``, ``opacity`` ``(n_rays,)``, ``weights (S,)``); float32, differentiable (once) in ``sigmas`` and
+    ``rgbs`` but not in ``t_starts``/``t_ends``."""
     err = _native_error(sigmas.device)
     if err is not None:
         raise BackendUnavailable(f"native compositing on {sigmas.device}: {err}")
@@ -250,3 +263,15 @@ def native_composite(
     positive = opacity > 0
     depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def native_ray_aabb(
+    o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`nerf.marching.ray_aabb` on the native kernels (float32): ``o, d`` ``(N, 3)``, ``aabb`` ``(2, 3)``
+    -> ``t_near (N,)``, ``t_far (N,)``, ``hit (N,)`` bool. Not differentiable (the reference's ``t`` are not
+    either in use: they only place samples)."""
+    err = _native_error(o.device)
+    if err is not None:
+        raise BackendUnavailable(f"native ray_aabb on {o.device}: {err}")
+    return torch.ops.nerf_native.ray_aabb(o, d, aabb.to(o))

@@ -168,8 +168,9 @@ def export_main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
         scene_file = Path(cfg.data) / "scene.toml"
         if scene_file.is_file():
-            from raytrace.scene import load_scene
             from raytrace.scene_mesh import scene_mesh
+
+            from raytrace.scene import load_scene
 
             truth = scene_mesh(load_scene(scene_file))
             report["chamfer"] = chamfer_distance(mesh, truth)

@@ -66,7 +66,8 @@ def evaluate(
             corners = torch.stack(torch.meshgrid(*[aabb[:, k] for k in range(3)], indexing="ij"), -1).reshape(-1, 3)
             dist = (corners - cam).norm(dim=-1)
             near, far = max(float(dist.min()) * 0.5, 0.0), float(dist.max())
-            panels = [to_uint8(gt_rgb), to_uint8(out["rgb"]), colorize_depth(out["depth"] * (out["opacity"] > 0.5), near, far)]
+            pred_depth = out["depth"] * (out["opacity"] > 0.5)
+            panels = [to_uint8(gt_rgb), to_uint8(out["rgb"]), colorize_depth(pred_depth, near, far)]
             if split.depths is not None:
                 panels.append(colorize_depth(split.depths[i], near, far))
             write_png(out_dir / f"{split.name}_{i:03d}.png", np.concatenate(panels, axis=1))

@@ -20,7 +20,10 @@ def positional_encoding(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
 
 
 class PENeRFField(nn.Module):
-    """Positional-encoding NeRF: ``density(x) -> (sigma (N,), features (N, width))``, ``forward(x, d) -> (sigma, rgb)``."""
+    """Positional-encoding NeRF.
+
+    ``density(x (N, 3)) -> (sigma (N,), features (N, width))``; ``forward(x, d) -> (sigma (N,), rgb (N, 3))``.
+    """
 
     def __init__(
         self, aabb: torch.Tensor, width: int = 128, depth: int = 4, pos_freqs: int = 10, dir_freqs: int = 4

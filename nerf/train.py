@@ -65,7 +65,9 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
     return Model(field.to(device), grid.to(device), MarchSettings(aabb, cfg.march_steps), backend)
 
 
-def make_optimizer(cfg: TrainConfig, field: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def make_optimizer(
+    cfg: TrainConfig, field: nn.Module
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with instant-NGP's betas and eps, and an exponential decay to ``lr * lr_final_factor``."""
     opt = torch.optim.Adam(field.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     gamma = cfg.lr_final_factor ** (1.0 / max(1, cfg.steps))
@@ -125,21 +127,48 @@ class TrainResult:
     seconds: float
 
 
-def _save(run_dir: Path, step: int, model: Model, opt, sched, cfg: TrainConfig, generators, seconds: float) -> None:
-    save_checkpoint(
-        checkpoint_path(run_dir, step),
-        step=step,
-        model_state=model.field.state_dict(),
-        optimizer_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-        grid_state=model.grid.state_dict(),
-        config=cfg.to_dict(),
-        extra={
-            "rng": [g.get_state() for g in generators],
-            "seconds": seconds,
-            "backend": model.backend,
-            "aabb": model.march.aabb.tolist(),
-        },
-    )
+@dataclass
+class Session:
+    """Everything a run needs between two steps; :meth:`advance` makes one step, :meth:`save` a checkpoint."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dataset: Dataset
+    model: Model
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    sampler: RaySampler
+    generators: tuple[torch.Generator, torch.Generator]  # ray sampling, then per-step randomness
+    step: int = 0
+    seconds_before: float = 0.0  # training time of the run before this session
+
+    def advance(self) -> dict[str, float]:
+        """One training step (with the occupancy-grid update when due)."""
+        if self.step % self.cfg.grid_update_every == 0:
+            self.model.grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.grid_warmup)
+        stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1])
+        self.sched.step()
+        self.step += 1
+        return stats
+
+    def save(self, seconds: float) -> Path:
+        """Checkpoint the current step atomically; ``seconds`` is the run's total training time."""
+        path = checkpoint_path(self.run_dir, self.step)
+        save_checkpoint(
+            path,
+            step=self.step,
+            model_state=self.model.field.state_dict(),
+            optimizer_state={"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+            grid_state=self.model.grid.state_dict(),
+            config=self.cfg.to_dict(),
+            extra={
+                "rng": [g.get_state() for g in self.generators],
+                "seconds": seconds,
+                "backend": self.model.backend,
+                "aabb": self.model.march.aabb.tolist(),
+            },
+        )
+        return path
 
 
 def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = None):
@@ -168,22 +197,17 @@ def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = No
     return cfg, model, ckpt
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
-    """Train (or resume) a run; writes checkpoints, TensorBoard logs and returns the trained model."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    start_step, seconds_before = 0, 0.0
+def open_session(cfg: TrainConfig, resume: str | Path | None = None) -> Session:
+    """A new run (a fresh ``runs/<scene>/<time>/`` folder) or, with ``resume``, the run in that folder at its last
+    checkpoint; ``steps`` and ``time_budget`` given in ``cfg`` override the resumed run's."""
     ckpt = None
     if resume is not None:
         run_dir = Path(resume)
-        overrides = {k: v for k, v in cfg.to_dict().items() if k in ("steps", "time_budget")}
+        overrides = {k: getattr(cfg, k) for k in ("steps", "time_budget") if getattr(cfg, k) is not None}
         cfg, model, ckpt = load_run(run_dir, cfg.device, None)
         for k, v in overrides.items():
-            if v is not None:
-                setattr(cfg, k, v)
+            setattr(cfg, k, v)
         device = model.march.aabb.device
-        start_step = int(ckpt["step"])
-        seconds_before = float(ckpt.get("extra", {}).get("seconds", 0.0))
     else:
         device = resolve_device(cfg.device)
         cfg = cfg.resolved(device.type)
@@ -193,33 +217,41 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
         model = build_model(cfg, dataset.aabb, device)
         run_dir = new_run_dir(cfg)
         cfg.save(run_dir / "config.json")
-    train_split = dataset.splits["train"]
-    sample_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    step_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    sampler = RaySampler(train_split, sample_gen, device)
+    generators = (
+        torch.Generator(device="cpu").manual_seed(cfg.seed),
+        torch.Generator(device=device).manual_seed(cfg.seed + 1),
+    )
     opt, sched = make_optimizer(cfg, model.field)
+    session = Session(cfg, run_dir, dataset, model, opt, sched,
+                      RaySampler(dataset.splits["train"], generators[0], device), generators)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"]["optimizer"])
         sched.load_state_dict(ckpt["optimizer"]["scheduler"])
-        for gen, state in zip((sample_gen, step_gen), ckpt["extra"]["rng"], strict=True):
+        for gen, state in zip(generators, ckpt["extra"]["rng"], strict=True):
             gen.set_state(state)
+        session.step = int(ckpt["step"])
+        session.seconds_before = float(ckpt["extra"].get("seconds", 0.0))
+    return session
 
-    writer = SummaryWriter(str(run_dir / "tb"))
-    density_fn = _density_fn(model)
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
+    """Train (or resume) a run; writes checkpoints and TensorBoard logs, and returns the trained model."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    session = open_session(cfg, resume)
+    cfg, start_step = session.cfg, session.step
+    writer = SummaryWriter(str(session.run_dir / "tb"))
     t0 = time.perf_counter()
-    step = start_step
     samples_seen = 0
+
+    def seconds() -> float:
+        return session.seconds_before + time.perf_counter() - t0
+
     bar = tqdm(total=cfg.steps, initial=start_step, disable=quiet, desc="train", unit="step", dynamic_ncols=True)
     try:
-        while step < cfg.steps:
-            elapsed = time.perf_counter() - t0
-            if cfg.time_budget is not None and seconds_before + elapsed >= cfg.time_budget:
-                break
-            if step % cfg.grid_update_every == 0:
-                model.grid.update(density_fn, step, warmup_steps=cfg.grid_warmup)
-            stats = train_step(model, opt, sampler, cfg, step_gen)
-            sched.step()
-            step += 1
+        while session.step < cfg.steps and (cfg.time_budget is None or seconds() < cfg.time_budget):
+            stats = session.advance()
+            step = session.step
             samples_seen += stats["samples"]
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rate = samples_seen / max(time.perf_counter() - t0, 1e-9)
@@ -227,19 +259,17 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
                 writer.add_scalar("train/loss", stats["loss"], step)
                 writer.add_scalar("train/psnr", stats["psnr"], step)
                 writer.add_scalar("train/samples_per_ray", stats["samples"] / cfg.batch_rays, step)
-                writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+                writer.add_scalar("train/lr", session.opt.param_groups[0]["lr"], step)
             if step % cfg.checkpoint_every == 0:
-                _save(run_dir, step, model, opt, sched, cfg, (sample_gen, step_gen),
-                      seconds_before + time.perf_counter() - t0)
+                session.save(seconds())
             bar.update(1)
     finally:
         bar.close()
-    seconds = seconds_before + time.perf_counter() - t0
-    if ckpt is None or step > start_step:
-        _save(run_dir, step, model, opt, sched, cfg, (sample_gen, step_gen), seconds)
-    writer.flush()
-    writer.close()
-    return TrainResult(run_dir, model, dataset, cfg, step, seconds)
+        writer.close()
+    total = seconds()
+    if resume is None or session.step > start_step:
+        session.save(total)
+    return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total)
 
 
 def _density_fn(model: Model):

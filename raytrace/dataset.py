@@ -17,6 +17,7 @@ import io
 import json
 import math
 import time
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -26,7 +27,6 @@ from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
-import tomllib
 import torch
 from tqdm import tqdm
 

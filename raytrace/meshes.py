@@ -46,11 +46,11 @@ def procedural_parameters(shape: str) -> dict[str, type]:
     """Parameter names of ``TriangleMesh.create_<shape>`` and their types (float, int or bool)."""
     doc = getattr(o3d.geometry.TriangleMesh, f"create_{shape}").__doc__.split("\n")[0]
     params = doc[doc.index("(") + 1 : doc.index(") ->")]
-    kinds = {"SupportsFloat": float, "SupportsInt": int, "bool": bool}
-    out = {}
+    out: dict[str, type] = {}
     for part in params.split(", "):
         name, _, annotation = part.partition(": ")
-        kind = next((k for key, k in kinds.items() if key in annotation), None)
+        annotation = annotation.lower()  # "typing.SupportsFloat" (newer pybind11) or "float"
+        kind = next((k for k in (bool, float, int) if k.__name__ in annotation), None)
         if kind is not None and name != "create_uv_map":
             out[name] = kind
     return out
@@ -112,8 +112,7 @@ class MeshSet:
         self.objects = torch.tensor(objects, dtype=torch.long)
         self.tri_offset = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=torch.long)
         self.face_normals, self.corner_normals, self.corner_uvs = (
-            torch.from_numpy(np.concatenate(parts)).float()
-            for parts in (face_normals, corner_normals, corner_uvs)
+            torch.from_numpy(np.concatenate(parts)).float() for parts in (face_normals, corner_normals, corner_uvs)
         )
 
     @staticmethod

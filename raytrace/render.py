@@ -8,7 +8,8 @@ Shading of a hit (``colour`` of the material at the point is its albedo ``a``):
 - glass: Schlick-weighted reflection plus (1 - F) times the refracted ray's radiance times ``color``;
 - emissive: ``color * strength``.
 
-Paths are traced iteratively over a batch of rays with throughput weights, up to ``max_depth`` bounces.
+Paths are traced iteratively over a batch of rays with throughput weights, up to ``max_depth`` bounces;
+rays that leave the scene bring the background colour (nothing when the background is transparent).
 Each supersample's linear colour is clamped to [0, 1] before the samples are averaged (anti-aliased
 edges of over-bright emitters).
 """
@@ -87,9 +88,7 @@ def render_image(
     return RenderResult(rgba.float(), depth, normal)
 
 
-def _depth_normal(
-    geo: SceneGeometry, c2w: torch.Tensor, intr: Intrinsics
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _depth_normal(geo: SceneGeometry, c2w: torch.Tensor, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
     o, d = image_rays(c2w, intr)
     depth, normal = torch.zeros(o.shape[0], device=o.device), torch.zeros_like(o)
     for start in range(0, o.shape[0], CHUNK):

@@ -193,9 +193,7 @@ class _Table:
             return self.raw(key, default)
         v = self.raw(key)
         ok = isinstance(v, list | tuple) and len(v) == size
-        if not ok or any(
-            isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v
-        ):
+        if not ok or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v):
             raise self.error(key, f"expected a list of {size} numbers, got {_describe(v)}")
         if low is not None and any((x <= low if strict else x < low) for x in v):
             raise self.error(key, f"every component must be {'>' if strict else '>='} {low:g}, got {v}")
@@ -234,9 +232,7 @@ def load_scene(path: str | Path) -> Scene:
     materials_table = root.table("materials", {})
     materials = {name: _material(materials_table.table(name), name) for name in list(materials_table.data)}
     materials_table.finish()
-    objects = [
-        _object(_Table(path, f"objects[{i}]", o), i, materials) for i, o in enumerate(_array(root, "objects"))
-    ]
+    objects = [_object(_Table(path, f"objects[{i}]", o), i, materials) for i, o in enumerate(_array(root, "objects"))]
     lights = [_light(_Table(path, f"lights[{i}]", x), i) for i, x in enumerate(_array(root, "lights"))]
     root.finish()
     bounds = bounds_table if bounds_table is not None else _computed_bounds(path, objects, lights)
@@ -326,9 +322,7 @@ def _material(t: _Table, name: str) -> Material:
     elif kind == "glass":
         m = Material(name, kind, color=t.colour("color", (1.0, 1.0, 1.0)), ior=t.number("ior", 1.5, low=1.0))
     else:
-        m = Material(
-            name, kind, color=t.colour("color", (1.0, 1.0, 1.0)), strength=t.number("strength", 1.0, low=0.0)
-        )
+        m = Material(name, kind, color=t.colour("color", (1.0, 1.0, 1.0)), strength=t.number("strength", 1.0, low=0.0))
     t.finish()
     return m
 
@@ -371,9 +365,7 @@ def _object(t: _Table, index: int, materials: dict[str, Material]) -> SceneObjec
         scale3 = (t.number("scale", 1.0, low=0.0, strict=True),) * 3
     else:
         scale3 = t.vector("scale", low=0.0, strict=True)
-    matrix = transform_matrix(
-        t.vector("translate", (0.0, 0.0, 0.0)), t.vector("rotate", (0.0, 0.0, 0.0)), scale3
-    )
+    matrix = transform_matrix(t.vector("translate", (0.0, 0.0, 0.0)), t.vector("rotate", (0.0, 0.0, 0.0)), scale3)
     shape: Sphere | Plane | Box | MeshData
     if kind == "sphere":
         shape = Sphere(t.vector("center", (0.0, 0.0, 0.0)), t.number("radius", low=0.0, strict=True))
@@ -463,9 +455,7 @@ def _computed_bounds(path: Path, objects: list[SceneObject], lights: list[Light]
     boxes = []
     for i, obj in enumerate(objects):
         if isinstance(obj.shape, Plane):
-            raise InputError(
-                path, "render.bounds", f'required: objects[{i}] "{obj.name}" is an infinite plane'
-            )
+            raise InputError(path, "render.bounds", f'required: objects[{i}] "{obj.name}" is an infinite plane')
         if isinstance(obj.shape, MeshData):
             boxes.append(obj.shape.aabb())
         else:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 import torch
+
+from nerf.config import TrainConfig
+from nerf.train import train
+from raytrace.dataset import settings_for, write_dataset
+from raytrace.scene import load_scene
 
 
 def available_devices() -> list[str]:
@@ -32,3 +39,62 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     return torch.device("cuda")
+
+
+SCENE = """
+[render]
+background = "transparent"
+ambient = [0.25, 0.25, 0.25]
+spp = 2
+
+[camera]
+layout = "hemisphere"
+radius = 3.2
+target = [0.0, 0.0, 0.0]
+fov = 40.0
+width = 32
+height = 32
+seed = 3
+views = { train = 16, val = 1, test = 3 }
+
+[materials.paint]
+type = "diffuse"
+checker = { color1 = [0.8, 0.2, 0.1], color2 = [0.1, 0.3, 0.8], scale = 0.5, space = "object" }
+
+[[objects]]
+name = "ball"
+type = "sphere"
+center = [0.0, 0.0, 0.0]
+radius = 0.6
+material = "paint"
+
+[[lights]]
+name = "key"
+type = "directional"
+direction = [-0.4, -0.3, -1.0]
+intensity = 2.5
+"""
+
+STEPS = 300
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    cfg = TrainConfig(
+        data=str(data), preset="cpu", device="cpu", backend="torch", steps=STEPS, batch_rays=1024,
+        levels=8, log2_table_size=14, max_resolution=128, grid_resolution=32, march_steps=96,
+        grid_warmup=64, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny raytraced scene (32x32 views of a checkered ball) and a model trained on it for STEPS steps."""
+    root = tmp_path_factory.mktemp("tiny")
+    scene_file = root / "ball.toml"
+    scene_file.write_text(SCENE)
+    data = root / "ball"
+    scene = load_scene(scene_file)
+    write_dataset(scene, data, settings_for(scene), progress=False)
+    result = train(tiny_config(data, root / "runs"), quiet=True)
+    return data, result

@@ -9,10 +9,10 @@ import numpy as np
 import open3d as o3d
 import pytest
 import torch
-from raytrace_scenes import make_scene
 
 from raytrace.geometry import box_normal, ray_box, ray_plane, ray_quad, ray_sphere, transform_matrix
 from raytrace.intersect import scene_geometry
+from tests.raytrace_scenes import make_scene
 
 
 def _rays(o: list[list[float]], d: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,9 +21,7 @@ def _rays(o: list[list[float]], d: list[list[float]]) -> tuple[torch.Tensor, tor
 
 
 def test_ray_sphere_outside_inside_miss() -> None:
-    o, d = _rays(
-        [[0, 0, 5], [0, 0, 0.5], [3, 0, 5], [0, 0, 5]], [[0, 0, -1], [0, 0, 1], [0, 0, -1], [0, 0, 1]]
-    )
+    o, d = _rays([[0, 0, 5], [0, 0, 0.5], [3, 0, 5], [0, 0, 5]], [[0, 0, -1], [0, 0, 1], [0, 0, -1], [0, 0, 1]])
     t = ray_sphere(o, d, torch.tensor([0.0, 0.0, 0.0]), 1.0)
     assert t[0].item() == pytest.approx(4.0) and t[1].item() == pytest.approx(0.5)
     assert math.isinf(t[2].item()) and math.isinf(t[3].item())  # misses; sphere behind the ray

@@ -66,7 +66,5 @@ def test_schlick_limits() -> None:
 def test_srgb_round_trip_and_fixed_points() -> None:
     x = torch.linspace(0.0, 1.0, 101)
     torch.testing.assert_close(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-5, rtol=0)
-    assert linear_to_srgb(torch.tensor([0.0, 1.0, 0.18])).tolist() == pytest.approx(
-        [0.0, 1.0, 0.4614], abs=1e-4
-    )
+    assert linear_to_srgb(torch.tensor([0.0, 1.0, 0.18])).tolist() == pytest.approx([0.0, 1.0, 0.4614], abs=1e-4)
     assert linear_to_srgb(torch.tensor([2.0, -1.0])).tolist() == pytest.approx([1.0, 0.0])  # clamped

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from raytrace_scenes import camera, make_scene
 
 from raytrace.camera import image_rays
 from raytrace.geometry import ray_sphere
 from raytrace.intersect import scene_geometry
 from raytrace.render import render_image, trace
 from raytrace.scene import Scene
+from tests.raytrace_scenes import camera, make_scene
 
 LIT_SPHERE = """
 [render]
@@ -85,9 +85,7 @@ def _floor_radiance(scene: Scene, xs: list[float]) -> torch.Tensor:
     """Radiance seen by rays straight down onto floor points (x, 0, 0) from just above them."""
     o = torch.tensor([[x, 0.0, 0.2] for x in xs])
     d = torch.tensor([[0.0, 0.0, -1.0]] * len(xs))
-    colour, hit = trace(
-        scene, scene_geometry(scene, torch.device("cpu")), o, d, torch.Generator().manual_seed(0)
-    )
+    colour, hit = trace(scene, scene_geometry(scene, torch.device("cpu")), o, d, torch.Generator().manual_seed(0))
     assert hit.all()
     return colour
 
@@ -121,9 +119,7 @@ material = "floor"
 
 def test_area_light_penumbra_lies_between_umbra_and_lit(tmp_path: Path) -> None:
     # The occluder halfway up hides the whole light from x = 0, part of it from x = 1, none of it from x = 3.
-    occluded = _floor_radiance(
-        make_scene(tmp_path, SHADOW + SQUARE_OCCLUDER + AREA, "a.toml"), [0.0, 1.0, 3.0]
-    )
+    occluded = _floor_radiance(make_scene(tmp_path, SHADOW + SQUARE_OCCLUDER + AREA, "a.toml"), [0.0, 1.0, 3.0])
     free = _floor_radiance(make_scene(tmp_path, SHADOW + AREA, "b.toml"), [0.0, 1.0, 3.0])
     umbra = torch.tensor([0.1, 0.2, 0.3]) * 0.5
     torch.testing.assert_close(occluded[0], umbra)
@@ -152,10 +148,7 @@ def test_depth_and_normals_of_pixel_centre_rays(tmp_path: Path, device: torch.de
 
 def test_supersampling_is_reproducible(tmp_path: Path) -> None:
     body = (
-        SHADOW
-        + SQUARE_OCCLUDER
-        + AREA
-        + '\n[[objects]]\ntype = "sphere"\ncenter = [1, 0, 0.3]\nradius = 0.3\n'
+        SHADOW + SQUARE_OCCLUDER + AREA + '\n[[objects]]\ntype = "sphere"\ncenter = [1, 0, 0.3]\nradius = 0.3\n'
         'material = "floor"\n'
     )
     c2w, intr = camera((3.0, -3.0, 3.0), (0.5, 0.0, 0.0), size=12)
@@ -190,9 +183,7 @@ def test_alpha_is_coverage_on_a_transparent_background(tmp_path: Path) -> None:
     assert edge.sum() >= 4
     assert set((alpha * 16).round().unique().tolist()) <= set(range(17))
     # the colour of partly covered pixels is the object's, not darkened by the background
-    torch.testing.assert_close(
-        res.rgba[edge][:, :3], torch.tensor([0.2, 0.4, 0.6]).expand(int(edge.sum()), 3)
-    )
+    torch.testing.assert_close(res.rgba[edge][:, :3], torch.tensor([0.2, 0.4, 0.6]).expand(int(edge.sum()), 3))
     solid = render_image(
         make_scene(tmp_path, GLOW.format(background="[0, 0, 0]"), "b.toml"), c2w, intr, spp=16, srgb=False
     )

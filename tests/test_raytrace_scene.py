@@ -9,13 +9,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from raytrace_scenes import make_scene
 
 from raytrace.camera import Intrinsics, look_at
 from raytrace.errors import InputError
 from raytrace.materials import albedo
 from raytrace.render import render_image
 from raytrace.scene import load_scene
+from tests.raytrace_scenes import make_scene
 
 SCENES = Path(__file__).resolve().parent.parent / "datasets" / "scenes"
 

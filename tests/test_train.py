@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 
-import pytest
 import torch
 
 from nerf.cli import eval_main, train_main
@@ -15,65 +12,8 @@ from nerf.data import load_dataset
 from nerf.evaluate import evaluate
 from nerf.render import render_image
 from nerf.train import load_run, train
-from raytrace.dataset import settings_for, write_dataset
-from raytrace.scene import load_scene
 
-SCENE = """
-[render]
-background = "transparent"
-ambient = [0.25, 0.25, 0.25]
-spp = 2
-
-[camera]
-layout = "hemisphere"
-radius = 3.2
-target = [0.0, 0.0, 0.0]
-fov = 40.0
-width = 32
-height = 32
-seed = 3
-views = { train = 16, val = 1, test = 3 }
-
-[materials.paint]
-type = "diffuse"
-checker = { color1 = [0.8, 0.2, 0.1], color2 = [0.1, 0.3, 0.8], scale = 0.5, space = "object" }
-
-[[objects]]
-name = "ball"
-type = "sphere"
-center = [0.0, 0.0, 0.0]
-radius = 0.6
-material = "paint"
-
-[[lights]]
-name = "key"
-type = "directional"
-direction = [-0.4, -0.3, -1.0]
-intensity = 2.5
-"""
-
-STEPS = 300
-
-
-def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    cfg = TrainConfig(
-        data=str(data), preset="cpu", device="cpu", backend="torch", steps=STEPS, batch_rays=1024,
-        levels=8, log2_table_size=14, max_resolution=128, grid_resolution=32, march_steps=96,
-        grid_warmup=64, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
-    )
-    return dataclasses.replace(cfg, **overrides)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    scene_file = root / "ball.toml"
-    scene_file.write_text(SCENE)
-    data = root / "ball"
-    scene = load_scene(scene_file)
-    write_dataset(scene, data, settings_for(scene), progress=False)
-    result = train(tiny_config(data, root / "runs"), quiet=True)
-    return data, result
+from .conftest import STEPS, tiny_config
 
 
 def test_trained_model_beats_constant_colour_on_held_out_views(tiny_run):
@@ -119,7 +59,8 @@ def test_resume_is_exact(tmp_path, tiny_run):
     (killed.run_dir / "checkpoints" / "step_0000040.pt").unlink()  # as if killed between steps 20 and 40
     resumed = train(TrainConfig(data=str(data), device="cpu"), resume=killed.run_dir, quiet=True)
     assert resumed.step == 40
-    for (name, a), b in zip(straight.model.field.state_dict().items(), resumed.model.field.state_dict().values()):
+    pairs = zip(straight.model.field.state_dict().items(), resumed.model.field.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(straight.model.grid.density, resumed.model.grid.density)
 

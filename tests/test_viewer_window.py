@@ -1,0 +1,185 @@
+"""The viewer window (pytest-qt, offscreen) on the tiny trained run of ``conftest.tiny_run``."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PyQt5.QtCore import QEvent, QPointF, Qt
+from PyQt5.QtGui import QMouseEvent
+from PyQt5.QtWidgets import QApplication
+
+from nerf.checkpoint import checkpoint_path
+from nerf.config import TrainConfig
+from nerf.metrics import psnr
+from nerf.render import render_image
+from nerf.train import open_session
+from raytrace.render import render_image as raytrace_image
+from raytrace.scene import load_scene
+from viewer.cli import build_parser
+from viewer.window import ViewerWindow, open_run, window_for_session
+
+from .conftest import STEPS
+
+WAIT_MS = 60_000
+
+
+def open_window(qtbot, tiny_run, width: int = 32, height: int = 32) -> ViewerWindow:
+    """The viewer on the tiny run's step-STEPS checkpoint (other tests may add later ones to the run)."""
+    _, result = tiny_run
+    window = open_run(checkpoint_path(result.run_dir, STEPS), device="cpu", size=(width, height))
+    qtbot.addWidget(window)
+    window.view.setFixedSize(width, height)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def current_frame(qtbot, window: ViewerWindow):
+    """Wait for the full-resolution frame of the latest request (asking for one)."""
+    window.request_render()
+    qtbot.waitUntil(
+        lambda: window.last_frame is not None and window.last_frame.complete
+        and window.last_frame.request.serial == window.serial,
+        timeout=WAIT_MS,
+    )
+    return window.last_frame
+
+
+def send_mouse(widget, kind, pos, button, buttons) -> None:
+    QApplication.sendEvent(widget, QMouseEvent(kind, QPointF(*pos), button, buttons, Qt.NoModifier))
+
+
+def test_view_of_a_training_camera_matches_the_trainers_render(qtbot, tiny_run):
+    _, result = tiny_run
+    window = open_window(qtbot, tiny_run)
+    window.renderer.strip_pixels = 256  # 8 rows per strip: the strips must join into the same image
+    window.set_background((1.0, 1.0, 1.0))
+    window.camera_list.setCurrentRow(2)
+    frame = current_frame(qtbot, window)
+    split = result.dataset.splits["train"]
+    np.testing.assert_array_equal(frame.request.c2w, split.poses[2].double().numpy())
+    assert (frame.intr.width, frame.intr.height) == (split.intrinsics.width, split.intrinsics.height)
+    assert frame.intr.fx == pytest.approx(split.intrinsics.fx, rel=1e-6)
+    m = result.model
+    ref = render_image(m.field, m.grid, split.poses[2], split.intrinsics, m.march, torch.ones(3))
+    np.testing.assert_allclose(frame.rgb, ref["rgb"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(frame.depth, ref["depth"].numpy(), atol=1e-4)
+    assert frame.rgb.std() > 0.05  # the ball is in view, not an empty background
+
+
+def test_a_mouse_drag_orbits_the_camera_and_changes_the_image(qtbot, tiny_run):
+    window = open_window(qtbot, tiny_run)
+    before = current_frame(qtbot, window).display.astype(np.float64)
+    target, distance = window.camera.target.copy(), window.camera.distance
+    c2w = window.camera.c2w()
+    view = window.view
+    send_mouse(view, QEvent.MouseButtonPress, (8, 16), Qt.LeftButton, Qt.LeftButton)
+    for x in range(10, 30, 2):
+        send_mouse(view, QEvent.MouseMove, (x, 16), Qt.NoButton, Qt.LeftButton)
+    send_mouse(view, QEvent.MouseButtonRelease, (30, 16), Qt.LeftButton, Qt.NoButton)
+    assert not np.allclose(window.camera.c2w(), c2w)
+    np.testing.assert_allclose(window.camera.target, target, atol=1e-9)
+    assert np.linalg.norm(window.camera.eye - target) == pytest.approx(distance)
+    after = current_frame(qtbot, window).display.astype(np.float64)
+    assert np.abs(after - before).mean() > 2.0
+    # a right-drag pans: eye and target move together
+    send_mouse(view, QEvent.MouseButtonPress, (16, 16), Qt.RightButton, Qt.RightButton)
+    send_mouse(view, QEvent.MouseMove, (20, 16), Qt.NoButton, Qt.RightButton)
+    send_mouse(view, QEvent.MouseButtonRelease, (20, 16), Qt.RightButton, Qt.NoButton)
+    assert not np.allclose(window.camera.target, target)
+    assert window.camera.distance == pytest.approx(distance)
+
+
+def test_ground_truth_mode_shows_the_raytracers_image(qtbot, tiny_run):
+    data, result = tiny_run
+    window = open_window(qtbot, tiny_run)
+    background = (0.2, 0.4, 0.6)
+    window.set_background(background)
+    window.camera_list.setCurrentRow(len(result.dataset.splits["train"]))  # test camera 0
+    window.mode_box.setCurrentIndex(window.mode_box.findData("gt"))
+    frame = current_frame(qtbot, window)
+    assert frame.gt is not None and window.view.divider == 0.5
+    scene = load_scene(data / "scene.toml")
+    test = result.dataset.splits["test"]
+    np.testing.assert_array_equal(frame.request.c2w, test.poses[0].double().numpy())
+    rgba = raytrace_image(scene, torch.tensor(frame.request.c2w, dtype=torch.float32), frame.intr, device="cpu").rgba
+    expected = rgba[..., :3] * rgba[..., 3:] + torch.tensor(background) * (1 - rgba[..., 3:])
+    np.testing.assert_array_equal(frame.gt, expected.numpy())
+    assert frame.psnr == pytest.approx(psnr(torch.from_numpy(frame.rgb), expected))
+    assert 15.0 < frame.psnr < 60.0
+    # the split view: NeRF left of the divider, ground truth right of it; the heat map replaces the right side
+    shown = window.view.image
+    assert shown.pixelColor(2, 16).getRgb()[:3] == tuple(frame.display[16, 2])
+    assert shown.pixelColor(30, 16).getRgb()[:3] == tuple((np.clip(frame.gt[16, 30], 0, 1) * 255 + 0.5).astype(int))
+    window.error_box.setChecked(True)
+    assert window.view.image.pixelColor(30, 16).getRgb()[:3] == tuple(frame.error[16, 30])
+
+
+def test_screenshot_is_written_at_full_resolution(qtbot, tiny_run, tmp_path):
+    window = open_window(qtbot, tiny_run, width=40, height=24)
+    path = tmp_path / "shot.png"
+    with qtbot.waitSignal(window.screenshotSaved, timeout=WAIT_MS):
+        window.save_screenshot(path)
+    image = iio.imread(path)
+    assert image.shape == (24, 40, 3)
+    np.testing.assert_array_equal(image, window.last_frame.display)
+    assert window.last_frame.complete
+
+
+def test_camera_path_renders_to_a_video(qtbot, tiny_run, tmp_path):
+    window = open_window(qtbot, tiny_run)
+    window.camera_list.setCurrentRow(0)
+    window.add_keyframe()
+    window.camera_list.setCurrentRow(5)
+    window.add_keyframe()
+    path = tmp_path / "path.mp4"
+    job = window.render_video(path, frames=4, fps=4)
+    with qtbot.waitSignal(job.done, timeout=WAIT_MS) as blocker:
+        pass
+    assert blocker.args[0], blocker.args
+    frames = iio.imread(path)
+    assert frames.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("bad", ["missing", "garbage"])
+def test_window_opens_with_a_missing_or_bad_checkpoint_and_shows_why(qtbot, tmp_path, bad):
+    target = tmp_path / "run"
+    if bad == "garbage":
+        target = tmp_path / "step.pt"
+        target.write_bytes(b"not a checkpoint")
+    window = open_run(target, device="cpu")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.renderer is None and window.worker is None
+    expected = "no checkpoint found" if bad == "missing" else "not a readable checkpoint"
+    assert expected in window.error and str(target) in window.error
+    assert "Traceback" not in window.error and "\n" not in window.error
+    assert window.view.message == window.error
+    assert expected in window.statusBar().currentMessage()
+    assert not window.camera_list.isEnabled()
+
+
+def test_live_training_steps_and_updates_the_view(qtbot, tiny_run):
+    _, result = tiny_run
+    session = open_session(TrainConfig(data=str(result.config.data), device="cpu"),
+                           resume=checkpoint_path(result.run_dir, STEPS))
+    window = window_for_session(session, size=(32, 32))
+    qtbot.addWidget(window)
+    window.view.setFixedSize(32, 32)
+    window.show()
+    qtbot.waitUntil(lambda: window.trainer.paused, timeout=WAIT_MS)  # already at its step count
+    assert session.step == STEPS
+    with qtbot.waitSignal(window.trainer.stats, timeout=WAIT_MS) as blocker:
+        window.trainer.step_once()
+    assert blocker.args[0]["step"] == STEPS + 1
+    assert np.isfinite(blocker.args[0]["loss"])
+    assert f"step {STEPS + 1}" in window.status.text() or f"step {STEPS + 1}" in window.train_label.text()
+    window.close()
+
+
+def test_cli_help_shows_defaults():
+    text = build_parser().format_help()
+    assert "--train" in text and "(default: auto)" in text

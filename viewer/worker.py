@@ -1,0 +1,332 @@
+"""Rendering for the viewer, off the interface thread.
+
+- :class:`ResolutionController` (pure): instant-NGP's dynamic resolution, the image scale that holds a target
+  frame rate while the camera moves.
+- :class:`ViewRenderer` (no Qt): one view of the model in a display mode, rendered in horizontal strips so a
+  long render can be abandoned between two strips; optionally the raytraced ground truth of the same view.
+- :class:`RenderWorker` (a ``QObject`` on its own ``QThread``): takes the latest request, renders it, emits
+  the frame. Requests arriving while it renders replace each other, so the worker never falls behind.
+- :class:`TrainWorker`: live training on another thread, sharing the model through a lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+
+from nerf.evaluate import colorize_depth, to_uint8
+from nerf.metrics import psnr
+from nerf.render import render_image
+from nerf.train import Model, Session
+from raytrace.camera import Intrinsics
+from raytrace.render import render_image as raytrace_image
+from raytrace.scene import Scene
+
+MODES = ("rgb", "depth", "opacity", "gt")
+MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "opacity": "Opacity", "gt": "Ground truth"}
+GPU_TARGET_FPS = 20.0
+CPU_TARGET_FPS = 4.0  # the CPU cannot hold 20 fps at any useful size; a stated lower target
+ERROR_VMAX = 0.25  # mean absolute colour error drawn at the top of the heat map
+
+
+def default_target_fps(device: torch.device) -> float:
+    return GPU_TARGET_FPS if device.type != "cpu" else CPU_TARGET_FPS
+
+
+class ResolutionController:
+    """The render scale (fraction of each side) that holds ``target_fps`` while the camera moves.
+
+    It keeps a running estimate of the seconds per rendered pixel (exponential moving average over the
+    frames reported to :meth:`record`) and picks the scale whose pixel count fits one frame period.
+    """
+
+    def __init__(self, target_fps: float, min_scale: float = 1.0 / 16.0, smoothing: float = 0.5) -> None:
+        if target_fps <= 0:
+            raise ValueError(f"target fps must be positive, got {target_fps}")
+        self.target_fps = float(target_fps)
+        self.min_scale = float(min_scale)
+        self.smoothing = float(smoothing)
+        self.seconds_per_pixel: float | None = None
+
+    def record(self, pixels: int, seconds: float) -> None:
+        """A frame of ``pixels`` pixels took ``seconds``."""
+        sample = seconds / max(pixels, 1)
+        if self.seconds_per_pixel is None:
+            self.seconds_per_pixel = sample
+        else:
+            self.seconds_per_pixel += self.smoothing * (sample - self.seconds_per_pixel)
+
+    def scale_for(self, full_pixels: int) -> float:
+        """Scale in [min_scale, 1] for a view of ``full_pixels`` pixels at full resolution (0.25 until a frame
+        has been recorded)."""
+        if self.seconds_per_pixel is None:
+            return max(self.min_scale, 0.25)
+        pixels = (1.0 / self.target_fps) / max(self.seconds_per_pixel, 1e-12)
+        return float(np.clip(math.sqrt(pixels / max(full_pixels, 1)), self.min_scale, 1.0))
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """What to render: camera ``c2w`` ``(4, 4)``, horizontal fov (radians), the full-resolution size, the
+    display mode, the background colour (RGB in [0, 1]); ``moving`` asks for the dynamic-resolution preview."""
+
+    c2w: np.ndarray
+    fov_x: float
+    width: int
+    height: int
+    mode: str = "rgb"
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    moving: bool = False
+    serial: int = 0
+
+    def intrinsics(self, scale: float = 1.0) -> Intrinsics:
+        full = Intrinsics.from_fov(self.width, self.height, self.fov_x)
+        return full if scale == 1.0 else full.scaled(scale)
+
+
+@dataclass
+class Frame:
+    """A rendered view at ``intr``'s size: NeRF colour ``rgb`` ``(h, w, 3)`` float32, ``depth`` and
+    ``opacity`` ``(h, w)``; ``display`` ``(h, w, 3)`` uint8 in the request's mode; in ground-truth mode ``gt``
+    ``(h, w, 3)`` float32 (composited over the background), the ``error`` heat map (uint8) and ``psnr``."""
+
+    request: RenderRequest
+    scale: float
+    intr: Intrinsics
+    rgb: np.ndarray
+    depth: np.ndarray
+    opacity: np.ndarray
+    display: np.ndarray
+    seconds: float
+    gt: np.ndarray | None = None
+    error: np.ndarray | None = None
+    psnr: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Rendered at full resolution."""
+        return self.scale == 1.0
+
+
+def error_heatmap(pred: np.ndarray, target: np.ndarray, vmax: float = ERROR_VMAX) -> np.ndarray:
+    """Per-pixel mean absolute error of ``(H, W, 3)`` images as an ``(H, W, 3)`` uint8 inferno heat map."""
+    err = np.abs(pred.astype(np.float64) - target.astype(np.float64)).mean(axis=-1)
+    return to_uint8(colormaps["inferno"](np.clip(err / vmax, 0.0, 1.0))[..., :3])
+
+
+def composite_over(rgba: torch.Tensor, background: tuple[float, float, float]) -> torch.Tensor:
+    """Straight-alpha ``(H, W, 4)`` over a constant colour -> ``(H, W, 3)``."""
+    bg = torch.tensor(background, dtype=rgba.dtype, device=rgba.device)
+    return rgba[..., :3] * rgba[..., 3:] + bg * (1.0 - rgba[..., 3:])
+
+
+class ViewRenderer:
+    """Renders views of ``model`` (and, with a ``scene``, its raytraced ground truth). ``lock`` serialises
+    access to the model with a trainer running on another thread."""
+
+    def __init__(
+        self,
+        model: Model,
+        scene: Scene | None = None,
+        lock: threading.Lock | None = None,
+        strip_pixels: int = 1 << 14,
+        gt_device: str = "cpu",
+    ) -> None:
+        self.model = model
+        self.scene = scene
+        self.lock = lock or threading.Lock()
+        self.strip_pixels = strip_pixels
+        self.gt_device = gt_device
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.march.aabb.device
+
+    def depth_range(self, eye: np.ndarray) -> tuple[float, float]:
+        """Near and far for colouring depth: the distances from ``eye`` to the scene box's corners."""
+        aabb = self.model.march.aabb.detach().cpu().double().numpy()
+        corners = np.stack(np.meshgrid(*aabb.T, indexing="ij"), axis=-1).reshape(-1, 3)
+        dist = np.linalg.norm(corners - eye, axis=1)
+        return max(float(dist.min()) * 0.5, 0.0), float(dist.max())
+
+    def render(
+        self,
+        req: RenderRequest,
+        scale: float = 1.0,
+        cancelled: Callable[[], bool] = lambda: False,
+        progress: Callable[[float], None] | None = None,
+    ) -> Frame | None:
+        """Render ``req`` at ``scale``; ``None`` when ``cancelled()`` became true between two strips."""
+        start = time.perf_counter()
+        intr = req.intrinsics(scale)
+        device = self.device
+        c2w = torch.as_tensor(req.c2w, dtype=torch.float32)
+        background = torch.tensor(req.background, dtype=torch.float32, device=device)
+        rows = max(1, self.strip_pixels // intr.width)
+        parts: list[dict[str, torch.Tensor]] = []
+        for row in range(0, intr.height, rows):
+            if cancelled():
+                return None
+            strip = Intrinsics(intr.width, min(rows, intr.height - row), intr.fx, intr.fy, intr.cx, intr.cy - row)
+            m = self.model
+            with self.lock:
+                parts.append(render_image(m.field, m.grid, c2w, strip, m.march, background, self.strip_pixels))
+            if progress is not None:
+                progress(min(1.0, (row + rows) / intr.height))
+        out = {k: torch.cat([p[k] for p in parts]).float().cpu().numpy() for k in ("rgb", "depth", "opacity")}
+        frame = Frame(req, scale, intr, out["rgb"], out["depth"], out["opacity"], self._display(req, out),
+                      time.perf_counter() - start)
+        if req.mode == "gt" and self.scene is not None:
+            if cancelled():
+                return None
+            self._ground_truth(frame, spp=None if scale == 1.0 else 1)
+        frame.seconds = time.perf_counter() - start
+        return frame
+
+    def ground_truth(self, req: RenderRequest, scale: float = 1.0, spp: int | None = None) -> np.ndarray:
+        """The raytraced view ``(h, w, 3)`` float32, composited over the request's background."""
+        if self.scene is None:
+            raise RuntimeError("no scene file: this run's dataset was not made by our raytracer")
+        c2w = torch.as_tensor(req.c2w, dtype=torch.float32)
+        result = raytrace_image(self.scene, c2w, req.intrinsics(scale), device=self.gt_device, spp=spp)
+        return composite_over(result.rgba, req.background).cpu().numpy()
+
+    def _ground_truth(self, frame: Frame, spp: int | None) -> None:
+        frame.gt = self.ground_truth(frame.request, frame.scale, spp)
+        frame.error = error_heatmap(frame.rgb, frame.gt)
+        frame.psnr = psnr(torch.from_numpy(frame.rgb), torch.from_numpy(frame.gt))
+
+    def _display(self, req: RenderRequest, out: dict[str, np.ndarray]) -> np.ndarray:
+        if req.mode == "depth":
+            near, far = self.depth_range(req.c2w[:3, 3])
+            return colorize_depth(torch.from_numpy(out["depth"] * (out["opacity"] > 0.5)), near, far)
+        if req.mode == "opacity":
+            return np.repeat(to_uint8(out["opacity"])[..., None], 3, axis=2)
+        return to_uint8(out["rgb"])
+
+
+class RenderWorker(QObject):
+    """Renders the most recent request on its own thread: previews at the controller's scale while the camera
+    moves, full resolution otherwise (abandoned as soon as a newer request arrives)."""
+
+    frameReady = pyqtSignal(object)  # Frame
+    progress = pyqtSignal(float)  # fraction of a full-resolution render done
+    failed = pyqtSignal(str)
+    _wake = pyqtSignal()
+
+    def __init__(self, renderer: ViewRenderer, controller: ResolutionController) -> None:
+        super().__init__()
+        self.renderer = renderer
+        self.controller = controller
+        self._pending: RenderRequest | None = None
+        self._mutex = threading.Lock()
+        self._closing = False
+        self.thread = QThread()
+        self.thread.setObjectName("render-worker")
+        self.moveToThread(self.thread)
+        self._wake.connect(self._process)
+        self.thread.start()
+
+    def submit(self, req: RenderRequest) -> None:
+        """Queue ``req`` (from any thread), replacing a request not yet started."""
+        with self._mutex:
+            self._pending = req
+        self._wake.emit()
+
+    def stop(self) -> None:
+        """Abandon the current render and end the thread."""
+        self._closing = True
+        self.thread.quit()
+        self.thread.wait()
+
+    def _cancelled(self) -> bool:
+        return self._closing or self._pending is not None
+
+    @pyqtSlot()
+    def _process(self) -> None:
+        with self._mutex:
+            req, self._pending = self._pending, None
+        if req is None or self._closing:
+            return
+        scale = self.controller.scale_for(req.width * req.height) if req.moving else 1.0
+        try:
+            frame = self.renderer.render(
+                req, scale,
+                cancelled=(lambda: self._closing) if req.moving else self._cancelled,
+                progress=None if req.moving else self.progress.emit,
+            )
+        except Exception as err:  # a render error is shown in the window, never kills the thread
+            self.failed.emit(f"render failed: {type(err).__name__}: {err}")
+            return
+        if frame is None:
+            return
+        if req.moving:
+            self.controller.record(frame.intr.width * frame.intr.height, frame.seconds)
+        self.frameReady.emit(frame)
+
+
+class TrainWorker(QObject):
+    """Trains ``session`` on its own thread until its step count, with pause / resume / single step.
+
+    ``stats`` carries ``{"step", "loss", "psnr", "samples"}`` about ten times a second."""
+
+    stats = pyqtSignal(dict)
+    finished = pyqtSignal()
+    _start = pyqtSignal()
+
+    def __init__(self, session: Session, lock: threading.Lock, report_every: float = 0.1) -> None:
+        super().__init__()
+        self.session = session
+        self.lock = lock
+        self.report_every = report_every
+        self.paused = False
+        self._single_steps = 0
+        self._stop = False
+        self.seconds = session.seconds_before
+        self.thread = QThread()
+        self.thread.setObjectName("train-worker")
+        self.moveToThread(self.thread)
+        self._start.connect(self._run)
+        self.thread.start()
+        self._start.emit()
+
+    def step_once(self) -> None:
+        self._single_steps += 1
+
+    def stop(self) -> None:
+        self._stop = True
+        self.thread.quit()
+        self.thread.wait()
+
+    def save(self) -> str:
+        with self.lock:
+            return str(self.session.save(self.seconds))
+
+    @pyqtSlot()
+    def _run(self) -> None:
+        last = 0.0
+        steps = self.session.cfg.steps or 0
+        while not self._stop:
+            if self.session.step >= steps and not self._single_steps:
+                self.paused = True
+            if self.paused and not self._single_steps:
+                QThread.msleep(20)
+                continue
+            self._single_steps = max(0, self._single_steps - 1)
+            t0 = time.perf_counter()
+            with self.lock:
+                row = self.session.advance()
+            self.seconds += time.perf_counter() - t0
+            now = time.perf_counter()
+            if now - last >= self.report_every or self.paused:
+                last = now
+                self.stats.emit({"step": self.session.step, **row})
+        self.finished.emit()
