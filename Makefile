@@ -8,7 +8,7 @@ RES    ?= 100
 # The demo's training budget in seconds (the CPU preset reaches its quality bar within it).
 BUDGET ?= 480
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps native cuda-check demo test lint bench clean
 
 system-deps:
 	@bash tools/install_system_deps.sh
@@ -24,12 +24,31 @@ $(STAMP): pyproject.toml tools/install_system_deps.sh
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/raytrace datasets/scenes/$(SCENE).toml -o datasets/$(SCENE) --res $(RES)
-	@echo
-	@echo "Dataset written to datasets/$(SCENE)/ (transforms_*.json, train/ val/ test/ images, depth and normals)."
+# The native C++ kernels (and CUDA ones where torch has CUDA and nvcc is found): nerf/_native/libnerf_native.so.
+native: $(STAMP)
+	nice cmake -S . -B build -DPython_EXECUTABLE=$(abspath $(BIN)/python)
+	nice cmake --build build --parallel
 
-test: $(STAMP)
+# Compiles the CUDA sources with nvcc alone (no GPU, no CUDA torch needed), so a CUDA compile error fails here.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+cuda-check: $(STAMP)
+	@if [ -z "$(NVCC)" ]; then echo "cuda-check: no nvcc found, skipped"; else \
+		nice cmake -S . -B build/cuda-check -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
+			-DNERF_CUDA_CHECK=ON -DCMAKE_CUDA_COMPILER=$(NVCC) && \
+		nice cmake --build build/cuda-check --target nerf_cuda_check; fi
+
+demo: $(STAMP) native
+	$(BIN)/raytrace datasets/scenes/$(SCENE).toml -o datasets/$(SCENE) --res $(RES)
+	$(BIN)/nerf-train datasets/$(SCENE) --time-budget $(BUDGET)
+	@run=$$(ls -td runs/$(SCENE)/*/ | head -1); echo; \
+	echo "Done. Look at:"; \
+	echo "  datasets/$(SCENE)/          the raytraced dataset (train/ val/ test/ RGBA PNGs, depth and normals .npy)"; \
+	echo "  $${run}metrics.json   test PSNR / SSIM / depth error"; \
+	echo "  $${run}renders/       ground truth | NeRF | NeRF depth | true depth, per test view"; \
+	echo "  $${run}turntable.mp4  a novel-view video"; \
+	echo "  tensorboard --logdir runs   training curves"
+
+test: $(STAMP) native cuda-check
 	$(BIN)/ruff check .
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 

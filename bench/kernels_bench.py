@@ -8,9 +8,7 @@ Backends: every one available on the device (``nerf.backends.available_backends`
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -19,23 +17,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RESULTS, append_results
 from nerf.backends import available_backends, resolve_backend, tcnn_table_shape
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
-from raytrace.atomic import write_text
 
 MODES = ("forward", "fwd+bwd", "train step")
-SECTION = "## kernels_bench"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+SECTION = "kernels_bench"
 
 
 def sync(device: torch.device) -> None:
@@ -157,16 +146,18 @@ def format_table(results: dict[str, dict[int, dict[str, float] | str]], sizes: l
     return "\n".join(lines)
 
 
-def append_results(path: Path, block: str) -> None:
-    """Add ``block`` at the end of the ``## kernels_bench`` section (created when missing)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-    start = text.index(SECTION) + len(SECTION)
-    end = text.find("\n## ", start)
-    end = len(text) if end < 0 else end + 1
-    head, section, tail = text[:start], text[start:end].rstrip("\n"), text[end:]
-    write_text(path, head + section + "\n\n" + block.rstrip("\n") + "\n" + ("\n" + tail if tail else ""))
+def bar_lines(results: dict[str, dict[int, dict[str, float] | str]], sizes: list[int]) -> str:
+    """The bar: native's training step against the eager and the compiled reference (where both ran)."""
+    lines = []
+    for n in sizes:
+        native, parts = results.get("native", {}).get(n), []
+        for ref in ("torch", "torch.compile"):
+            other = results.get(ref, {}).get(n)
+            if isinstance(native, dict) and isinstance(other, dict):
+                parts.append(f"{native['train step'] / other['train step']:.1f}x {ref}")
+        if parts:
+            lines.append(f"- native train step at 2^{n.bit_length() - 1} points: " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log2-points", type=int, nargs="+", default=[16, 18], help="batch sizes, as log2")
     parser.add_argument("--rounds", type=int, default=4, help="timed calls per backend and mode (best kept)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
-    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
@@ -190,20 +181,18 @@ def main(argv: list[str] | None = None) -> None:
             for label, res in bench_size(runs, cfg, n, device, args.rounds, bar).items():
                 results[label][n] = res
     table = format_table(results, sizes)
-    print(table)
+    bar_text = bar_lines(results, sizes)
+    print(table + "\n" + bar_text)
 
-    info = (
-        f"### {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} — {device.type}"
+    body = (
+        f"- device: {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-        + f"\n\n- CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-        f"load average {os.getloadavg()[0]:.1f} at the end\n"
-        f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        + f"; load average {os.getloadavg()[0]:.1f} at the end (other jobs on the machine slow every figure)\n"
         f"- config: {cfg}; best of {args.rounds} calls per figure, backends taking turns; "
-        f"total {time.perf_counter() - started:.0f} s\n"
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`\n"
+        f"total {time.perf_counter() - started:.0f} s\n\n{table}\n\n{bar_text}\n"
     )
     if not args.no_append:
-        append_results(args.results, info + "\n" + table + "\n")
+        append_results(SECTION, body, args.results)
         print(f"appended to {args.results}")
 
 

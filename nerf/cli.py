@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ _HELP = {
     "downscale": "divide the image resolution by this integer",
     "steps": "training steps",
     "time_budget": "stop after this many seconds of training",
-    "batch_rays": "rays per step",
+    "batch_rays": "rays per step (the global batch: split over the processes of a data-parallel run)",
     "march_steps": "ray-marching samples along the scene box diagonal",
     "log2_table_size": "log2 of the hash table size per level (T)",
     "max_resolution": "finest hash-grid resolution (N_max)",
@@ -85,26 +87,94 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
     return summary
 
 
+_LAUNCH_FLAGS = ("--gpus", "--nproc")
+
+
+def _without_launch_flags(argv: list[str]) -> list[str]:
+    """``argv`` less ``--gpus N`` / ``--nproc N`` (either spelling, with ``=`` or not)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _LAUNCH_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f + "=" for f in _LAUNCH_FLAGS)):
+            out.append(arg)
+    return out
+
+
+def launch_data_parallel(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m nerf.train ARGV``; its exit status.
+
+    CPU processes share the cores: each gets ``cores / N`` torch threads unless ``OMP_NUM_THREADS`` is set."""
+    env = dict(os.environ)
+    if not torch_has_cuda():
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "nerf.train", *_without_launch_flags(argv)]
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def train_main(argv: list[str] | None = None) -> int:
+    """``nerf-train``; under torchrun (``python -m nerf.train`` per rank) one rank of a data-parallel run.
+
+    Exit status 0, 2 for bad input, 1 when training diverged, 130 when stopped by SIGINT / SIGTERM (after a
+    checkpoint that ``--resume`` continues from)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="nerf-train",
-        description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic).",
+        description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic). Data-parallel over "
+        "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.train DATA.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--gpus", "--nproc", dest="nproc", type=int, default=1, metavar="N",
+                        help="data-parallel processes launched through torchrun: one per GPU (nccl) where CUDA is "
+                        "used, else N CPU processes (gloo); --batch-rays stays the global batch")
     add_config_flags(parser)
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("give a dataset folder or --resume RUN_DIR")
-    from nerf.train import train
+    if args.nproc < 1:
+        parser.error("--gpus / --nproc must be >= 1")
+    from nerf.distributed import env_world_size, init_world, shutdown
 
+    if args.nproc > 1 and env_world_size() <= 1:
+        if args.device != "cpu" and torch_has_cuda():
+            import torch
+
+            if args.nproc > torch.cuda.device_count():
+                parser.error(f"--gpus {args.nproc}: torch sees {torch.cuda.device_count()} CUDA devices")
+        return launch_data_parallel(args.nproc, argv)
+    from nerf.train import TrainingDiverged, resolve_device, train
+
+    world = None
     try:
+        world = init_world(resolve_device(args.device).type)
         result = train(_config_from_args(args), resume=args.resume, quiet=args.quiet)
+        if not world.is_main:
+            return 130 if result.interrupted else 0
+        if result.interrupted:
+            print(f"interrupted at step {result.step}: checkpoint written; continue with "
+                  f"nerf-train --resume {result.run_dir}", file=sys.stderr)
+            return 130
         summary = finish_run(result, quiet=args.quiet)
     except InputError as e:
         return _fail(e)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if world is not None:
+            shutdown(world)
     print(json.dumps(summary))
     print(f"run folder: {result.run_dir} (metrics.json, renders/, turntable.mp4, checkpoints/, tb/ for TensorBoard)")
     return 0
@@ -168,9 +238,8 @@ def export_main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
         scene_file = Path(cfg.data) / "scene.toml"
         if scene_file.is_file():
-            from raytrace.scene_mesh import scene_mesh
-
             from raytrace.scene import load_scene
+            from raytrace.scene_mesh import scene_mesh
 
             truth = scene_mesh(load_scene(scene_file))
             report["chamfer"] = chamfer_distance(mesh, truth)

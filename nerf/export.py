@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 import torch
+from scipy.ndimage import binary_fill_holes
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
@@ -41,6 +42,7 @@ def extract_mesh(
     resolution: int = 128,
     threshold: float = 10.0,
     chunk: int = 65536,
+    fill_cavities: bool = True,
 ) -> o3d.geometry.TriangleMesh:
     """The ``threshold`` iso-surface of the density inside ``aabb`` ``(2, 3)`` in world coordinates.
 
@@ -48,6 +50,8 @@ def extract_mesh(
     ``(max - min) / (resolution - 1)``) and meshed with ``skimage.measure.marching_cubes``; normals point
     towards lower density. Surfaces cut by the box are left open. Where the density never crosses
     ``threshold`` (no surface), raises ``ValueError`` stating the density range found.
+    With ``fill_cavities``, empty regions enclosed by the surface count as solid: a NeRF's density inside an
+    opaque object is unconstrained (never seen), and meshing it would add interior surfaces.
     """
     if resolution < 2:
         raise ValueError(f"resolution must be >= 2, got {resolution}")
@@ -58,6 +62,9 @@ def extract_mesh(
             f"no surface: the density in the box ranges over [{low:.4g}, {high:.4g}], "
             f"never crossing the threshold {threshold:g}"
         )
+    if fill_cavities:
+        solid = volume > threshold
+        volume[binary_fill_holes(solid) & ~solid] = high
     lo, hi = (aabb.detach().cpu().double().numpy()[i] for i in (0, 1))
     spacing = tuple((hi - lo) / (resolution - 1))
     verts, faces, _, _ = marching_cubes(

@@ -1,12 +1,29 @@
-"""The training loop: sample rays, render them, step Adam, keep the occupancy grid fresh, checkpoint."""
+"""The training loop: sample rays, render them, step Adam, keep the occupancy grid fresh, checkpoint.
+
+Data-parallel under ``torchrun`` (see :mod:`nerf.distributed`): ``batch_rays`` is the global batch, each rank
+draws its share with its own generators, the gradients are averaged over the ranks, the occupancy grid is rank
+0's on every rank, and only rank 0 writes the run folder. SIGINT / SIGTERM stop after the current step with a
+checkpoint; a step whose loss or gradients are NaN/Inf is dropped (the parameters keep their last good values)
+and the learning rate is lowered.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
+import types
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +33,32 @@ from tqdm import tqdm
 from nerf.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from nerf.config import TrainConfig
 from nerf.data import Dataset, RaySampler, load_dataset
+from nerf.distributed import (
+    SINGLE,
+    World,
+    all_reduce_gradients,
+    any_rank,
+    broadcast_object,
+    broadcast_tensors_,
+    current_world,
+    gather_objects,
+    rank_device,
+)
 from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
 from raytrace.errors import InputError
+
+NAN_LR_FACTOR = 0.5
+"""The learning rate is multiplied by this after a step with a NaN/Inf loss or gradient."""
+
+MAX_BAD_STEPS = 20
+"""Consecutive non-finite steps after which training gives up (:class:`TrainingDiverged`)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stayed NaN/Inf for :data:`MAX_BAD_STEPS` steps in a row, even at lower learning rates."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,7 +113,12 @@ def make_optimizer(
 
 
 def psnr_from_mse(mse: float) -> float:
-    return -10.0 * math.log10(max(mse, 1e-10))
+    return -10.0 * math.log10(max(mse, 1e-10)) if math.isfinite(mse) else float("nan")
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """No NaN or Inf in any of ``tensors``."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def train_step(
@@ -84,9 +127,14 @@ def train_step(
     sampler: RaySampler,
     cfg: TrainConfig,
     generator: torch.Generator,
-) -> dict[str, float]:
-    """One optimisation step on a random batch of rays; returns loss, PSNR and the sample count."""
-    batch = sampler.sample(cfg.batch_rays)
+    world: World = SINGLE,
+) -> dict[str, Any]:
+    """One optimisation step on ``cfg.batch_rays`` random rays over all ranks (this rank draws its share and the
+    gradients are those of the whole batch's mean loss). Returns the batch's loss, PSNR and sample count, and
+    ``finite``: False when the loss or a gradient was NaN/Inf, in which case the parameters were left as they were.
+    """
+    n = world.share(cfg.batch_rays)
+    batch = sampler.sample(n)
     device = batch.origins.device
     rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
     if cfg.random_background:
@@ -101,8 +149,17 @@ def train_step(
     loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.loss == "huber" else mse
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    opt.step()
-    return {"loss": float(loss.detach()), "psnr": psnr_from_mse(float(mse.detach())), "samples": int(out["samples"])}
+    params = [p for group in opt.param_groups for p in group["params"]]
+    weight = n / cfg.batch_rays
+    extra = torch.stack([loss.detach() * weight, mse.detach() * weight, out["samples"].to(loss.device, loss.dtype)])
+    loss_v, mse_v, samples = all_reduce_gradients(params, weight, extra, world).tolist()
+    grads = [p.grad for p in params if p.grad is not None]
+    finite = math.isfinite(loss_v) and math.isfinite(mse_v) and all_finite(grads)
+    if finite:
+        opt.step()
+    else:
+        opt.zero_grad(set_to_none=True)
+    return {"loss": loss_v, "psnr": psnr_from_mse(mse_v), "samples": int(samples), "finite": finite}
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
@@ -125,11 +182,15 @@ class TrainResult:
     config: TrainConfig
     step: int
     seconds: float
+    interrupted: bool = False  # stopped by SIGINT / SIGTERM (a checkpoint of ``step`` was written)
 
 
 @dataclass
 class Session:
-    """Everything a run needs between two steps; :meth:`advance` makes one step, :meth:`save` a checkpoint."""
+    """Everything a run needs between two steps; :meth:`advance` makes one step, :meth:`save` a checkpoint.
+
+    In a distributed run every rank holds a session and calls both (they are collective); only rank 0 writes.
+    """
 
     cfg: TrainConfig
     run_dir: Path
@@ -141,43 +202,123 @@ class Session:
     generators: tuple[torch.Generator, torch.Generator]  # ray sampling, then per-step randomness
     step: int = 0
     seconds_before: float = 0.0  # training time of the run before this session
+    world: World = SINGLE
+    bad_steps: int = 0  # consecutive steps with a NaN/Inf loss or gradient
+    last_good: dict[str, Any] | None = None  # in-memory copy of the last state known to be finite
 
-    def advance(self) -> dict[str, float]:
-        """One training step (with the occupancy-grid update when due)."""
+    def advance(self) -> dict[str, Any]:
+        """One training step (with the occupancy-grid update when due). A step with a NaN/Inf loss or gradient
+        changes no parameter, does not count, and lowers the learning rate by :data:`NAN_LR_FACTOR`."""
         if self.step % self.cfg.grid_update_every == 0:
-            self.model.grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.grid_warmup)
-        stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1])
+            grid = self.model.grid
+            grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.grid_warmup)
+            broadcast_tensors_([grid.density, grid.mask], self.world)
+        stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1], self.world)
+        if not stats["finite"]:
+            self._lower_lr(f"step {self.step + 1}: NaN/Inf loss or gradient; step dropped")
+            return stats
+        self.bad_steps = 0
         self.sched.step()
         self.step += 1
         return stats
 
+    def _lower_lr(self, what: str) -> None:
+        self.bad_steps += 1
+        if self.bad_steps > MAX_BAD_STEPS:
+            raise TrainingDiverged(f"{what} ({MAX_BAD_STEPS} in a row): training diverged; try a lower --lr")
+        for group in self.opt.param_groups:
+            group["lr"] *= NAN_LR_FACTOR
+        if self.world.is_main:
+            lr = self.opt.param_groups[0]["lr"]
+            warnings.warn(f"{what}, learning rate lowered to {lr:.3g}", RuntimeWarning, stacklevel=3)
+
+    def snapshot(self) -> None:
+        """Remember the current state as the last good one (restored if the parameters ever become NaN/Inf)."""
+        self.last_good = copy.deepcopy({
+            "step": self.step,
+            "field": self.model.field.state_dict(),
+            "grid": self.model.grid.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+        })
+
+    def restore(self) -> None:
+        """Go back to the state of :meth:`snapshot` (the learning rate stays as it is now)."""
+        assert self.last_good is not None
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        good = copy.deepcopy(self.last_good)
+        self.model.field.load_state_dict(good["field"])
+        self.model.grid.load_state_dict(good["grid"])
+        self.opt.load_state_dict(good["opt"])
+        self.sched.load_state_dict(good["sched"])
+        for group, lr in zip(self.opt.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self.step = good["step"]
+
     def save(self, seconds: float) -> Path:
-        """Checkpoint the current step atomically; ``seconds`` is the run's total training time."""
+        """Checkpoint the current step atomically; ``seconds`` is the run's total training time.
+
+        Parameters holding NaN/Inf are never written: the last good state comes back first (see :meth:`restore`)
+        and the learning rate is lowered."""
+        params = [p.detach() for p in self.model.field.parameters()]
+        if not all_finite(params) and self.last_good is not None:
+            self._lower_lr(f"step {self.step}: NaN/Inf parameters; back to step {self.last_good['step']}")
+            self.restore()
+        rng = gather_objects([g.get_state() for g in self.generators], self.world)
         path = checkpoint_path(self.run_dir, self.step)
-        save_checkpoint(
-            path,
-            step=self.step,
-            model_state=self.model.field.state_dict(),
-            optimizer_state={"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-            grid_state=self.model.grid.state_dict(),
-            config=self.cfg.to_dict(),
-            extra={
-                "rng": [g.get_state() for g in self.generators],
-                "seconds": seconds,
-                "backend": self.model.backend,
-                "aabb": self.model.march.aabb.tolist(),
-            },
-        )
+        if self.world.is_main:
+            save_checkpoint(
+                path,
+                step=self.step,
+                model_state=self.model.field.state_dict(),
+                optimizer_state={"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                grid_state=self.model.grid.state_dict(),
+                config=self.cfg.to_dict(),
+                extra={
+                    "rng": rng[0],
+                    "rng_ranks": rng,
+                    "seconds": seconds,
+                    "backend": self.model.backend,
+                    "aabb": self.model.march.aabb.tolist(),
+                },
+            )
+        self.snapshot()
         return path
 
 
+def _check_config_types(data: dict[str, Any], path: Path) -> None:
+    """Each value of a checkpoint's config has its field's type (a checkpoint from another version may not)."""
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in data:
+            continue
+        value, names = data[f.name], str(f.type).split(" | ")
+        if value is None and "None" in names:
+            continue
+        if names[0].startswith("tuple"):
+            ok = isinstance(value, list | tuple) and len(value) == 2
+            ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        else:
+            allowed = kinds.get(names[0], (object,))
+            ok = isinstance(value, allowed) and (bool not in allowed) == (not isinstance(value, bool))
+        if not ok:
+            raise InputError(path, f"config.{f.name}", f"expected {f.type}, got {type(value).__name__} {value!r}")
+
+
 def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = None):
-    """Load a run's config, model and latest checkpoint: ``(cfg, model, checkpoint dict)``."""
+    """Load a run's config, model and latest checkpoint: ``(cfg, model, checkpoint dict)``.
+
+    Raises :class:`InputError` naming the checkpoint when it does not describe a model this version can build."""
+    from nerf.backends import BackendUnavailable
+
     run_dir = Path(run_dir)
     ckpt_path = run_dir if run_dir.is_file() else latest_checkpoint(run_dir)
     if ckpt_path is None:
         raise InputError(run_dir, "checkpoints", "no checkpoint found in this run folder")
     ckpt = load_checkpoint(ckpt_path)
+    if not isinstance(ckpt["config"], dict):
+        raise InputError(ckpt_path, "config", f"expected a dict, got {type(ckpt['config']).__name__}")
+    _check_config_types(ckpt["config"], ckpt_path)
     cfg = TrainConfig.from_dict(ckpt["config"], ckpt_path)
     if backend is not None:
         cfg.backend = backend
@@ -185,91 +326,176 @@ def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = No
     aabb = (ckpt.get("extra") or {}).get("aabb")
     if aabb is None:
         raise InputError(ckpt_path, "extra.aabb", "missing")
-    aabb = torch.tensor(aabb, dtype=torch.float32)
-    model = build_model(cfg, aabb, dev)
+    try:
+        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
+    except BackendUnavailable as e:
+        hint = "checkpoints run on every backend: try --backend auto"
+        raise InputError(ckpt_path, "config.backend", f"{e}; {hint}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise InputError(ckpt_path, "config", f"cannot build its model ({_first_line(e)})") from None
     try:
         model.field.load_state_dict(ckpt["model"])
         if ckpt.get("grid") is not None:
             model.grid.load_state_dict(ckpt["grid"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(ckpt_path, "model", f"does not fit this model ({first})") from None
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise InputError(ckpt_path, "model", f"does not fit this model ({_first_line(e)})") from None
     return cfg, model, ckpt
 
 
-def open_session(cfg: TrainConfig, resume: str | Path | None = None) -> Session:
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _remove_partial_checkpoints(run_dir: Path) -> None:
+    """Temporary files of a checkpoint being written when the process was killed (the real files are intact)."""
+    folder = run_dir / "checkpoints"
+    if folder.is_dir():
+        for tmp in folder.glob(".step_*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+
+def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: World | None = None) -> Session:
     """A new run (a fresh ``runs/<scene>/<time>/`` folder) or, with ``resume``, the run in that folder at its last
-    checkpoint; ``steps`` and ``time_budget`` given in ``cfg`` override the resumed run's."""
+    checkpoint; ``steps`` and ``time_budget`` given in ``cfg`` override the resumed run's. ``world`` (default: the
+    initialised process group, if any) makes it one rank of a data-parallel run."""
+    world = current_world() if world is None else world
+    device = rank_device(resolve_device(cfg.device), world)
     ckpt = None
     if resume is not None:
         run_dir = Path(resume)
         overrides = {k: getattr(cfg, k) for k in ("steps", "time_budget") if getattr(cfg, k) is not None}
-        cfg, model, ckpt = load_run(run_dir, cfg.device, None)
+        cfg, model, ckpt = load_run(run_dir, str(device), None)
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        device = model.march.aabb.device
+        if run_dir.is_file():  # a checkpoint file: its run folder holds checkpoints/
+            run_dir = run_dir.parent.parent
+        if world.is_main:
+            _remove_partial_checkpoints(run_dir)
     else:
-        device = resolve_device(cfg.device)
         cfg = cfg.resolved(device.type)
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.data, splits=("train", "val", "test"), downscale=cfg.downscale)
     if resume is None:
         model = build_model(cfg, dataset.aabb, device)
-        run_dir = new_run_dir(cfg)
-        cfg.save(run_dir / "config.json")
+        run_dir = None
+        if world.is_main:
+            run_dir = new_run_dir(cfg)
+            cfg.save(run_dir / "config.json")
+        run_dir = Path(broadcast_object(str(run_dir), world))
+    broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers()], world)
     generators = (
-        torch.Generator(device="cpu").manual_seed(cfg.seed),
-        torch.Generator(device=device).manual_seed(cfg.seed + 1),
+        torch.Generator(device="cpu").manual_seed(cfg.seed + 2 * world.rank),
+        torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * world.rank),
     )
     opt, sched = make_optimizer(cfg, model.field)
     session = Session(cfg, run_dir, dataset, model, opt, sched,
-                      RaySampler(dataset.splits["train"], generators[0], device), generators)
+                      RaySampler(dataset.splits["train"], generators[0], device), generators, world=world)
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"]["optimizer"])
-        sched.load_state_dict(ckpt["optimizer"]["scheduler"])
-        for gen, state in zip(generators, ckpt["extra"]["rng"], strict=True):
-            gen.set_state(state)
-        session.step = int(ckpt["step"])
-        session.seconds_before = float(ckpt["extra"].get("seconds", 0.0))
+        _restore_training_state(session, ckpt, run_dir)
+    session.snapshot()
     return session
 
 
+def _restore_training_state(session: Session, ckpt: dict[str, Any], source: Path) -> None:
+    """Optimiser, scheduler, step, clock and this rank's generators from a checkpoint (a rank the checkpoint has
+    no generator state for, after a change of world size, gets fresh seeds)."""
+    rank, where = session.world.rank, "optimizer"
+    try:
+        session.opt.load_state_dict(ckpt["optimizer"]["optimizer"])
+        session.sched.load_state_dict(ckpt["optimizer"]["scheduler"])
+        where = "extra"
+        extra = ckpt["extra"]
+        session.step = int(ckpt["step"])
+        session.seconds_before = float(extra.get("seconds", 0.0))
+        states = extra.get("rng_ranks") or [extra["rng"]]
+        if rank < len(states):
+            for gen, state in zip(session.generators, states[rank], strict=True):
+                gen.set_state(state)
+        else:
+            for i, gen in enumerate(session.generators):
+                gen.manual_seed(session.cfg.seed + 2 * rank + i + 1_000_003 * session.step)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise InputError(source, where, f"cannot resume from it ({_first_line(e)})") from None
+
+
+class _StopRequest:
+    """Set by SIGINT / SIGTERM during training: the loop finishes its step, saves and returns."""
+
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopRequest]:
+    """Turn the first SIGINT / SIGTERM into a stop request; a second one acts as usual (e.g. Ctrl-C twice)."""
+    request = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        request.signal = signum
+        signal.signal(signum, previous[signum] or signal.SIG_DFL)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h or signal.SIG_DFL)
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
-    """Train (or resume) a run; writes checkpoints and TensorBoard logs, and returns the trained model."""
+    """Train (or resume) a run; writes checkpoints and TensorBoard logs, and returns the trained model.
+
+    SIGINT / SIGTERM end the run early after a checkpoint (``interrupted`` in the result)."""
     from torch.utils.tensorboard import SummaryWriter
 
     session = open_session(cfg, resume)
-    cfg, start_step = session.cfg, session.step
-    writer = SummaryWriter(str(session.run_dir / "tb"))
+    cfg, start_step, world = session.cfg, session.step, session.world
+    writer = SummaryWriter(str(session.run_dir / "tb")) if world.is_main else None
     t0 = time.perf_counter()
     samples_seen = 0
 
     def seconds() -> float:
         return session.seconds_before + time.perf_counter() - t0
 
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=quiet, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=quiet or not world.is_main, desc="train", unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    interrupted = False
     try:
-        while session.step < cfg.steps and (cfg.time_budget is None or seconds() < cfg.time_budget):
-            stats = session.advance()
-            step = session.step
-            samples_seen += stats["samples"]
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                rate = samples_seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", samples_s=f"{rate:.3g}")
-                writer.add_scalar("train/loss", stats["loss"], step)
-                writer.add_scalar("train/psnr", stats["psnr"], step)
-                writer.add_scalar("train/samples_per_ray", stats["samples"] / cfg.batch_rays, step)
-                writer.add_scalar("train/lr", session.opt.param_groups[0]["lr"], step)
-            if step % cfg.checkpoint_every == 0:
-                session.save(seconds())
-            bar.update(1)
+        with _stop_on_signals() as stop:
+            while session.step < cfg.steps:
+                out_of_time = cfg.time_budget is not None and seconds() >= cfg.time_budget
+                device = session.model.march.aabb.device
+                if any_rank(out_of_time or stop.signal is not None, world, device):
+                    interrupted = any_rank(stop.signal is not None, world, device)
+                    break
+                stats = session.advance()
+                if not stats["finite"]:
+                    continue
+                step = session.step
+                samples_seen += stats["samples"]
+                if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                    rate = samples_seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", samples_s=f"{rate:.3g}")
+                    writer.add_scalar("train/loss", stats["loss"], step)
+                    writer.add_scalar("train/psnr", stats["psnr"], step)
+                    writer.add_scalar("train/samples_per_ray", stats["samples"] / cfg.batch_rays, step)
+                    writer.add_scalar("train/lr", session.opt.param_groups[0]["lr"], step)
+                if step % cfg.checkpoint_every == 0:
+                    session.save(seconds())
+                bar.update(1)
+            total = seconds()
+            if resume is None or session.step > start_step:
+                session.save(total)
     finally:
         bar.close()
-        writer.close()
-    total = seconds()
-    if resume is None or session.step > start_step:
-        session.save(total)
-    return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total)
+        if writer is not None:
+            writer.close()
+    return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total, interrupted)
 
 
 def _density_fn(model: Model):
@@ -280,3 +506,9 @@ def _density_fn(model: Model):
         return model.field.density(x)[0] * step
 
     return density
+
+
+if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m nerf.train DATA``: one rank of nerf-train
+    from nerf.cli import train_main
+
+    sys.exit(train_main())

@@ -77,3 +77,19 @@ def test_write_mesh_round_trip_and_atomic(tmp_path: Path, sphere_mesh: o3d.geome
     with pytest.raises(OSError):
         write_mesh(tmp_path / "mesh.unknown_format", sphere_mesh)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.ply"]
+
+
+def test_enclosed_cavities_are_filled() -> None:
+    """A hollow shell (dense for 0.3 < r < 0.5): the cavity's inner wall is meshed only when asked to."""
+
+    def shell(x: torch.Tensor) -> torch.Tensor:
+        r = x.norm(dim=-1)
+        return ((r > 0.3) & (r < 0.5)).float() * 100.0
+
+    aabb = torch.tensor([[-0.8] * 3, [0.8] * 3])
+    filled = extract_mesh(shell, aabb, resolution=48)
+    hollow = extract_mesh(shell, aabb, resolution=48, fill_cavities=False)
+    r_filled = np.linalg.norm(np.asarray(filled.vertices), axis=1)
+    r_hollow = np.linalg.norm(np.asarray(hollow.vertices), axis=1)
+    assert r_filled.min() > 0.45  # only the outer wall
+    assert (r_hollow < 0.35).mean() > 0.2  # the inner wall is there too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_camera_path_passes_through_its_keyframes_smoothly():
     for f in frames:
         r = f.c2w[:3, :3]
         np.testing.assert_allclose(r.T @ r, np.eye(3), atol=1e-9)
-    steps = [np.linalg.norm(b.c2w[:3, 3] - a.c2w[:3, 3]) for a, b in zip(frames, frames[1:], strict=False)]
+    steps = [np.linalg.norm(b.c2w[:3, 3] - a.c2w[:3, 3]) for a, b in itertools.pairwise(frames)]
     assert max(steps) < 2.0 * min(steps)  # no jumps along the way
 
 

@@ -183,3 +183,22 @@ def test_live_training_steps_and_updates_the_view(qtbot, tiny_run):
 def test_cli_help_shows_defaults():
     text = build_parser().format_help()
     assert "--train" in text and "(default: auto)" in text
+
+
+def test_a_long_render_runs_off_the_interface_thread_and_gives_way_to_a_new_view(qtbot, tiny_run):
+    window = open_window(qtbot, tiny_run, width=96, height=96)
+    current_frame(qtbot, window)
+    window.renderer.strip_pixels = 96  # one row per strip: 96 chances to give way
+    progress: list[float] = []
+    frames: list[int] = []
+    window.worker.progress.connect(progress.append)
+    window.frameShown.connect(lambda f: frames.append(f.request.serial))
+    window.request_render()
+    long_serial = window.serial
+    # the interface thread keeps handling events while the worker renders: progress arrives here mid-render
+    qtbot.waitUntil(lambda: any(0.0 < p < 0.5 for p in progress), timeout=WAIT_MS)
+    assert long_serial not in frames
+    window.camera.zoom(0.8)
+    window.request_render()  # a new view replaces the unfinished one
+    qtbot.waitUntil(lambda: window.serial in frames, timeout=WAIT_MS)
+    assert long_serial not in frames

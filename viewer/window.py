@@ -247,7 +247,6 @@ class ViewerWindow(QMainWindow):
         self.path = CameraPath()
         self.serial = 0
         self._screenshot_path: Path | None = None
-        self._frame_times: list[float] = []
         self._video: VideoJob | None = None
         self._train_stats = ""
         self._last_train_render = 0.0
@@ -273,8 +272,9 @@ class ViewerWindow(QMainWindow):
         if session is not None and lock is not None:
             self.trainer = TrainWorker(session, lock)
             self.trainer.stats.connect(self._on_train_stats)
-        self._build_controls()
-        self.resize(size[0] + 300, size[1] + 40)
+        dock = self._build_controls()
+        hint = dock.sizeHint()
+        self.resize(size[0] + hint.width(), max(size[1], hint.height()) + self.statusBar().sizeHint().height())
         if error:
             self.view.message = error
             self.statusBar().showMessage(error)
@@ -299,7 +299,7 @@ class ViewerWindow(QMainWindow):
         distance = float(np.dot(self._center() - pose[:3, 3], -pose[:3, 2]))
         return OrbitCamera.from_c2w(pose, distance if distance > 1e-3 else 1.0, intr.camera_angle_x)
 
-    def _build_controls(self) -> None:
+    def _build_controls(self) -> QDockWidget:
         panel = QWidget()
         layout = QVBoxLayout(panel)
         form = QFormLayout()
@@ -389,6 +389,7 @@ class ViewerWindow(QMainWindow):
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.status = QLabel()
         self.statusBar().addPermanentWidget(self.status)
+        return dock
 
     # -- camera and settings ------------------------------------------------------------------------------------
 
@@ -478,8 +479,6 @@ class ViewerWindow(QMainWindow):
         if frame.request.serial < (self.last_frame.request.serial if self.last_frame else 0):
             return
         self.last_frame = frame
-        now = time.perf_counter()
-        self._frame_times = [t for t in [*self._frame_times, now] if now - t < 1.0]
         self._show(frame)
         self._update_status()
         self.frameShown.emit(frame)
@@ -511,13 +510,13 @@ class ViewerWindow(QMainWindow):
             return
         fps = 1.0 / max(f.seconds, 1e-6)
         parts = [
-            f"{fps:.1f} fps (frame {1000 * f.seconds:.0f} ms, {len(self._frame_times)} shown/s)",
+            f"{fps:.1f} fps",
             f"{f.intr.width}x{f.intr.height} ({100 * f.scale:.0f}%)",
-            f"device {self.renderer.device}",
-            f"backend {self.renderer.model.backend}",
+            str(self.renderer.device),
+            self.renderer.model.backend,
         ]
         if f.psnr is not None:
-            parts.append(f"PSNR vs ground truth {f.psnr:.2f} dB")
+            parts.append(f"PSNR {f.psnr:.2f} dB vs ground truth")
         if self._train_stats:
             parts.append(self._train_stats)
         self.status.setText("  |  ".join(parts))
@@ -596,7 +595,7 @@ class ViewerWindow(QMainWindow):
             self.pause_button.setText("Resume" if self.trainer.paused else "Pause")
 
     def _on_train_stats(self, stats: dict) -> None:
-        self._train_stats = f"step {stats['step']}  loss {stats['loss']:.4f}  train PSNR {stats['psnr']:.2f} dB"
+        self._train_stats = f"step {stats['step']}  loss {stats['loss']:.4f}  PSNR {stats['psnr']:.2f} dB"
         self.train_label.setText(self._train_stats.replace("  ", "\n"))
         self.pause_button.setText("Resume" if self.trainer.paused else "Pause")
         self._update_status()

@@ -268,8 +268,7 @@ class RenderWorker(QObject):
             return
         if frame is None:
             return
-        if req.moving:
-            self.controller.record(frame.intr.width * frame.intr.height, frame.seconds)
+        self.controller.record(frame.intr.width * frame.intr.height, frame.seconds)
         self.frameReady.emit(frame)
 
 

@@ -1,0 +1,130 @@
+"""Learned quality against wall time: PSNR / SSIM / depth error on held-out views for every shipped scene.
+
+For each scene, the hash-grid model (CPU or GPU preset, by the device) and, in the same run on the same data, sampler
+and time budget, the 2020 positional-encoding NeRF as the baseline. Test PSNR is measured on a few views every
+``--eval-every`` seconds of training (the clock stops while evaluating) and on all test views at the end. Prints a
+table, writes the curves to ``bench/train_curves.png`` and appends the figures to ``bench/RESULTS.md``.
+
+    python bench/train_bench.py                                   # 100x100, 10 minutes per model
+    python bench/train_bench.py --scenes object --budget 300 --res 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import append_results  # noqa: E402
+from nerf.config import TrainConfig  # noqa: E402
+from nerf.data import Split  # noqa: E402
+from nerf.evaluate import evaluate  # noqa: E402
+from nerf.train import open_session  # noqa: E402
+from raytrace.dataset import settings_for, write_dataset  # noqa: E402
+from raytrace.scene import load_scene  # noqa: E402
+
+SCENES = ("object", "whitted", "cornell")
+MODELS = {"ngp": {}, "nerf": {"lr": 5e-4, "eps": 1e-8, "batch_rays": 1024}}
+
+
+def subset(split: Split, n: int) -> Split:
+    return dataclasses.replace(
+        split,
+        images=split.images[:n],
+        poses=split.poses[:n],
+        depths=None if split.depths is None else split.depths[:n],
+        file_paths=split.file_paths[:n],
+    )
+
+
+def dataset_for(scene: str, res: int) -> Path:
+    """The shipped scene rendered at ``res`` (rendered once, reused afterwards)."""
+    out = ROOT / "datasets" / f"{scene}_{res}"
+    scene_obj = load_scene(ROOT / "datasets" / "scenes" / f"{scene}.toml")
+    write_dataset(scene_obj, out, settings_for(scene_obj, res=res))
+    return out
+
+
+def train_curve(cfg: TrainConfig, budget: float, eval_every: float, eval_views: int) -> dict:
+    session = open_session(cfg)
+    test = session.dataset.splits["test"]
+    quick = subset(test, eval_views)
+    curve: list[tuple[float, int, float]] = []
+    trained, next_eval = 0.0, eval_every
+    while trained < budget and session.step < session.cfg.steps:
+        t0 = time.perf_counter()
+        session.advance()
+        trained += time.perf_counter() - t0
+        if trained >= next_eval:
+            curve.append((trained, session.step, evaluate(session.model, quick, quiet=True)["psnr"]))
+            next_eval += eval_every
+    final = evaluate(session.model, test, quiet=True)
+    curve.append((trained, session.step, final["psnr"]))
+    return {"curve": curve, "final": final, "steps": session.step, "seconds": trained, "run": session.run_dir}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--scenes", nargs="+", default=list(SCENES), help="shipped scenes to train on")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="ngp (hash grid) and/or nerf (2020 baseline)")
+    p.add_argument("--res", type=int, default=100, help="image width of the rendered datasets")
+    p.add_argument("--budget", type=float, default=600.0, help="training seconds per model and scene")
+    p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between curve points")
+    p.add_argument("--eval-views", type=int, default=5, help="test views per curve point")
+    p.add_argument("--device", default="auto", help="torch device")
+    p.add_argument("--backend", default="auto", help="hash-grid backend")
+    p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
+    args = p.parse_args()
+
+    rows, curves = [], {}
+    for scene in args.scenes:
+        data = dataset_for(scene, args.res)
+        for model in args.models:
+            cfg = TrainConfig(data=str(data), model=model, device=args.device, backend=args.backend,
+                              out=str(ROOT / "runs" / "bench"), **MODELS[model])
+            print(f"== {scene} / {model}: {args.budget:.0f} s", flush=True)
+            r = train_curve(cfg, args.budget, args.eval_every, args.eval_views)
+            curves[(scene, model)] = r["curve"]
+            f = r["final"]
+            mae, rmse = f.get("depth_mae", float("nan")), f.get("depth_rmse", float("nan"))
+            rows.append(
+                f"| {scene} | {model} | {args.res} | {r['seconds']:.0f} | {r['steps']} | {f['psnr']:.2f} "
+                f"| {f['ssim']:.4f} | {mae:.4f} | {rmse:.4f} |"
+            )
+            print(rows[-1], flush=True)
+
+    fig, axes = plt.subplots(1, len(args.scenes), figsize=(5 * len(args.scenes), 4), squeeze=False)
+    for ax, scene in zip(axes[0], args.scenes, strict=True):
+        for model in args.models:
+            c = curves[(scene, model)]
+            ax.plot([t for t, _, _ in c], [q for _, _, q in c], marker="o", label=model)
+        ax.set(title=f"{scene} ({args.res}px)", xlabel="training seconds", ylabel="test PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    plot = ROOT / "bench" / "train_curves.png"
+    fig.savefig(plot, dpi=100)
+
+    head = ("| scene | model | width | train s | steps | test PSNR | SSIM | depth MAE | depth RMSE |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    table = head + "\n" + "\n".join(rows)
+    print(table)
+    print(f"curves: {plot}")
+    if not args.no_append:
+        append_results("train_bench", table + f"\n\nCurves (test PSNR against training seconds): `bench/{plot.name}`.")
+
+
+if __name__ == "__main__":
+    main()
