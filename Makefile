@@ -26,7 +26,8 @@ install: $(STAMP)
 
 # The native C++ kernels (and CUDA ones where torch has CUDA and nvcc is found): nerf/_native/libnerf_native.so.
 native: $(STAMP)
-	nice cmake -S . -B build -DPython_EXECUTABLE=$(abspath $(BIN)/python)
+	nice cmake -S . -B build -DPython_EXECUTABLE=$(abspath $(BIN)/python) \
+		$(if $(NERF_CUDA_ARCHITECTURES),"-DNERF_CUDA_ARCHITECTURES=$(NERF_CUDA_ARCHITECTURES)")
 	nice cmake --build build --parallel
 
 # Compiles the CUDA sources with nvcc alone (no GPU, no CUDA torch needed), so a CUDA compile error fails here.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,12 @@ from nerf.marching import march_rays, prune_occluded
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import composite
 from raytrace.camera import Intrinsics, image_rays
+
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
+    torch.cuda.OutOfMemoryError,
+    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+)
+"""The exceptions torch raises when a device runs out of memory."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,30 @@ def render_image(
 ) -> dict[str, torch.Tensor]:
     """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``.
 
-    ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied).
+    ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied). ``chunk``
+    rays are rendered at a time; when the device runs out of memory the chunk is halved (with a warning) and the
+    render goes on, down to one ray.
     """
     device = march.aabb.device
     origins, dirs = image_rays(c2w.to(device), intr)
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
-    for start in range(0, origins.shape[0], chunk):
-        out = render_rays(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march, background)
+    start = 0
+    while start < origins.shape[0]:
+        try:
+            out = render_rays(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march,
+                              background)
+        except OUT_OF_MEMORY:
+            if chunk == 1:
+                raise
+            chunk //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(f"out of memory while rendering: retrying with chunks of {chunk} rays", RuntimeWarning,
+                          stacklevel=3)
+            continue
         for key, values in parts.items():
             values.append(out[key])
+        start += chunk
     h, w = intr.height, intr.width
     return {
         "rgb": torch.cat(parts["rgb"]).reshape(h, w, 3),

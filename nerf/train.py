@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nerf.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
-from nerf.config import TrainConfig
+from nerf.config import PRESETS, TrainConfig
 from nerf.data import Dataset, RaySampler, load_dataset
 from nerf.distributed import (
     SINGLE,
@@ -117,8 +117,8 @@ def psnr_from_mse(mse: float) -> float:
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """No NaN or Inf in any of ``tensors``."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+    """No NaN or Inf in any of ``tensors`` (one device synchronisation)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def train_step(
@@ -301,6 +301,7 @@ def _check_config_types(data: dict[str, Any], path: Path) -> None:
         else:
             allowed = kinds.get(names[0], (object,))
             ok = isinstance(value, allowed) and (bool not in allowed) == (not isinstance(value, bool))
+            ok = ok and (not isinstance(value, int | float) or abs(value) < 2**31)  # huge ints: no float, no model
         if not ok:
             raise InputError(path, f"config.{f.name}", f"expected {f.type}, got {type(value).__name__} {value!r}")
 
@@ -320,10 +321,14 @@ def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = No
         raise InputError(ckpt_path, "config", f"expected a dict, got {type(ckpt['config']).__name__}")
     _check_config_types(ckpt["config"], ckpt_path)
     cfg = TrainConfig.from_dict(ckpt["config"], ckpt_path)
+    unresolved = [k for k in PRESETS["cpu"] if getattr(cfg, k) is None]
+    if unresolved:
+        raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
     if backend is not None:
         cfg.backend = backend
     dev = resolve_device(device)
-    aabb = (ckpt.get("extra") or {}).get("aabb")
+    extra = ckpt.get("extra") or {}
+    aabb = extra.get("aabb") if isinstance(extra, dict) else None
     if aabb is None:
         raise InputError(ckpt_path, "extra.aabb", "missing")
     try:
@@ -388,11 +393,17 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
         torch.Generator(device="cpu").manual_seed(cfg.seed + 2 * world.rank),
         torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * world.rank),
     )
-    opt, sched = make_optimizer(cfg, model.field)
+    source = None
+    if resume is not None:
+        source = Path(resume) if Path(resume).is_file() else latest_checkpoint(run_dir)
+    try:
+        opt, sched = make_optimizer(cfg, model.field)
+    except (ValueError, OverflowError) as e:  # Adam refuses a negative lr, betas outside [0, 1)...
+        raise InputError(source, "config" if source else "--lr/--betas/--eps", _first_line(e)) from None
     session = Session(cfg, run_dir, dataset, model, opt, sched,
                       RaySampler(dataset.splits["train"], generators[0], device), generators, world=world)
     if ckpt is not None:
-        _restore_training_state(session, ckpt, run_dir)
+        _restore_training_state(session, ckpt, source)
     session.snapshot()
     return session
 
@@ -415,7 +426,7 @@ def _restore_training_state(session: Session, ckpt: dict[str, Any], source: Path
         else:
             for i, gen in enumerate(session.generators):
                 gen.manual_seed(session.cfg.seed + 2 * rank + i + 1_000_003 * session.step)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as e:
         raise InputError(source, where, f"cannot resume from it ({_first_line(e)})") from None
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from raytrace.dataset import DatasetSummary, default_device, settings_for, write_dataset
+from raytrace.dataset import DatasetSummary, default_device, merge_dataset, parse_shard, settings_for, write_dataset
 from raytrace.errors import InputError
 from raytrace.scene import load_scene
 
@@ -24,6 +24,13 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -55,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=default_device(), help="torch device to render on")
     p.add_argument("--workers", type=_positive, default=1,
                    help="frames rendered in parallel processes (one torch thread each)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                       help="render only frames I, I+N, I+2N, ... (0 <= I < N) of the dataset, and no JSON, so that "
+                       "N machines or a job array share one output folder; then run --merge once")
+    group.add_argument("--merge", action="store_true",
+                       help="after every shard is done: check that every frame exists, then write the JSON files "
+                       "(give the same scene, folder and settings flags as the shards)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -65,9 +79,18 @@ def run(argv: Sequence[str] | None = None) -> DatasetSummary:
     scene = load_scene(args.scene)  # validates before anything is written
     out = args.out if args.out is not None else Path("datasets") / args.scene.stem
     settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp)
+    if args.merge:
+        summary = merge_dataset(scene, out, settings)
+        print(f"dataset merged in {summary.out_dir}/ ({settings.width}x{settings.height}): every frame present")
+        return summary
     summary = write_dataset(scene, out, settings, device=args.device, workers=args.workers,
-                            progress=not args.quiet)
-    print(f"dataset written to {summary.out_dir}/ ({settings.width}x{settings.height})")
+                            progress=not args.quiet, shard=args.shard)
+    if args.shard is not None:
+        i, n = args.shard
+        print(f"shard {i}/{n} written to {summary.out_dir}/ ({settings.width}x{settings.height}); once every "
+              f"shard is done: raytrace {args.scene} -o {out} --merge (with the same settings flags)")
+    else:
+        print(f"dataset written to {summary.out_dir}/ ({settings.width}x{settings.height})")
     print(summary.line())
     return summary
 

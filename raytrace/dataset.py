@@ -8,6 +8,11 @@ Layout under ``out_dir``: ``transforms_{train,val,test}.json``, per frame ``<spl
 Every file is written atomically. The JSON files are written last, after every frame of every split exists,
 and removed at the start of a run, so an interrupted run never leaves a dataset that looks complete. A rerun
 with the same manifest skips frames whose three files exist; a different manifest re-renders everything.
+
+Several machines (or a job array) can render one dataset into a shared folder: shard ``i`` of ``n`` renders
+frames ``i, i + n, i + 2n, ...`` of the global order (train, val, test; by index) and writes no JSON;
+:func:`merge_dataset` then checks that every frame exists and writes the JSON files. Frames are deterministic, so
+the result is byte for byte a single machine's.
 """
 
 from __future__ import annotations
@@ -241,59 +246,37 @@ def _run_jobs(
                 fut.cancel()
 
 
-def _clear_stale(out_dir: Path) -> None:
-    """Remove the split JSONs (rewritten at the end) and temporary files a killed run left behind."""
+def _clear_stale(out_dir: Path, temporaries: bool = True) -> None:
+    """Remove the split JSONs (rewritten at the end) and, with ``temporaries``, the temporary files a killed run
+    left behind (not while other shards may be writing theirs)."""
     for split in SPLITS:
         transforms_path(out_dir, split).unlink(missing_ok=True)
-        if (out_dir / split).is_dir():
+        if temporaries and (out_dir / split).is_dir():
             for tmp in (out_dir / split).glob(".*.tmp*"):
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
 
 
-def write_dataset(
-    scene: Scene,
-    out_dir: str | Path,
-    settings: DatasetSettings,
-    device: str = "cpu",
-    workers: int = 1,
-    progress: bool = True,
-) -> DatasetSummary:
-    """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
-    renders frames in that many spawned processes (one torch thread each)."""
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, None, "output path exists and is not a folder")
-    manifest = _manifest(scene.path, settings)
-    old = None
-    if (out_dir / MANIFEST).is_file():
-        try:
-            old = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clear_stale(out_dir)
-    jobs = _frame_jobs(scene, settings)
-    if old == manifest:
-        todo = [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir))]
-    else:
-        (out_dir / MANIFEST).unlink(missing_ok=True)
-        for split in SPLITS:  # frames of other settings must not survive into this dataset
-            if (out_dir / split).is_dir():
-                for f in (out_dir / split).glob("r_*"):
-                    f.unlink()
-        copy_scene(scene.path, out_dir)
-        write_json(out_dir / MANIFEST, manifest)
-        todo = jobs
-    if not (out_dir / SCENE_COPY).is_file():
-        copy_scene(scene.path, out_dir)
-    for split in SPLITS:
-        (out_dir / split).mkdir(exist_ok=True)
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; raises ValueError otherwise."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"expected I/N (shard I of N, 0 <= I < N), got {text!r}")
+    index, count = int(parts[0]), int(parts[1])
+    if not 0 <= index < count:
+        raise ValueError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return index, count
 
-    with tqdm(total=len(todo), desc=f"raytrace {out_dir.name}", unit="view", disable=not progress) as bar:
-        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers):
-            bar.update(1)
 
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    if not (out_dir / MANIFEST).is_file():
+        return None
+    try:
+        return json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _write_transforms_files(scene: Scene, settings: DatasetSettings, jobs: list[FrameJob], out_dir: Path) -> None:
     intr = settings.intrinsics
     by_split: dict[str, list[Frame]] = {s: [] for s in SPLITS}
     for job in jobs:
@@ -305,8 +288,91 @@ def write_dataset(
                        cx=intr.cx, cy=intr.cy, w=intr.width, h=intr.height,
                        aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY)
         write_transforms(transforms_path(out_dir, split), t)
-    return DatasetSummary(out_dir, dict(settings.counts), len(todo), len(jobs) - len(todo),
-                          time.perf_counter() - start)
+
+
+def _missing_frames(jobs: list[FrameJob], out_dir: Path) -> list[FrameJob]:
+    return [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir))]
+
+
+def write_dataset(
+    scene: Scene,
+    out_dir: str | Path,
+    settings: DatasetSettings,
+    device: str = "cpu",
+    workers: int = 1,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+) -> DatasetSummary:
+    """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
+    renders frames in that many spawned processes (one torch thread each).
+
+    ``shard`` ``(i, n)`` renders only frames ``i::n`` of the global frame order and writes no JSON (see
+    :func:`merge_dataset`); it never deletes another shard's files, so a folder holding a render with another
+    scene or settings is refused (:class:`InputError`). The summary then counts this shard's frames.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, None, "output path exists and is not a folder")
+    manifest = _manifest(scene.path, settings)
+    old = _read_manifest(out_dir)
+    jobs = _frame_jobs(scene, settings)
+    mine = jobs if shard is None else jobs[shard[0] :: shard[1]]
+    if shard is not None and old is not None and old != manifest:
+        raise InputError(out_dir / MANIFEST, None, "this folder holds a render of another scene or other settings, "
+                         "and shards never delete other shards' frames: empty it, or render without --shard")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out_dir, temporaries=shard is None)
+    if old == manifest:
+        todo = _missing_frames(mine, out_dir)
+    else:
+        if shard is None:
+            (out_dir / MANIFEST).unlink(missing_ok=True)
+            for split in SPLITS:  # frames of other settings must not survive into this dataset
+                if (out_dir / split).is_dir():
+                    for f in (out_dir / split).glob("r_*"):
+                        f.unlink()
+        copy_scene(scene.path, out_dir)
+        write_json(out_dir / MANIFEST, manifest)
+        todo = mine
+    if not (out_dir / SCENE_COPY).is_file():
+        copy_scene(scene.path, out_dir)
+    for split in SPLITS:
+        (out_dir / split).mkdir(exist_ok=True)
+
+    desc = f"raytrace {out_dir.name}" + (f" shard {shard[0]}/{shard[1]}" if shard is not None else "")
+    with tqdm(total=len(todo), desc=desc, unit="view", disable=not progress) as bar:
+        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers):
+            bar.update(1)
+
+    if shard is None:
+        _write_transforms_files(scene, settings, jobs, out_dir)
+    counts = dict(settings.counts) if shard is None else {s: sum(j.split == s for j in mine) for s in SPLITS}
+    return DatasetSummary(out_dir, counts, len(todo), len(mine) - len(todo), time.perf_counter() - start)
+
+
+def merge_dataset(scene: Scene, out_dir: str | Path, settings: DatasetSettings) -> DatasetSummary:
+    """Finish a dataset rendered in shards: check that every frame of ``scene`` with ``settings`` exists in
+    ``out_dir`` (rendered with this scene and these settings), then write the JSON files. Raises
+    :class:`InputError` listing the missing frames."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    old = _read_manifest(out_dir)
+    if old is None:
+        raise InputError(out_dir, MANIFEST, "missing: no shard has rendered into this folder")
+    if old != _manifest(scene.path, settings):
+        raise InputError(out_dir / MANIFEST, None, "the shards rendered another scene or other settings than "
+                         "these (give merge the same scene and flags as the shards)")
+    jobs = _frame_jobs(scene, settings)
+    missing = _missing_frames(jobs, out_dir)
+    if missing:
+        names = [f"{j.split}/r_{j.index}" for j in missing]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise InputError(out_dir, None, f"{len(missing)} of {len(jobs)} frames missing ({shown}): render their "
+                         "shards (or rerun without --shard, which renders only what is missing)")
+    _clear_stale(out_dir)
+    _write_transforms_files(scene, settings, jobs, out_dir)
+    return DatasetSummary(out_dir, dict(settings.counts), 0, len(jobs), time.perf_counter() - start)
 
 
 def default_device() -> str:

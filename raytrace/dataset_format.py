@@ -110,7 +110,11 @@ def write_transforms(path: str | Path, transforms: Transforms) -> None:
 
 
 def _number(path: Path, where: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         raise InputError(path, where, f"expected a finite number, got {value!r}")
     if positive and value <= 0:
         raise InputError(path, where, f"must be > 0, got {value!r}")
@@ -120,7 +124,7 @@ def _number(path: Path, where: str, value: Any, positive: bool = False) -> float
 def _matrix(path: Path, where: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(path, where, f"expected a {shape[0]}x{shape[1]} matrix of numbers") from None
     if m.shape != shape:
         raise InputError(path, where, f"expected a {shape[0]}x{shape[1]} matrix, got shape {m.shape}")

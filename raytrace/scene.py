@@ -105,6 +105,16 @@ class Scene:
     lights: list[Light]
 
 
+def _finite_number(v: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float (TOML integers can be too large for one)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -148,7 +158,7 @@ class _Table:
         if not self.has(key):
             return self.raw(key, default)
         v = self.raw(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if not _finite_number(v):
             raise self.error(key, f"expected a number, got {_describe(v)}")
         if low is not None and (v <= low if strict else v < low):
             raise self.error(key, f"must be {'>' if strict else '>='} {low:g}, got {v:g}")
@@ -193,7 +203,7 @@ class _Table:
             return self.raw(key, default)
         v = self.raw(key)
         ok = isinstance(v, list | tuple) and len(v) == size
-        if not ok or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v):
+        if not ok or not all(_finite_number(x) for x in v):
             raise self.error(key, f"expected a list of {size} numbers, got {_describe(v)}")
         if low is not None and any((x <= low if strict else x < low) for x in v):
             raise self.error(key, f"every component must be {'>' if strict else '>='} {low:g}, got {v}")
@@ -276,7 +286,7 @@ def _render(t: _Table) -> tuple[RenderSettings, np.ndarray | None]:
         if (
             rows is None
             or not all(isinstance(r, list) and len(r) == 3 for r in rows)
-            or any(isinstance(x, bool) or not isinstance(x, int | float) for r in rows for x in r)
+            or not all(_finite_number(x) for r in rows for x in r)
         ):
             raise t.error("bounds", f"expected [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {_describe(b)}")
         bounds = np.asarray(rows, dtype=np.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -39,6 +40,26 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     return torch.device("cuda")
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def native_device(request: pytest.FixtureRequest) -> torch.device:
+    """The devices the native kernels run on here; skipped where the library is not built (``make native``)."""
+    from nerf.backends import _native_error
+
+    device = request.getfixturevalue("cuda_device") if request.param == "cuda" else torch.device("cpu")
+    err = _native_error(device)
+    if err is not None:
+        pytest.skip(err)
+    return device
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A generator with a fresh seed each run, printed so that a failure can be replayed."""
+    seed = random.SystemRandom().randrange(2**31)
+    print(f"seed = {seed}")
+    return torch.Generator().manual_seed(seed)
 
 
 SCENE = """

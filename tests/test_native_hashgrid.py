@@ -7,8 +7,6 @@ is not built (`make native`) or not built for the device.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -30,22 +28,6 @@ CONFIGS = {
     # The default: 6 dense levels, 10 hashed.
     "log2T19": HashGridConfig(),
 }
-
-
-@pytest.fixture(params=["cpu", "cuda"])
-def native_device(request: pytest.FixtureRequest) -> torch.device:
-    device = request.getfixturevalue("cuda_device") if request.param == "cuda" else torch.device("cpu")
-    err = _native_error(device)
-    if err is not None:
-        pytest.skip(err)
-    return device
-
-
-@pytest.fixture
-def gen() -> torch.Generator:
-    seed = random.SystemRandom().randrange(2**31)
-    print(f"seed = {seed}")
-    return torch.Generator().manual_seed(seed)
 
 
 def make_points(cfg: HashGridConfig, n: int, gen: torch.Generator) -> torch.Tensor:

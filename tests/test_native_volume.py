@@ -6,7 +6,6 @@ built.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 import pytest
@@ -15,22 +14,6 @@ import torch
 from nerf.backends import _native_error, native_composite, native_ray_aabb
 from nerf.marching import ray_aabb
 from nerf.volume import composite
-
-
-@pytest.fixture(params=["cpu", "cuda"])
-def native_device(request: pytest.FixtureRequest) -> torch.device:
-    device = request.getfixturevalue("cuda_device") if request.param == "cuda" else torch.device("cpu")
-    err = _native_error(device)
-    if err is not None:
-        pytest.skip(err)
-    return device
-
-
-@pytest.fixture
-def gen() -> torch.Generator:
-    seed = random.SystemRandom().randrange(2**31)
-    print(f"seed = {seed}")
-    return torch.Generator().manual_seed(seed)
 
 
 def packed_samples(n_rays: int, gen: torch.Generator) -> dict[str, torch.Tensor | int]:

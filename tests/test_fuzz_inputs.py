@@ -1,0 +1,289 @@
+"""Property-based fuzzing of the loaders: mutated scene files, dataset JSON and checkpoints either load or fail
+with the project's one-line :class:`InputError` naming a file, never a traceback from deep inside."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nerf.checkpoint import checkpoint_path, load_checkpoint
+from nerf.config import TrainConfig
+from nerf.data import load_dataset
+from nerf.train import load_run, open_session
+from raytrace.dataset import settings_for, write_dataset
+from raytrace.dataset_format import read_transforms, transforms_path
+from raytrace.errors import InputError
+from raytrace.scene import load_scene
+
+from .conftest import SCENE, tiny_config
+
+SCENES = Path(__file__).resolve().parent.parent / "datasets" / "scenes"
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def loads_or_fails_cleanly(load: Callable[[Path], Any], path: Path) -> None:
+    """``load(path)`` succeeds or raises an InputError whose message is one line naming a file."""
+    try:
+        load(path)
+    except InputError as e:
+        message = str(e)
+        assert "\n" not in message and e.file is not None and e.file in message, message
+
+
+# ---- tree mutations ------------------------------------------------------------------------------------------
+
+def node_paths(tree: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every path (keys / indices) to a node of nested dicts and lists, the root included."""
+    out = [prefix]
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out += node_paths(v, (*prefix, k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            out += node_paths(v, (*prefix, i))
+    return out
+
+
+def mutate(tree: Any, data: st.DataObject, values: st.SearchStrategy) -> Any:
+    """A copy of ``tree`` with one node deleted, replaced by a random value (often another number where it was
+    a number), or given a random new child."""
+    tree = copy.deepcopy(tree)
+    path = data.draw(st.sampled_from(node_paths(tree)[1:]))
+    parent = tree
+    for key in path[:-1]:
+        parent = parent[key]
+    op = data.draw(st.sampled_from(["delete", "replace", "add"]))
+    if op == "delete":
+        del parent[path[-1]]
+    elif op == "replace":
+        node = parent[path[-1]]
+        is_number = isinstance(node, int | float) and not isinstance(node, bool)
+        parent[path[-1]] = data.draw(NUMBERS | values if is_number else values)
+    else:
+        node = parent[path[-1]]
+        if isinstance(node, dict):
+            node[data.draw(st.text("abcdefgxyz_", min_size=1, max_size=8))] = data.draw(values)
+        elif isinstance(node, list):
+            node.append(data.draw(values))
+        else:
+            parent[path[-1]] = [node, data.draw(values)]
+    return tree
+
+
+def mutate_bytes(raw: bytes, data: st.DataObject) -> bytes:
+    """``raw`` truncated, with a byte replaced, bytes inserted or a range deleted."""
+    i = data.draw(st.integers(0, len(raw) - 1))
+    op = data.draw(st.sampled_from(["truncate", "replace", "insert", "delete"]))
+    if op == "truncate":
+        return raw[:i]
+    if op == "replace":
+        return raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1 :]
+    if op == "insert":
+        return raw[:i] + data.draw(st.binary(min_size=1, max_size=8)) + raw[i:]
+    return raw[:i] + raw[i + data.draw(st.integers(1, 64)) :]
+
+
+WORDS = st.sampled_from(["", "sphere", "box", "mesh", "plane", "diffuse", "glass", "mirror", "emissive", "torus",
+                         "transparent", "hemisphere", "meshes/blob.ply", "textures/tiles.png", "../nope.png",
+                         "./train/r_0", "./train/r_0_depth.npy", "scene.toml", "white"])
+SMALL_INTS = st.integers(-3, 40)
+BIG_INTS = st.sampled_from([2**63, 10**400, -(10**400)])  # valid JSON and (for tomllib) TOML, not floats
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -1.0, 0.5, 1e308, -0.0])
+TEXT = st.text(st.characters(codec="ascii", categories=("L", "N", "P", "Zs")), max_size=10) | WORDS
+
+
+def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
+    return st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(TEXT, c, max_size=3),
+                        max_leaves=8)
+
+
+NUMBERS = SMALL_INTS | BIG_INTS | FLOATS | st.booleans()  # what a number is replaced with half the time
+TOML_VALUES = nested(st.booleans() | SMALL_INTS | BIG_INTS | FLOATS | TEXT)
+JSON_VALUES = nested(st.none() | st.booleans() | SMALL_INTS | BIG_INTS | st.integers() | FLOATS | TEXT)
+
+
+# ---- scene files ---------------------------------------------------------------------------------------------
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+
+
+def toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
+
+
+def to_toml(tree: dict[str, Any]) -> str:
+    """Nested dicts and lists as TOML (inline tables and arrays) that ``tomllib`` reads back equal."""
+    return "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in tree.items())
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """A copy of the shipped scenes (with their meshes and textures) and their parsed contents."""
+    folder = tmp_path_factory.mktemp("fuzz_scenes") / "scenes"
+    shutil.copytree(SCENES, folder)
+    trees = [tomllib.loads(p.read_text()) for p in sorted(SCENES.glob("*.toml"))]
+    return folder, [*trees, tomllib.loads(SCENE)]
+
+
+def test_toml_writer_round_trips(scenes) -> None:
+    _, trees = scenes
+    for tree in trees:
+        assert tomllib.loads(to_toml(tree)) == tree
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_scene_files_load_or_fail_cleanly(scenes, data: st.DataObject) -> None:
+    folder, trees = scenes
+    tree = mutate(data.draw(st.sampled_from(trees)), data, TOML_VALUES)
+    path = folder / "fuzz.toml"
+    path.write_text(to_toml(tree), encoding="utf-8")
+    loads_or_fails_cleanly(load_scene, path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_damaged_scene_bytes_load_or_fail_cleanly(scenes, data: st.DataObject) -> None:
+    folder, _ = scenes
+    source = data.draw(st.sampled_from(sorted(SCENES.glob("*.toml"))))
+    path = folder / "fuzz_bytes.toml"
+    path.write_bytes(mutate_bytes(source.read_bytes(), data))
+    loads_or_fails_cleanly(load_scene, path)
+
+
+# ---- dataset JSON --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A tiny rendered dataset (8x8 views) and its train JSON."""
+    root = tmp_path_factory.mktemp("fuzz_data")
+    (root / "ball.toml").write_text(SCENE)
+    scene = load_scene(root / "ball.toml")
+    write_dataset(scene, root / "ball", settings_for(scene, views=3, val=1, test=1, res=8), progress=False)
+    return root / "ball", json.loads(transforms_path(root / "ball", "train").read_text())
+
+
+def load_train_split(json_path: Path) -> None:
+    read_transforms(json_path)
+    load_dataset(json_path.parent, splits=("train", "test"))
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_dataset_json_loads_or_fails_cleanly(dataset, data: st.DataObject) -> None:
+    root, valid = dataset
+    path = transforms_path(root, "train")
+    try:
+        path.write_text(json.dumps(mutate(valid, data, JSON_VALUES)))
+        loads_or_fails_cleanly(load_train_split, path)
+    finally:
+        path.write_text(json.dumps(valid))
+
+
+@FUZZ
+@given(data=st.data())
+def test_damaged_dataset_json_bytes_load_or_fail_cleanly(dataset, data: st.DataObject) -> None:
+    root, valid = dataset
+    path = transforms_path(root, "train")
+    try:
+        path.write_bytes(mutate_bytes(json.dumps(valid, indent=1).encode(), data))
+        loads_or_fails_cleanly(load_train_split, path)
+    finally:
+        path.write_text(json.dumps(valid))
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, dict[str, Any]]:
+    """A real checkpoint of a tiny model (one training step), its bytes and its contents."""
+    root, _ = dataset
+    cfg = tiny_config(root, tmp_path_factory.mktemp("fuzz_runs"), levels=2, log2_table_size=8, grid_resolution=8,
+                      march_steps=16, batch_rays=64, hidden=8, color_hidden=8)
+    session = open_session(cfg)
+    session.advance()
+    path = session.save(1.0)
+    return path, path.read_bytes(), load_checkpoint(path)
+
+
+def load_and_resume(path: Path) -> None:
+    load_run(path, "cpu")
+    open_session(TrainConfig(device="cpu"), resume=path.parent.parent)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_checkpoints_load_or_fail_cleanly(checkpoint, tmp_path_factory, data: st.DataObject) -> None:
+    _, _, ckpt = checkpoint
+    path = checkpoint_path(tmp_path_factory.getbasetemp() / "fuzz_ckpt", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(mutate(ckpt, data, JSON_VALUES), path)
+    loads_or_fails_cleanly(load_and_resume, path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_damaged_checkpoint_bytes_fail_cleanly(checkpoint, tmp_path_factory, data: st.DataObject) -> None:
+    _, raw, _ = checkpoint
+    path = checkpoint_path(tmp_path_factory.getbasetemp() / "fuzz_bytes", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(mutate_bytes(raw, data))
+    loads_or_fails_cleanly(load_and_resume, path)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c.update(format_version=2), "format version 2"),
+        (lambda c: c["config"].update(backend="tcnn"), "tcnn"),
+        (lambda c: c["config"].update(levels=3), "does not fit"),
+        (lambda c: c["config"].update(new_option=1), "unknown config key"),
+        (lambda c: c["config"].update(levels="16"), "config.levels"),
+        (lambda c: c.update(extra=None), "extra.aabb"),
+        (lambda c: c["extra"].update(rng_ranks=[[1, 2]]), "cannot resume"),
+    ],
+)
+def test_checkpoint_from_another_version_or_backend_gets_a_clear_message(checkpoint, tmp_path, change, expected):
+    _, _, ckpt = checkpoint
+    changed = copy.deepcopy(ckpt)
+    change(changed)
+    path = checkpoint_path(tmp_path, 1)
+    path.parent.mkdir(parents=True)
+    torch.save(changed, path)
+    with pytest.raises(InputError, match=expected) as exc:
+        load_and_resume(path)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_truncated_checkpoint_gets_a_clear_message(checkpoint, tmp_path):
+    _, raw, _ = checkpoint
+    path = tmp_path / "step_0000001.pt"
+    for size in (0, 10, len(raw) // 2, len(raw) - 1):
+        path.write_bytes(raw[:size])
+        with pytest.raises(InputError, match="truncated or corrupt"):
+            load_checkpoint(path)
