@@ -80,3 +80,11 @@ def test_cli_eval_writes_metrics_and_bad_dataset_is_one_line(tiny_run, tmp_path,
     assert len(err.splitlines()) == 1
     assert "transforms_train.json" in err and "transform_matrix" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_unavailable_backend_is_a_one_line_error(tiny_run, tmp_path, capsys):
+    data, _ = tiny_run
+    assert train_main([str(data), "--backend", "tcnn", "--device", "cpu", "--quiet", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--backend" in err and "tcnn" in err
+    assert not any(tmp_path.iterdir())
