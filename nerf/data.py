@@ -44,6 +44,7 @@ class Split:
     intrinsics: Intrinsics
     depths: torch.Tensor | None
     file_paths: list[str]
+    background: torch.Tensor | None = None  # (3,) for opaque images, see opaque_background; None otherwise
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -200,14 +201,31 @@ def _load_split(
         width // downscale * downscale, height // downscale * downscale, intr.fx, intr.fy, intr.cx, intr.cy
     )
     poses = torch.tensor(np.stack([fr.transform_matrix for _, fr in frames]), dtype=torch.float32)
+    stacked = torch.stack(images)
+    stacked_depths = torch.stack(depths) if depths else None
     return Split(
         name=name,
-        images=torch.stack(images),
+        images=stacked,
         poses=poses,
         intrinsics=cropped.scaled(1.0 / downscale) if downscale > 1 else intr,
-        depths=torch.stack(depths) if depths else None,
+        depths=stacked_depths,
         file_paths=paths,
+        background=opaque_background(stacked, stacked_depths),
     )
+
+
+def opaque_background(images: torch.Tensor, depths: torch.Tensor | None) -> torch.Tensor | None:
+    """The colour ``(3,)`` behind the scene when ``images`` ``(N, H, W, 4)`` are fully opaque, else None.
+
+    Rays that leave the scene box show it, so it cannot be randomised in training nor replaced by white in
+    evaluation. It is the mean colour of the pixels whose ray hit nothing (depth 0), black without depth maps
+    or without such pixels.
+    """
+    if (images[..., 3] < 1.0).any():
+        return None
+    if depths is None or not (depths <= 0).any():
+        return torch.zeros(3)
+    return images[..., :3][depths <= 0].mean(dim=0)
 
 
 def load_dataset(

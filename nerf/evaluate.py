@@ -43,19 +43,20 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def evaluate(
     model: Model, split: Split, out_dir: Path | None = None, chunk: int = 8192, quiet: bool = False
 ) -> dict[str, float]:
-    """Render every view of ``split`` over a white background; mean PSNR / SSIM and, where the dataset
+    """Render every view of ``split`` over white (over the split's own background when its images are opaque);
+    mean PSNR / SSIM and, where the dataset
     carries ground-truth depth, depth MAE / RMSE over covered pixels (scene units).
 
     With ``out_dir``, writes ``<split>_<i>.png`` = ground truth | prediction | predicted depth | true depth.
     """
     device = model.march.aabb.device
-    white = torch.ones(3, device=device)
+    background = (split.background if split.background is not None else torch.ones(3)).to(device)
     rows: list[dict[str, float]] = []
     aabb = model.march.aabb
     for i in tqdm(range(split.poses.shape[0]), desc=f"eval {split.name}", disable=quiet, leave=False):
-        out = render_image(model.field, model.grid, split.poses[i], split.intrinsics, model.march, white, chunk)
+        out = render_image(model.field, model.grid, split.poses[i], split.intrinsics, model.march, background, chunk)
         gt = split.images[i].to(device)
-        gt_rgb = gt[..., :3] * gt[..., 3:] + (1.0 - gt[..., 3:])
+        gt_rgb = gt[..., :3] * gt[..., 3:] + background * (1.0 - gt[..., 3:])
         row = {"psnr": psnr(out["rgb"], gt_rgb), "ssim": ssim(out["rgb"], gt_rgb)}
         if split.depths is not None:
             gt_depth = split.depths[i].to(device)
@@ -95,13 +96,13 @@ def turntable_poses(split: Split, center: torch.Tensor, n_frames: int) -> torch.
 def render_turntable(
     model: Model, split: Split, path: Path, n_frames: int = 48, intr: Intrinsics | None = None, quiet: bool = False
 ) -> None:
-    """Write an MP4 turntable of the model around the scene centre (white background)."""
+    """Write an MP4 turntable of the model around the scene centre (background as in :func:`evaluate`)."""
     device = model.march.aabb.device
     intr = intr or split.intrinsics
     center = model.march.aabb.mean(dim=0)
-    white = torch.ones(3, device=device)
+    background = (split.background if split.background is not None else torch.ones(3)).to(device)
     frames = []
     for pose in tqdm(turntable_poses(split, center, n_frames), desc="turntable", disable=quiet, leave=False):
-        frames.append(to_uint8(render_image(model.field, model.grid, pose, intr, model.march, white)["rgb"]))
+        frames.append(to_uint8(render_image(model.field, model.grid, pose, intr, model.march, background)["rgb"]))
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=24, codec="libx264", macro_block_size=1)

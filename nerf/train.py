@@ -143,7 +143,9 @@ def train_step(
     batch = sampler.sample(n)
     device = batch.origins.device
     rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
-    if cfg.random_background:
+    if sampler.split.background is not None:
+        background = sampler.split.background.to(device).expand_as(rgb)
+    elif cfg.random_background:
         background = torch.rand(rgb.shape, generator=generator, device=generator.device).to(device)
     else:
         background = torch.ones_like(rgb)

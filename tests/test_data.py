@@ -219,3 +219,17 @@ def test_missing_train_split_is_an_error(tmp_path: Path) -> None:
     _write_ours(tmp_path, {"val": 1})
     with pytest.raises(InputError, match=r"transforms_train\.json"):
         load_dataset(tmp_path)
+
+
+def test_opaque_background_is_the_colour_of_rays_that_hit_nothing() -> None:
+    from nerf.data import opaque_background
+
+    images = torch.ones(2, 4, 4, 4)
+    images[..., :3] = torch.tensor([0.2, 0.4, 0.6])
+    depths = torch.zeros(2, 4, 4)
+    depths[:, :2] = 3.0  # the top rows hit something
+    images[:, :2, :, :3] = 0.9
+    torch.testing.assert_close(opaque_background(images, depths), torch.tensor([0.2, 0.4, 0.6]))
+    assert torch.equal(opaque_background(images, None), torch.zeros(3))  # no depth maps: black
+    images[0, 0, 0, 3] = 0.5  # any transparency: the background is free (random in training, white in evaluation)
+    assert opaque_background(images, depths) is None
