@@ -3,7 +3,7 @@
 For each scene, the hash-grid model (CPU or GPU preset, by the device) and, in the same run on the same data, sampler
 and time budget, the 2020 positional-encoding NeRF as the baseline. Test PSNR is measured on a few views every
 ``--eval-every`` seconds of training (the clock stops while evaluating) and on all test views at the end. Prints a
-table, writes the curves to ``bench/train_curves.png`` and appends the figures to ``bench/RESULTS.md``.
+table, writes the curves to ``bench/train_curves_<scenes>.png`` and appends the figures to ``bench/RESULTS.md``.
 
     python bench/train_bench.py                                   # 100x100, 10 minutes per model
     python bench/train_bench.py --scenes object --budget 300 --res 400
@@ -114,7 +114,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    plot = ROOT / "bench" / "train_curves.png"
+    plot = ROOT / "bench" / f"train_curves_{'_'.join(args.scenes)}.png"
     fig.savefig(plot, dpi=100)
 
     head = ("| scene | model | width | train s | steps | test PSNR | SSIM | depth MAE | depth RMSE |\n"
