@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SCENE  ?= object
 RES    ?= 100
 # The demo's training budget in seconds (the CPU preset reaches its quality bar within it).
-BUDGET ?= 480
+BUDGET ?= 360
 
 .PHONY: install system-deps native cuda-check demo test lint bench clean
 
