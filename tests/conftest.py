@@ -109,13 +109,16 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A tiny raytraced scene (32x32 views of a checkered ball) and a model trained on it for STEPS steps."""
-    root = tmp_path_factory.mktemp("tiny")
-    scene_file = root / "ball.toml"
-    scene_file.write_text(SCENE)
-    data = root / "ball"
-    scene = load_scene(scene_file)
-    write_dataset(scene, data, settings_for(scene), progress=False)
-    result = train(tiny_config(data, root / "runs"), quiet=True)
-    return data, result
+def ball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset raytraced from SCENE: 32x32 views of a checkered ball (tests never write into it)."""
+    root = tmp_path_factory.mktemp("ball")
+    (root / "ball.toml").write_text(SCENE)
+    scene = load_scene(root / "ball.toml")
+    write_dataset(scene, root / "ball", settings_for(scene), progress=False)
+    return root / "ball"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(ball: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The ``ball`` dataset and a model trained on it for STEPS steps."""
+    return ball, train(tiny_config(ball, tmp_path_factory.mktemp("tiny") / "runs"), quiet=True)

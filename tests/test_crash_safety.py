@@ -23,23 +23,12 @@ from nerf.config import TrainConfig
 from nerf.render import render_image
 from nerf.train import TrainingDiverged, build_model, open_session, train
 from raytrace.camera import Intrinsics, look_at
-from raytrace.dataset import settings_for, write_dataset
-from raytrace.scene import load_scene
 
-from .conftest import SCENE, tiny_config
+from .conftest import tiny_config
 
 TRAIN_ARGS = ["--device", "cpu", "--backend", "torch", "--batch-rays", "256", "--levels", "4", "--log2-table-size",
               "12", "--max-resolution", "64", "--grid-resolution", "16", "--march-steps", "48", "--grid-warmup", "8",
               "--turntable-frames", "0", "--steps", "100000"]
-
-
-@pytest.fixture(scope="module")
-def ball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("crash")
-    (root / "ball.toml").write_text(SCENE)
-    scene = load_scene(root / "ball.toml")
-    write_dataset(scene, root / "ball", settings_for(scene), progress=False)
-    return root / "ball"
 
 
 def start_training(data: Path, out: Path, *extra: str) -> subprocess.Popen:

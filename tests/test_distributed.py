@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -22,22 +21,11 @@ from nerf.distributed import SINGLE, World, all_reduce_gradients, current_world
 from nerf.evaluate import evaluate
 from nerf.render import render_rays
 from nerf.train import build_model, load_run, train
-from raytrace.dataset import settings_for, write_dataset
-from raytrace.scene import load_scene
 
-from .conftest import SCENE, tiny_config
+from .conftest import tiny_config
 
 STEPS = 24
 BATCH = 1024
-
-
-@pytest.fixture(scope="module")
-def ball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dp")
-    (root / "ball.toml").write_text(SCENE)
-    scene = load_scene(root / "ball.toml")
-    write_dataset(scene, root / "ball", settings_for(scene), progress=False)
-    return root / "ball"
 
 
 @contextlib.contextmanager
