@@ -20,7 +20,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, append_results
-from nerf.backends import available_backends, resolve_backend, tcnn_table_shape
+from nerf.backends import available_backends, resolve_backend
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
 
 MODES = ("forward", "fwd+bwd", "train step")
@@ -61,8 +61,7 @@ def mode_fns(
 ) -> dict[str, Callable[[], None]]:
     """The call to time for each mode, on fresh state."""
     gen = torch.Generator(device=device).manual_seed(n)
-    rows = tcnn_table_shape(cfg)[0] if name == "tcnn" else table_rows(cfg)
-    table = torch.empty(rows, cfg.features, device=device).uniform_(-1e-4, 1e-4, generator=gen)
+    table = torch.empty(table_rows(cfg), cfg.features, device=device).uniform_(-1e-4, 1e-4, generator=gen)
     table.requires_grad_()
     x = torch.rand(n, 3, generator=gen, device=device)
     grad_out = torch.randn(n, cfg.output_dim, generator=gen, device=device)

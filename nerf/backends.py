@@ -6,18 +6,10 @@
   equal the reference to float32 rounding, checkpoints move freely between ``torch`` and ``native``.
   dL/dtable is bit-reproducible on the CPU (one thread per level, points in order) but not on CUDA (float
   ``atomicAdd``).
-- ``tcnn``: ``tinycudann.Encoding`` (otype HashGrid, same L, F, log2 T, N_min, per-level scale b). It computes
-  a *different* function on a *different* table, so it is never picked by ``auto`` and is not
-  checkpoint-compatible with the other two:
-
-  * resolution: tcnn uses ``scale_l = N_min * b**l - 1`` (a float, not floored) and ``ceil(scale_l) + 1``
-    vertices per axis; we use ``N_l = floor(N_min * b**l)`` and ``N_l + 1`` vertices;
-  * position: tcnn samples at ``x * scale_l + 0.5``; we sample at ``x * N_l``;
-  * storage: tcnn pads every level's size up to a multiple of 8 (so the offsets differ) and decides dense vs
-    hashed on its own resolution.
-
-  No re-indexing of the table can make the two agree (the sample positions differ), so ``tcnn`` needs its own
-  table of :func:`tcnn_table_shape` rows; the ``encode_fn`` checks it.
+- ``tcnn``: ``tinycudann.Encoding`` (otype HashGrid, same L, F, log2 T, N_min, per-level scale b) on CUDA. The
+  reference follows tcnn's function and layout (see :mod:`nerf.hashgrid`), so tcnn's parameter vector *is* our
+  table flattened row-major: a checkpoint moves between all three backends. tcnn agrees to float32 rounding
+  (it fuses ``p * s + 0.5`` and computes ``s`` on the GPU); never picked by ``auto``, since ``native`` is ours.
 
 Importing this module loads nothing: the native library and tinycudann are loaded on first use.
 """
@@ -31,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, level_layouts, table_rows
+from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, level_layouts, param_count, table_rows
 
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
@@ -90,10 +82,13 @@ def available_backends(device: torch.device | str) -> list[str]:
     return names
 
 
-def resolve_backend(name: str, device: torch.device | str) -> tuple[str, EncodeFn]:
+def resolve_backend(
+    name: str, device: torch.device | str, cfg: HashGridConfig | None = None
+) -> tuple[str, EncodeFn]:
     """``name`` in ``BACKENDS`` -> ``(concrete name, encode_fn)``; raises :class:`BackendUnavailable`.
 
-    ``auto`` is ``native`` where it is built for ``device``, else ``torch`` (saying so in one log line).
+    ``auto`` is ``native`` where it is built for ``device``, else ``torch`` (saying so in one log line). With
+    ``cfg``, ``tcnn`` is also checked to lay out ``cfg``'s table as we do.
     """
     device = torch.device(device)
     if name not in BACKENDS:
@@ -114,14 +109,19 @@ def resolve_backend(name: str, device: torch.device | str) -> tuple[str, EncodeF
     err = _tcnn_error(device)
     if err is not None:
         raise BackendUnavailable(f"hash-grid backend 'tcnn' on {device}: {err}")
+    if cfg is not None:
+        _tcnn_encoding(cfg)
     return "tcnn", tcnn_hash_encode
 
 
 @functools.cache
-def _native_layout(cfg: HashGridConfig) -> tuple[list[int], list[int], list[int], list[bool], int]:
-    """The op arguments describing ``cfg``'s levels: resolutions, offsets, sizes, hashed, features."""
+def _native_layout(
+    cfg: HashGridConfig,
+) -> tuple[list[float], list[int], list[int], list[int], list[bool], int]:
+    """The op arguments describing ``cfg``'s levels: scales, resolutions, offsets, sizes, hashed, features."""
     layouts = level_layouts(cfg)
     return (
+        [lay.scale for lay in layouts],
         [lay.resolution for lay in layouts],
         [lay.offset for lay in layouts],
         [lay.size for lay in layouts],
@@ -182,29 +182,30 @@ def tcnn_encoding_config(cfg: HashGridConfig) -> dict[str, object]:
 def _tcnn_encoding(cfg: HashGridConfig) -> torch.nn.Module:
     import tinycudann
 
-    return tinycudann.Encoding(3, tcnn_encoding_config(cfg), dtype=torch.float32)
-
-
-def tcnn_table_shape(cfg: HashGridConfig) -> tuple[int, int]:
-    """``(rows, F)`` of the table the ``tcnn`` backend reads (tcnn's own layout, see the module docstring)."""
-    return _tcnn_encoding(cfg).params.numel() // cfg.features, cfg.features
+    enc = tinycudann.Encoding(3, tcnn_encoding_config(cfg), dtype=torch.float32)
+    if enc.params.numel() != param_count(cfg):  # a tcnn whose layout differs from the one we follow
+        raise BackendUnavailable(
+            f"tinycudann's HashGrid has {enc.params.numel()} parameters for this config, ours {param_count(cfg)}: "
+            "its table layout changed; use --backend native or torch"
+        )
+    return enc
 
 
 def tcnn_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
-    """tinycudann's HashGrid on ``table`` ``tcnn_table_shape(cfg)`` (float32, CUDA) -> ``(N, levels * F)``."""
+    """:func:`nerf.hashgrid.hash_encode` on tinycudann: ``x`` ``(N, 3)``, float32 CUDA ``table`` ``(rows, F)``
+    -> ``(N, levels * F)``; differentiable in ``table`` and ``x``."""
     from tinycudann.modules import _C, _module_function
 
     enc = _tcnn_encoding(cfg)
-    if table.shape != tcnn_table_shape(cfg):
-        raise ValueError(
-            f"the tcnn backend needs its own table layout {tcnn_table_shape(cfg)}, got {tuple(table.shape)}"
-        )
+    rows = table_rows(cfg)
+    if table.shape != (rows, cfg.features):
+        raise ValueError(f"table must be ({rows}, {cfg.features}), got {tuple(table.shape)}")
     n = x.shape[0]
     granularity = int(_C.batch_size_granularity())
     padded = (n + granularity - 1) // granularity * granularity
-    x_in = torch.nn.functional.pad(x.float(), [0, 0, 0, padded - n]).contiguous()
+    x_in = torch.nn.functional.pad(x.float().clamp(0.0, 1.0), [0, 0, 0, padded - n]).contiguous()
     out = _module_function.apply(enc.native_tcnn_module, x_in, table.reshape(-1).contiguous(), enc.loss_scale)
-    return out[:n, : cfg.output_dim]
+    return out[:n, : cfg.output_dim].to(table.dtype)
 
 
 class _NativeComposite(torch.autograd.Function):

@@ -1,6 +1,6 @@
 """Checkpoint files: one ``torch.save``'d dict with a format version, written atomically.
 
-Layout (``FORMAT_VERSION`` 1): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
+Layout (``FORMAT_VERSION`` 2): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
 (state dict), ``optimizer`` and ``grid`` (state dicts or None), ``config`` (dict), ``extra`` (dict or None).
 Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
 """
@@ -17,7 +17,8 @@ import torch
 from raytrace.atomic import atomic_path
 from raytrace.errors import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the hash grid follows tiny-cuda-nn's function and layout
+_OLD_FORMATS = {1: " (a hash grid of another layout; train it again)"}
 _REQUIRED = ("config", "model", "step")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
@@ -90,10 +91,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(path, "format_version", "missing: not a nerfkit checkpoint")
     version = ckpt["format_version"]
     if version != FORMAT_VERSION:
+        why = _OLD_FORMATS.get(version, "")
         raise InputError(
-            path,
-            "format_version",
-            f"checkpoint format version {version}, this nerfkit reads {FORMAT_VERSION}",
+            path, "format_version", f"checkpoint format version {version}, this nerfkit reads {FORMAT_VERSION}{why}"
         )
     for key in _REQUIRED:
         if key not in ckpt:

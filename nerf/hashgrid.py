@@ -1,14 +1,22 @@
 """Multiresolution hash encoding (instant-NGP), pure PyTorch: the reference every other backend must match.
 
-Layout (one table for all levels, levels stored one after another):
+The function and the table layout are those of tiny-cuda-nn's ``HashGrid`` (the instant-NGP implementation), so
+a table trained with any backend (``torch``, ``native``, ``tcnn``) is the same parameter vector for the others.
+Levels are stored one after another in one ``(rows, F)`` table; with ``b`` the per-level growth and
+``T = 2**log2_table_size``:
 
-- level ``l`` has resolution ``N_l = floor(base_resolution * growth**l)`` and ``(N_l + 1)**3`` grid vertices;
-- a level is dense when ``(N_l + 1)**3 <= T = 2**log2_table_size``: ``size = (N_l + 1)**3`` and vertex
-  ``(x, y, z)`` has index ``x + y*(N_l+1) + z*(N_l+1)**2``;
+- level ``l`` has scale ``s_l = base_resolution * 2**(l * log2 b) - 1`` (float32 arithmetic) and
+  ``R_l = ceil(s_l) + 1`` vertices per axis;
+- it is dense when ``R_l**3 <= T``: ``size = R_l**3`` rounded up to a multiple of 8 and vertex ``(x, y, z)`` has
+  index ``(x + y*R_l + z*R_l**2) mod size``;
 - otherwise it is hashed: ``size = T`` and the index is
   ``((x * 1) ^ (y * 2654435761) ^ (z * 805459861)) mod 2**32 mod T``;
-- a point ``p`` in ``[0, 1]**3`` sits at vertex coordinates ``p * N_l`` and interpolates its 8 corner
-  vertices trilinearly (the upper corner clamped to ``N_l``).
+- a point ``p``, clamped to ``[0, 1]**3``, sits at vertex coordinates ``p * s_l + 0.5`` and interpolates its 8
+  corner vertices trilinearly. The +0.5 staggers the levels; on the upper faces the upper corner is ``R_l`` and
+  its index wraps around (tcnn does not clamp it either).
+
+Rounding: ``p * s_l + 0.5`` is a product then a sum, each rounded (here and in the native kernels, bit for bit);
+tcnn fuses them (``fmaf``) and computes ``s_l`` with the GPU's ``exp2f``, so it agrees to float32 rounding only.
 """
 
 from __future__ import annotations
@@ -67,26 +75,30 @@ class HashGridConfig:
 class LevelLayout:
     """Where one level lives in the shared table."""
 
-    resolution: int
+    scale: float  # s_l: vertex coordinates are p * s_l + 0.5 (a float32 value)
+    resolution: int  # R_l = ceil(s_l) + 1 vertices per axis
     size: int
     offset: int
     hashed: bool
 
 
-def level_resolution(cfg: HashGridConfig, level: int) -> int:
-    """``N_l = floor(base_resolution * growth**level)``; a relative 1e-9 guards against ``2047.9999...``."""
-    return math.floor(cfg.base_resolution * cfg.growth**level * (1.0 + 1e-9))
+def level_scale(cfg: HashGridConfig, level: int) -> float:
+    """``s_l = base_resolution * 2**(level * log2 b) - 1``, in float32 as tiny-cuda-nn computes it."""
+    f32 = torch.float32
+    log2_growth = torch.tensor(cfg.growth, dtype=f32).log2()
+    scale = torch.exp2(torch.tensor(level, dtype=f32) * log2_growth) * torch.tensor(cfg.base_resolution, dtype=f32)
+    return float(scale - torch.tensor(1.0, dtype=f32))
 
 
 def level_layouts(cfg: HashGridConfig) -> list[LevelLayout]:
     """The layout of every level, in storage order."""
     layouts, offset = [], 0
     for level in range(cfg.levels):
-        res = level_resolution(cfg, level)
-        dense_size = (res + 1) ** 3
-        hashed = dense_size > cfg.table_size
-        size = cfg.table_size if hashed else dense_size
-        layouts.append(LevelLayout(resolution=res, size=size, offset=offset, hashed=hashed))
+        scale = level_scale(cfg, level)
+        res = math.ceil(scale) + 1
+        hashed = res**3 > cfg.table_size
+        size = cfg.table_size if hashed else min(-(-(res**3) // 8) * 8, cfg.table_size)
+        layouts.append(LevelLayout(scale=scale, resolution=res, size=size, offset=offset, hashed=hashed))
         offset += size
     return layouts
 
@@ -118,21 +130,21 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> to
     indices = torch.empty(n, levels, 2, 2, 2, dtype=torch.long, device=x.device)
     weights = []
     for level, layout in enumerate(level_layouts(cfg)):
-        pos = x * layout.resolution
+        pos = x * layout.scale + 0.5  # two roundings, as the native kernels (tcnn's fmaf rounds once)
         lower = pos.detach().floor()
         frac = pos - lower
         i0 = lower.long()
-        i1 = (i0 + 1).clamp_(max=layout.resolution)
-        cx, cy, cz = torch.stack([i0, i1], dim=1).unbind(-1)  # each (N, 2): [lower, upper]
+        cx, cy, cz = torch.stack([i0, i0 + 1], dim=1).unbind(-1)  # each (N, 2): [lower, upper]
         out = indices[:, level]
         if layout.hashed:
             xy = cx[:, :, None, None] ^ (cy * PRIMES[1])[:, None, :, None]
             torch.bitwise_xor(xy, (cz * PRIMES[2])[:, None, None, :], out=out)
             out &= cfg.table_size - 1  # T divides 2**32: "mod 2**32, then mod T" keeps the low bits
         else:
-            side = layout.resolution + 1
+            side = layout.resolution
             xy = cx[:, :, None, None] + (cy * side)[:, None, :, None]
             torch.add(xy, (cz * (side * side))[:, None, None, :], out=out)
+            out %= layout.size
         out += layout.offset
         wx, wy, wz = torch.stack([1.0 - frac, frac], dim=1).unbind(-1)
         weights.append((wx[:, :, None, None] * wy[:, None, :, None]) * wz[:, None, None, :])

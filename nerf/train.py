@@ -87,20 +87,17 @@ class Model:
 
 def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
     """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`)."""
-    from nerf.backends import BackendUnavailable, resolve_backend, tcnn_table_shape
+    from nerf.backends import BackendUnavailable, resolve_backend
 
     aabb = aabb.to(device=device, dtype=torch.float32)
     backend = "torch"
     if cfg.model == "ngp":
         try:
-            backend, encode_fn = resolve_backend(cfg.backend, device)
+            backend, encode_fn = resolve_backend(cfg.backend, device, cfg.hash_config())
         except BackendUnavailable as e:
             raise InputError(None, "--backend", str(e)) from None
         field: nn.Module = NGPField(cfg.field_config(), aabb)
         field.encoding.encode_fn = encode_fn
-        if backend == "tcnn":  # tiny-cuda-nn reads its own table layout (see nerf/backends.py)
-            rows, features = tcnn_table_shape(cfg.hash_config())
-            field.encoding.table = nn.Parameter(torch.empty(rows, features).uniform_(-1e-4, 1e-4))
     elif cfg.model == "nerf":
         field = PENeRFField(aabb)
     else:

@@ -259,7 +259,7 @@ def test_damaged_checkpoint_bytes_fail_cleanly(checkpoint, tmp_path_factory, dat
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda c: c.update(format_version=2), "format version 2"),
+        (lambda c: c.update(format_version=1), "format version 1"),
         (lambda c: c["config"].update(backend="tcnn"), "tcnn"),
         (lambda c: c["config"].update(levels=3), "does not fit"),
         (lambda c: c["config"].update(new_option=1), "unknown config key"),

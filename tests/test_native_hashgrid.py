@@ -21,9 +21,9 @@ from nerf.backends import (
 from nerf.hashgrid import HashGrid, HashGridConfig, hash_encode, level_layouts, table_rows
 
 CONFIGS = {
-    # T = 256: N = 2, 4 dense; 8, 16 hashed. F = 3 exercises an odd feature count.
+    # T = 256: R = 2, 4 dense; 8, 16 hashed. F = 3 exercises an odd feature count.
     "log2T8": HashGridConfig(levels=4, features=3, log2_table_size=8, base_resolution=2, max_resolution=16),
-    # T = 4096: N = 4 .. 14 dense, 19 .. 64 hashed.
+    # T = 4096: R = 4 .. 14 dense (9^3 = 729 padded to 736 rows), 20 .. 64 hashed.
     "log2T12": HashGridConfig(levels=8, features=4, log2_table_size=12, base_resolution=4, max_resolution=64),
     # The default: 6 dense levels, 10 hashed.
     "log2T19": HashGridConfig(),
@@ -36,8 +36,8 @@ def make_points(cfg: HashGridConfig, n: int, gen: torch.Generator) -> torch.Tens
     outside = torch.rand(n // 8, 3, generator=gen) * 1.4 - 0.2
     boundary = []
     for lay in level_layouts(cfg):
-        k = torch.randint(0, lay.resolution + 1, (n // 8, 3), generator=gen).float()
-        on_grid = k / lay.resolution
+        k = torch.randint(1, lay.resolution, (n // 8, 3), generator=gen).float()
+        on_grid = ((k - 0.5) / lay.scale).clamp(0.0, 1.0)  # p * s + 0.5 on a vertex
         mixed = torch.where(torch.rand(n // 8, 3, generator=gen) < 0.5, on_grid, inside[: n // 8])
         boundary += [on_grid, mixed]
     corners = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 1.0]])
@@ -134,28 +134,31 @@ def test_hashgrid_module_after_state_dict(native_device: torch.device, gen: torc
 
 
 def test_vertices_reproduce_table_entries(native_device: torch.device, gen: torch.Generator) -> None:
-    """At a grid vertex the encoding is that vertex's table row (dense level: row x + y(N+1) + z(N+1)^2)."""
+    """At a grid vertex the encoding is that vertex's table row (dense level: row x + y R + z R^2)."""
     cfg = CONFIGS["log2T8"]
     table = make_table(cfg, gen)
-    lay = level_layouts(cfg)[1]  # N = 4, dense
-    v = torch.randint(0, lay.resolution + 1, (64, 3), generator=gen)
-    x = (v.float() / lay.resolution).to(native_device)
+    lay = level_layouts(cfg)[1]  # s = 3, R = 4, dense
+    v = torch.randint(1, lay.resolution, (64, 3), generator=gen)
+    x = ((v.double() - 0.5) / lay.scale).float().to(native_device)
     out = native_hash_encode(x, table.to(native_device), cfg).cpu()
-    side = lay.resolution + 1
+    side = lay.resolution
     rows = lay.offset + v[:, 0] + side * v[:, 1] + side * side * v[:, 2]
-    torch.testing.assert_close(out[:, cfg.features : 2 * cfg.features], table[rows], rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(out[:, cfg.features : 2 * cfg.features], table[rows], rtol=1e-5, atol=1e-6)
 
 
 def test_op_rejects_inconsistent_layout(native_device: torch.device) -> None:
     cfg = CONFIGS["log2T8"]
     table = torch.zeros(table_rows(cfg), cfg.features, device=native_device)
     x = torch.rand(8, 3, device=native_device)
-    res, offsets, sizes, hashed, features = _native_layout(cfg)
+    scales, res, offsets, sizes, hashed, features = _native_layout(cfg)
+    op = torch.ops.nerf_native.hash_encode_forward
     smaller = [s - 1 for s in sizes]
     with pytest.raises(RuntimeError, match="dense level"):
-        torch.ops.nerf_native.hash_encode_forward(x, table, res, offsets, smaller, [False] * 4, features)
+        op(x, table, scales, res, offsets, smaller, [False] * 4, features)
     with pytest.raises(RuntimeError, match="outside the table"):
-        torch.ops.nerf_native.hash_encode_forward(x, table[:-1], res, offsets, sizes, hashed, features)
+        op(x, table[:-1], scales, res, offsets, sizes, hashed, features)
+    with pytest.raises(RuntimeError, match="ceil"):
+        op(x, table, [s + 1.5 for s in scales], res, offsets, sizes, hashed, features)
     with pytest.raises(ValueError, match="float32"):
         native_hash_encode(x.double(), table.double(), cfg)
 

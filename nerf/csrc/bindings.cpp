@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <cmath>
 #include <stdexcept>
 
 #include "hashgrid_kernels.h"
@@ -20,27 +21,28 @@ namespace nerf_native {
 
 namespace {
 
-Levels make_levels(const at::Tensor& table, at::IntArrayRef resolutions, at::IntArrayRef offsets,
-                   at::IntArrayRef sizes, const c10::List<bool>& hashed) {
+Levels make_levels(const at::Tensor& table, at::ArrayRef<double> scales, at::IntArrayRef resolutions,
+                   at::IntArrayRef offsets, at::IntArrayRef sizes, const c10::List<bool>& hashed) {
   const auto count = static_cast<int64_t>(resolutions.size());
   TORCH_CHECK(count >= 1 && count <= kMaxLevels, "nerf_native: need 1..", kMaxLevels, " levels, got ", count);
-  TORCH_CHECK(static_cast<int64_t>(offsets.size()) == count && static_cast<int64_t>(sizes.size()) == count &&
-                  static_cast<int64_t>(hashed.size()) == count,
-              "nerf_native: resolutions, offsets, sizes and hashed must have one entry per level");
+  TORCH_CHECK(static_cast<int64_t>(scales.size()) == count && static_cast<int64_t>(offsets.size()) == count &&
+                  static_cast<int64_t>(sizes.size()) == count && static_cast<int64_t>(hashed.size()) == count,
+              "nerf_native: scales, resolutions, offsets, sizes and hashed must have one entry per level");
   Levels levels{};
   levels.count = static_cast<int>(count);
   for (int64_t l = 0; l < count; ++l) {
     const int64_t res = resolutions[l], off = offsets[l], size = sizes[l];
-    TORCH_CHECK(res >= 1 && res < (int64_t{1} << 31), "nerf_native: level ", l, ": bad resolution ", res);
+    const float scale = static_cast<float>(scales[l]);
+    TORCH_CHECK(scale >= 0.f && scale < 2147483648.f && res == static_cast<int64_t>(std::ceil(scale)) + 1,
+                "nerf_native: level ", l, ": resolution ", res, " is not ceil(scale) + 1 for scale ", scale);
     TORCH_CHECK(size >= 1 && size <= (int64_t{1} << 32), "nerf_native: level ", l, ": bad size ", size);
     TORCH_CHECK(off >= 0 && off + size <= table.size(0), "nerf_native: level ", l, ": rows [", off, ", ",
                 off + size, ") outside the table's ", table.size(0), " rows");
     if (!hashed[l]) {
-      const int64_t side = res + 1;
-      TORCH_CHECK(side <= (int64_t{1} << 21) && side * side * side <= size, "nerf_native: dense level ", l,
-                  " needs (N+1)^3 = ", side, "^3 rows, has ", size);
+      TORCH_CHECK(res <= (int64_t{1} << 21) && res * res * res <= size, "nerf_native: dense level ", l,
+                  " needs R^3 = ", res, "^3 rows, has ", size);
     }
-    levels.lv[l] = Level{static_cast<uint32_t>(res), static_cast<uint64_t>(size), off, hashed[l] ? 1u : 0u};
+    levels.lv[l] = Level{scale, static_cast<uint32_t>(res), static_cast<uint64_t>(size), off, hashed[l] ? 1u : 0u};
   }
   return levels;
 }
@@ -55,12 +57,12 @@ void check_inputs(const at::Tensor& x, const at::Tensor& table, int64_t features
   TORCH_CHECK(x.device() == table.device(), "nerf_native: x and table on different devices");
 }
 
-at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::IntArrayRef resolutions,
-                        at::IntArrayRef offsets, at::IntArrayRef sizes, const c10::List<bool>& hashed,
-                        int64_t features) {
+at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::ArrayRef<double> scales,
+                        at::IntArrayRef resolutions, at::IntArrayRef offsets, at::IntArrayRef sizes,
+                        const c10::List<bool>& hashed, int64_t features) {
   check_inputs(x_in, table_in, features);
   const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
-  const Levels levels = make_levels(table, resolutions, offsets, sizes, hashed);
+  const Levels levels = make_levels(table, scales, resolutions, offsets, sizes, hashed);
   const int64_t n = x.size(0);
   at::Tensor out = at::empty({n, levels.count * features}, table.options());
   if (x.is_cuda()) {
@@ -77,12 +79,13 @@ at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, const at::Tensor& x_in,
-                                                 const at::Tensor& table_in, at::IntArrayRef resolutions,
-                                                 at::IntArrayRef offsets, at::IntArrayRef sizes,
-                                                 const c10::List<bool>& hashed, int64_t features, bool input_grad) {
+                                                 const at::Tensor& table_in, at::ArrayRef<double> scales,
+                                                 at::IntArrayRef resolutions, at::IntArrayRef offsets,
+                                                 at::IntArrayRef sizes, const c10::List<bool>& hashed,
+                                                 int64_t features, bool input_grad) {
   check_inputs(x_in, table_in, features);
   const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
-  const Levels levels = make_levels(table, resolutions, offsets, sizes, hashed);
+  const Levels levels = make_levels(table, scales, resolutions, offsets, sizes, hashed);
   const int64_t n = x.size(0);
   TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({n, levels.count * features}),
               "nerf_native: grad_out must be (N, L*F), got ", grad_out_in.sizes());
@@ -105,14 +108,15 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, 
 }
 
 // Shapes only (torch.compile's fake tensors).
-at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, at::IntArrayRef resolutions,
-                        at::IntArrayRef, at::IntArrayRef, const c10::List<bool>&, int64_t features) {
+at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, at::ArrayRef<double>,
+                        at::IntArrayRef resolutions, at::IntArrayRef, at::IntArrayRef, const c10::List<bool>&,
+                        int64_t features) {
   return at::empty({x.size(0), static_cast<int64_t>(resolutions.size()) * features}, table.options());
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Tensor& x, const at::Tensor& table,
-                                                 at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                                                 const c10::List<bool>&, int64_t, bool input_grad) {
+                                                 at::ArrayRef<double>, at::IntArrayRef, at::IntArrayRef,
+                                                 at::IntArrayRef, const c10::List<bool>&, int64_t, bool input_grad) {
   return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty({0, 3}, x.options())};
 }
 
@@ -244,11 +248,11 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
 
 TORCH_LIBRARY(nerf_native, m) {
   m.def(
-      "hash_encode_forward(Tensor x, Tensor table, int[] resolutions, int[] offsets, int[] sizes, bool[] hashed, "
-      "int features) -> Tensor");
+      "hash_encode_forward(Tensor x, Tensor table, float[] scales, int[] resolutions, int[] offsets, int[] sizes, "
+      "bool[] hashed, int features) -> Tensor");
   m.def(
-      "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, int[] resolutions, int[] offsets, "
-      "int[] sizes, bool[] hashed, int features, bool input_grad) -> (Tensor, Tensor)");
+      "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, float[] scales, int[] resolutions, "
+      "int[] offsets, int[] sizes, bool[] hashed, int features, bool input_grad) -> (Tensor, Tensor)");
   m.def("ray_aabb(Tensor o, Tensor d, Tensor aabb) -> (Tensor t_near, Tensor t_far, Tensor hit)");
   m.def(
       "composite_forward(Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, "

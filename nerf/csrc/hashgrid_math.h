@@ -1,5 +1,5 @@
 // Per-point maths of the multiresolution hash encoding, shared by the CPU (OpenMP) and CUDA kernels.
-// The function is the one of nerf/hashgrid.py (the PyTorch reference); see its module docstring.
+// The function is the one of nerf/hashgrid.py (the PyTorch reference, tiny-cuda-nn's HashGrid); see its docstring.
 #pragma once
 
 #include <cmath>
@@ -18,8 +18,9 @@ constexpr uint32_t kPrimeY = 2654435761u;
 constexpr uint32_t kPrimeZ = 805459861u;
 
 struct Level {
-  uint32_t resolution;  // N_l
-  uint64_t size;        // entries of the level: (N_l + 1)^3 when dense, T when hashed (T <= 2^32)
+  float scale;          // s_l: vertex coordinates are p * s_l + 0.5
+  uint32_t resolution;  // R_l = ceil(s_l) + 1 vertices per axis
+  uint64_t size;        // entries of the level: R_l^3 rounded up to a multiple of 8 when dense, T when hashed
   int64_t offset;       // first row of the level in the shared table
   uint32_t hashed;      // 1: hashed, 0: dense
 };
@@ -30,12 +31,12 @@ struct Levels {
   int count;
 };
 
-// x * N rounded once (no fused multiply-add), exactly as the reference's float32 `x * N_l`.
-HD inline float mul_rn(float a, float b) {
+// p * s + 0.5 as a product then a sum, each rounded (never fused), exactly as the reference's float32 ops.
+HD inline float grid_pos(float p, float scale) {
 #ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+  return __fadd_rn(__fmul_rn(p, scale), 0.5f);
 #else
-  return a * b;
+  return p * scale + 0.5f;  // the CPU sources are compiled with -ffp-contract=off
 #endif
 }
 
@@ -46,20 +47,19 @@ struct Cell {
   uint32_t lo[3];
   uint32_t hi[3];
   float frac[3];
-  float dfrac_dx[3];  // N_l inside [0, 1] (bounds included, as torch.clamp), 0 outside
+  float dfrac_dx[3];  // s_l inside [0, 1] (bounds included, as torch.clamp), 0 outside
 };
 
-HD inline Cell locate(const float* p, uint32_t resolution) {
+HD inline Cell locate(const float* p, const Level& level) {
   Cell c;
-  const float res = static_cast<float>(resolution);
   for (int d = 0; d < 3; ++d) {
     const float v = p[d];
-    const float pos = mul_rn(clamp01(v), res);
+    const float pos = grid_pos(clamp01(v), level.scale);
     const float lower = floorf(pos);
     c.lo[d] = static_cast<uint32_t>(lower);
-    c.hi[d] = c.lo[d] + 1 < resolution ? c.lo[d] + 1 : resolution;
+    c.hi[d] = c.lo[d] + 1;  // may be R_l on the upper faces: its index wraps around, as in tcnn
     c.frac[d] = pos - lower;
-    c.dfrac_dx[d] = (v >= 0.f && v <= 1.f) ? res : 0.f;
+    c.dfrac_dx[d] = (v >= 0.f && v <= 1.f) ? level.scale : 0.f;
   }
   return c;
 }
@@ -70,8 +70,8 @@ HD inline uint64_t vertex_index(uint32_t x, uint32_t y, uint32_t z, const Level&
     const uint32_t h = x ^ (y * kPrimeY) ^ (z * kPrimeZ);  // uint32 arithmetic: mod 2^32
     return static_cast<uint64_t>(h) % level.size;
   }
-  const uint64_t side = static_cast<uint64_t>(level.resolution) + 1;
-  return x + side * (y + side * static_cast<uint64_t>(z));
+  const uint64_t side = level.resolution;
+  return (x + side * (y + side * static_cast<uint64_t>(z))) % level.size;
 }
 
 // Corner c = 4*bx + 2*by + bz (the reference's order): its table row and trilinear weight.
@@ -99,7 +99,7 @@ HD inline void corner_weight_grad(const Cell& cell, int c, float g[3]) {
 // Forward of one point on one level: out[f] = sum_c w_c * table[row_c, f].
 template <int F>
 HD inline void forward_point_level(const float* p, const float* table, const Level& level, float* out) {
-  const Cell cell = locate(p, level.resolution);
+  const Cell cell = locate(p, level);
   float acc[F];
   for (int f = 0; f < F; ++f) acc[f] = 0.f;
   for (int c = 0; c < 8; ++c) {
@@ -115,7 +115,7 @@ HD inline void forward_point_level(const float* p, const float* table, const Lev
 template <int F, typename Add>
 HD inline void backward_point_level(const float* p, const float* grad_out, const Level& level, float* grad_table,
                                     Add add) {
-  const Cell cell = locate(p, level.resolution);
+  const Cell cell = locate(p, level);
   for (int c = 0; c < 8; ++c) {
     const float w = corner_weight(cell, c);
     float* row = grad_table + corner_row(cell, c, level) * F;
@@ -127,7 +127,7 @@ HD inline void backward_point_level(const float* p, const float* grad_out, const
 template <int F>
 HD inline void input_grad_point_level(const float* p, const float* grad_out, const float* table, const Level& level,
                                       float gx[3]) {
-  const Cell cell = locate(p, level.resolution);
+  const Cell cell = locate(p, level);
   for (int c = 0; c < 8; ++c) {
     const float* row = table + corner_row(cell, c, level) * F;
     float dot = 0.f;
