@@ -114,7 +114,7 @@ def param_count(cfg: HashGridConfig) -> int:
 
 
 def hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
-    """Encode points ``x`` ``(N, 3)`` in ``[0, 1]`` (clamped first) with ``table`` ``(rows, F)``.
+    """Encode points ``x`` ``(N, 3)`` in ``[0, 1]`` (clamped first, NaN read as 0) with ``table`` ``(rows, F)``.
 
     Returns ``(N, levels * F)`` in the table's dtype, level-major (``[l0 f0, l0 f1, l1 f0, ...]``).
     Differentiable by autograd with respect to ``table`` and ``x``.
@@ -125,7 +125,7 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> to
     if table.shape != (rows, cfg.features):
         raise ValueError(f"table must be ({rows}, {cfg.features}), got {tuple(table.shape)}")
     n, levels = x.shape[0], cfg.levels
-    x = x.to(table.dtype).clamp(0.0, 1.0)
+    x = x.to(table.dtype).nan_to_num(0.0).clamp(0.0, 1.0)  # a NaN point reads vertex 0's cell
     # Corner c = 4*bx + 2*by + bz: indices and weights are outer products over the three axes.
     indices = torch.empty(n, levels, 2, 2, 2, dtype=torch.long, device=x.device)
     weights = []

@@ -24,6 +24,8 @@ def packed_samples(n_rays: int, gen: torch.Generator) -> dict[str, torch.Tensor 
     s = int(counts.sum())
     deltas = torch.rand(s, generator=gen) * 0.05 + 1e-3
     ends = torch.cumsum(deltas, 0)
+    first = torch.cumsum(counts, 0) - counts  # each ray's first sample
+    ends = ends - (ends - deltas)[first[ray_indices]] + 2.0  # every ray starts at t = 2
     starts = ends - deltas
     sigmas = torch.rand(s, generator=gen) ** 3 * torch.rand(n_rays, generator=gen)[ray_indices] * 200.0
     rgbs = torch.rand(s, 3, generator=gen)
@@ -72,20 +74,25 @@ def test_composite_matches_reference(native_device: torch.device, gen: torch.Gen
     samples = packed_samples(300, gen)
     background = torch.rand(3, generator=gen) if with_background else None
     g = torch.randn(300, 5, generator=gen)
+    ref_out, _, _ = run(composite, samples, torch.device("cpu"), background, g)
+    # d depth / d w_i = (t_i - depth) / opacity: ill-conditioned in float32 for nearly transparent rays, whose
+    # depth gradient is left out of the comparison.
+    g[ref_out["opacity"] < 1e-2, 3] = 0.0
     ref_out, ref_sig, ref_rgb = run(composite, samples, torch.device("cpu"), background, g)
     nat_out, nat_sig, nat_rgb = run(native_composite, samples, native_device, background, g)
     for key in ("rgb", "depth", "opacity", "weights"):
         torch.testing.assert_close(nat_out[key], ref_out[key], rtol=1e-5, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}")
     assert (nat_out["opacity"][samples["ray_indices"].bincount(minlength=300) == 0] == 0).all()
     # Gradients: float32 rounding of g T_(i+1) - sum_(k>i) g_k w_k is of the order of its terms, in both; so
-    # the native one must be as close to a float64 evaluation as the float32 reference is (2x, 1e-6 floor).
+    # the native one must be as close to a float64 evaluation as the float32 reference is (2x, 1e-6 |g| floor).
     as64 = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in samples.items()}
     _, exact_sig, exact_rgb = run(composite, as64, torch.device("cpu"), bg64(background), g.double())
+    floor = 1e-6 * float(g.abs().max())
     cases = (("dL/dsigma", nat_sig, ref_sig, exact_sig), ("dL/drgb", nat_rgb, ref_rgb, exact_rgb))
     for name, nat, ref, exact in cases:
         ref_err = float((ref.double() - exact).abs().max())
         nat_err = float((nat.double() - exact).abs().max())
-        assert nat_err <= 2 * ref_err + 1e-6, f"{name}: native error {nat_err:.3g}, reference {ref_err:.3g}"
+        assert nat_err <= 2 * ref_err + floor, f"{name}: native error {nat_err:.3g}, reference {ref_err:.3g}"
 
 
 def bg64(background: torch.Tensor | None) -> torch.Tensor | None:

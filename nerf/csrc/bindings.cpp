@@ -1,5 +1,5 @@
-// torch.ops.nerf_native.{hash_encode,composite}_{forward,backward} and ray_aabb: validation, allocation and dispatch to the
-// CPU kernels (always) and the CUDA kernels (when built with NERF_WITH_CUDA). Loaded from Python with
+// torch.ops.nerf_native.{hash_encode,composite}_{forward,backward} and ray_aabb: validation, allocation and
+// dispatch to the CPU kernels (always) and the CUDA kernels (when built with NERF_WITH_CUDA). Loaded from Python with
 // torch.ops.load_library; no Python linkage.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -39,7 +39,7 @@ Levels make_levels(const at::Tensor& table, at::ArrayRef<double> scales, at::Int
     TORCH_CHECK(off >= 0 && off + size <= table.size(0), "nerf_native: level ", l, ": rows [", off, ", ",
                 off + size, ") outside the table's ", table.size(0), " rows");
     if (!hashed[l]) {
-      TORCH_CHECK(res <= (int64_t{1} << 21) && res * res * res <= size, "nerf_native: dense level ", l,
+      TORCH_CHECK(res < (int64_t{1} << 21) && res * res * res <= size, "nerf_native: dense level ", l,
                   " needs R^3 = ", res, "^3 rows, has ", size);
     }
     levels.lv[l] = Level{scale, static_cast<uint32_t>(res), static_cast<uint64_t>(size), off, hashed[l] ? 1u : 0u};
@@ -148,10 +148,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_impl(const at::Tensor& o
 
 void check_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
                    const at::Tensor& t_ends, const at::Tensor& ray_indices) {
-  const int64_t s = sigmas.size(0);
   TORCH_CHECK(sigmas.dim() == 1 && t_starts.sizes() == sigmas.sizes() && t_ends.sizes() == sigmas.sizes() &&
                   ray_indices.sizes() == sigmas.sizes(),
               "nerf_native: sigmas, t_starts, t_ends and ray_indices must all be (S,)");
+  const int64_t s = sigmas.size(0);
   TORCH_CHECK(rgbs.dim() == 2 && rgbs.size(0) == s && rgbs.size(1) == 3, "nerf_native: rgbs must be (S, 3)");
   for (const at::Tensor* t : {&sigmas, &rgbs, &t_starts, &t_ends}) {
     TORCH_CHECK(t->scalar_type() == at::kFloat, "nerf_native: composite takes float32 samples");
@@ -175,7 +175,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   const at::Tensor sigmas = sigmas_in.contiguous(), rgbs = rgbs_in.contiguous(), t_starts = t_starts_in.contiguous(),
                    t_ends = t_ends_in.contiguous(), ray_indices = ray_indices_in.contiguous();
   const PackedSamples s = packed(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays);
-  at::Tensor weights = at::empty_like(sigmas), transmittance = at::empty_like(sigmas);
+  // Zero-filled: the CUDA kernels skip samples whose ray index is out of order instead of raising.
+  at::Tensor weights = at::zeros_like(sigmas), transmittance = at::zeros_like(sigmas);
   at::Tensor rgb = at::empty({n_rays, 3}, sigmas.options()), depth_sum = at::empty({n_rays}, sigmas.options()),
              opacity = at::empty({n_rays}, sigmas.options());
   at::Tensor ranges = at::zeros({2, n_rays}, ray_indices.options());
@@ -204,7 +205,8 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
     const at::Tensor& ray_indices_in, const at::Tensor& weights_in, const at::Tensor& transmittance_in) {
   check_samples(sigmas_in, rgbs_in, t_starts_in, t_ends_in, ray_indices_in);
   const int64_t n_rays = grad_opacity_in.size(0);
-  TORCH_CHECK(grad_rgb_in.sizes() == at::IntArrayRef({n_rays, 3}) && grad_depth_sum_in.sizes() == at::IntArrayRef({n_rays}),
+  TORCH_CHECK(grad_rgb_in.sizes() == at::IntArrayRef({n_rays, 3}) &&
+                  grad_depth_sum_in.sizes() == at::IntArrayRef({n_rays}),
               "nerf_native: per-ray gradients must be (R, 3), (R,), (R,)");
   TORCH_CHECK(weights_in.sizes() == sigmas_in.sizes() && transmittance_in.sizes() == sigmas_in.sizes(),
               "nerf_native: weights and transmittance must be (S,)");
@@ -222,7 +224,7 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
   const PackedSamples s = packed(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays);
   const CompositeGrads grads{grad_weights.defined() ? grad_weights.data_ptr<float>() : nullptr,
                              grad_rgb.data_ptr<float>(), grad_depth.data_ptr<float>(), grad_opacity.data_ptr<float>()};
-  at::Tensor grad_sigmas = at::empty_like(sigmas), grad_rgbs = at::empty_like(rgbs);
+  at::Tensor grad_sigmas = at::zeros_like(sigmas), grad_rgbs = at::zeros_like(rgbs);  // as weights, above
   at::Tensor ranges = at::zeros({2, n_rays}, ray_indices.options());
   int64_t* begin = ranges.data_ptr<int64_t>();
   if (sigmas.is_cuda()) {

@@ -31,16 +31,12 @@ struct Levels {
   int count;
 };
 
-// p * s + 0.5 as a product then a sum, each rounded (never fused), exactly as the reference's float32 ops.
-HD inline float grid_pos(float p, float scale) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(__fmul_rn(p, scale), 0.5f);
-#else
-  return p * scale + 0.5f;  // the CPU sources are compiled with -ffp-contract=off
-#endif
-}
+// p * s + 0.5 as a product then a sum, each rounded, exactly as the reference's float32 ops: the sources are
+// compiled without fused multiply-adds (-ffp-contract=off, nvcc --fmad=false; see CMakeLists.txt).
+HD inline float grid_pos(float p, float scale) { return p * scale + 0.5f; }
 
-HD inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+// NaN -> 0 (as the reference's nan_to_num): a NaN must never become a vertex index.
+HD inline float clamp01(float v) { return v > 0.f ? (v < 1.f ? v : 1.f) : 0.f; }
 
 // The cell of one point on one level: lower/upper vertex per axis and the fractional position.
 struct Cell {
