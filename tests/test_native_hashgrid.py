@@ -157,6 +157,9 @@ def test_op_rejects_inconsistent_layout(native_device: torch.device) -> None:
         op(x, table, scales, res, offsets, smaller, [False] * 4, features)
     with pytest.raises(RuntimeError, match="outside the table"):
         op(x, table[:-1], scales, res, offsets, sizes, hashed, features)
+    odd_hashed = [s - 1 if h else s for s, h in zip(sizes, hashed, strict=True)]
+    with pytest.raises(RuntimeError, match="power of 2"):
+        op(x, table, scales, res, offsets, odd_hashed, hashed, features)
     with pytest.raises(RuntimeError, match="ceil"):
         op(x, table, [s + 1.5 for s in scales], res, offsets, sizes, hashed, features)
     with pytest.raises(ValueError, match="float32"):

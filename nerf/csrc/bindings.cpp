@@ -38,7 +38,9 @@ Levels make_levels(const at::Tensor& table, at::ArrayRef<double> scales, at::Int
     TORCH_CHECK(size >= 1 && size <= (int64_t{1} << 32), "nerf_native: level ", l, ": bad size ", size);
     TORCH_CHECK(off >= 0 && off + size <= table.size(0), "nerf_native: level ", l, ": rows [", off, ", ",
                 off + size, ") outside the table's ", table.size(0), " rows");
-    if (!hashed[l]) {
+    if (hashed[l]) {
+      TORCH_CHECK((size & (size - 1)) == 0, "nerf_native: hashed level ", l, ": size ", size, " is not a power of 2");
+    } else {
       TORCH_CHECK(res < (int64_t{1} << 21) && res * res * res <= size, "nerf_native: dense level ", l,
                   " needs R^3 = ", res, "^3 rows, has ", size);
     }

@@ -64,10 +64,11 @@ HD inline Cell locate(const float* p, const Level& level) {
 HD inline uint64_t vertex_index(uint32_t x, uint32_t y, uint32_t z, const Level& level) {
   if (level.hashed) {
     const uint32_t h = x ^ (y * kPrimeY) ^ (z * kPrimeZ);  // uint32 arithmetic: mod 2^32
-    return static_cast<uint64_t>(h) % level.size;
+    return static_cast<uint64_t>(h) & (level.size - 1);    // mod T, a power of two
   }
   const uint64_t side = level.resolution;
-  return (x + side * (y + side * static_cast<uint64_t>(z))) % level.size;
+  const uint64_t i = x + side * (y + side * static_cast<uint64_t>(z));
+  return i < level.size ? i : i % level.size;  // only vertices on the upper faces wrap around
 }
 
 // Corner c = 4*bx + 2*by + bz (the reference's order): its table row and trilinear weight.
