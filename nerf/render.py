@@ -10,7 +10,7 @@ from torch import nn
 
 from nerf.marching import march_rays, prune_occluded
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import composite
+from nerf.volume import CompositeFn, composite
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -22,10 +22,15 @@ OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True)
 class MarchSettings:
-    """How rays are sampled inside the scene's bounding box."""
+    """How rays are sampled inside the scene's bounding box, and how their samples are composited.
+
+    ``composite_fn`` is chosen once, with the hash-grid backend (:func:`nerf.train.build_model`): the native
+    kernel with the ``native`` backend, else the reference :func:`nerf.volume.composite`.
+    """
 
     aabb: torch.Tensor  # (2, 3)
     steps: int  # samples along the box diagonal
+    composite_fn: CompositeFn = composite
 
     @property
     def step_size(self) -> float:
@@ -44,8 +49,8 @@ def render_rays(
 ) -> dict[str, torch.Tensor]:
     """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count.
 
-    Samples behind an opaque surface are dropped before the field is evaluated with gradients
-    (early ray termination), so their cost is one density query without autograd.
+    Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
+    termination), so their cost is one density query without autograd. ``march.composite_fn`` composites.
     """
     samples = march_rays(
         origins, dirs, march.aabb, grid, march.step_size, march.steps, jitter=jitter, generator=generator
@@ -56,7 +61,7 @@ def render_rays(
 
     samples = prune_occluded(samples, origins, dirs, sigma_fn)
     sigmas, rgbs = field(samples.positions(origins, dirs), samples.dirs(dirs))
-    out = composite(
+    out = march.composite_fn(
         sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], background
     )
     out["samples"] = torch.tensor(samples.ray_indices.numel())

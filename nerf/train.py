@@ -48,6 +48,7 @@ from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
+from nerf.volume import composite
 from raytrace.errors import InputError
 
 NAN_LR_FACTOR = 0.5
@@ -86,8 +87,11 @@ class Model:
 
 
 def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
-    """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`)."""
-    from nerf.backends import BackendUnavailable, resolve_backend
+    """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`).
+
+    The backend also picks the compositing of :class:`MarchSettings`: the native kernel with ``native`` (float32,
+    as its hash grid), the reference :func:`nerf.volume.composite` otherwise."""
+    from nerf.backends import BackendUnavailable, native_composite, resolve_backend
 
     aabb = aabb.to(device=device, dtype=torch.float32)
     backend = "torch"
@@ -103,7 +107,8 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
     else:
         raise InputError(None, "--model", f"unknown model {cfg.model!r}; choose ngp or nerf")
     grid = OccupancyGrid(aabb, cfg.grid_resolution, decay=cfg.grid_decay, threshold=cfg.grid_threshold)
-    return Model(field.to(device), grid.to(device), MarchSettings(aabb, cfg.march_steps), backend)
+    composite_fn = native_composite if backend == "native" else composite
+    return Model(field.to(device), grid.to(device), MarchSettings(aabb, cfg.march_steps, composite_fn), backend)
 
 
 def make_optimizer(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -70,6 +72,14 @@ def composite(
     positive = opacity > 0
     depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+CompositeFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor | None],
+    dict[str, torch.Tensor],
+]
+"""A compositing function with the arguments and outputs of :func:`composite` (positional): the reference, or
+:func:`nerf.backends.native_composite`."""
 
 
 def early_terminated(transmittance: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
