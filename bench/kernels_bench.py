@@ -1,7 +1,9 @@
-"""Hash-grid encoding throughput per backend: forward, forward+backward and a small NGP-like training step.
+"""Throughput per hash-grid backend: encode forward, forward+backward and an encode+MLP+Adam step on random points,
+then the full NeRF training step (``nerf.train.train_step``: marching, field, compositing, Adam) on the shipped
+object scene.
 
 Backends: every one available on the device (``nerf.backends.available_backends``) plus the reference under
-``torch.compile``. Prints a table and appends it, with machine info and ratios to the reference, to
+``torch.compile``. Prints the tables and appends them, with machine info and ratios to the reference, to
 ``bench/RESULTS.md`` under ``## kernels_bench``.
 """
 
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, append_results
 from nerf.backends import available_backends, resolve_backend
+from nerf.config import TrainConfig
+from nerf.data import RaySampler
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
+from nerf.train import load_run, make_optimizer, open_session, train_step
+from raytrace.dataset import settings_for, write_dataset
+from raytrace.scene import load_scene
 
 MODES = ("forward", "fwd+bwd", "train step")
+SCENE = Path(__file__).resolve().parents[1] / "datasets" / "scenes" / "object.toml"
 SECTION = "kernels_bench"
 
 
@@ -159,12 +169,72 @@ def bar_lines(results: dict[str, dict[int, dict[str, float] | str]], sizes: list
     return "\n".join(lines)
 
 
+def nerf_step_rates(
+    labels: list[str], device: torch.device, res: int, warm_steps: int, rounds: int, bar: tqdm
+) -> dict[str, float | str]:
+    """Rays per second of ``train_step`` per backend label (median of ``rounds``, backends taking turns).
+
+    The object scene is raytraced at ``res`` pixels into a temporary folder and trained ``warm_steps`` steps with
+    the default backend (so the occupancy grid has carved the empty space, as in a real run); every backend then
+    resumes that checkpoint with its own optimiser and takes the same sequence of batches.
+    """
+    with tempfile.TemporaryDirectory(prefix="kernels_bench_") as tmp:
+        scene = load_scene(SCENE)
+        bar.set_postfix_str(f"raytracing the object scene at {res} px")
+        write_dataset(scene, Path(tmp) / "object", settings_for(scene, views=40, res=res), progress=False)
+        cfg = TrainConfig(data=str(Path(tmp) / "object"), device=str(device), out=str(Path(tmp) / "runs"))
+        session = open_session(cfg)
+        for step in range(warm_steps):
+            bar.set_postfix_str(f"warm-up training {step + 1}/{warm_steps}")
+            session.advance()
+        session.save(0.0)
+        variants, out = {}, {}
+        for label in labels:
+            try:
+                run_cfg, model, _ = load_run(session.run_dir, str(device), "torch" if "torch" in label else label)
+                if label == "torch.compile":
+                    model.field.encoding.encode_fn = torch.compile(hash_encode, dynamic=True)
+                opt, _ = make_optimizer(run_cfg, model.field)
+                sampler = RaySampler(session.dataset.splits["train"], torch.Generator().manual_seed(0), device)
+                gen = torch.Generator(device=device).manual_seed(1)
+                variant = (model, opt, sampler, run_cfg, gen)
+                timed(lambda v=variant: train_step(*v), device)  # warm-up (and compilation)
+                variants[label], out[label] = variant, []
+            except Exception as err:  # a failing backend is a row, not a crash
+                out[label] = f"failed: {type(err).__name__}: {str(err).strip()[:80]}"
+        for r in range(rounds):
+            bar.set_postfix_str(f"NeRF train step, round {r + 1}/{rounds}")
+            for label, variant in variants.items():
+                out[label].append(timed(lambda v=variant: train_step(*v), device))
+        return {
+            label: v if isinstance(v, str) else variants[label][3].batch_rays / statistics.median(v)
+            for label, v in out.items()
+        }
+
+
+def format_nerf_table(rates: dict[str, float | str]) -> str:
+    """Markdown table of the full training step: rays/s and the ratio to each reference."""
+    lines = ["| backend | train_step (rays/s) | vs torch | vs torch.compile |", "|---|---|---|---|"]
+    for label, rate in rates.items():
+        if isinstance(rate, str):
+            lines.append(f"| {label} | {rate} | | |")
+            continue
+        ratios = [f"{rate / rates[ref]:.2f}x" if isinstance(rates.get(ref), float) else "-"
+                  for ref in ("torch", "torch.compile")]
+        lines.append(f"| {label} | {rate:,.0f} | {ratios[0]} | {ratios[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--log2-points", type=int, nargs="+", default=[16, 18], help="batch sizes, as log2")
     parser.add_argument("--rounds", type=int, default=4, help="timed calls per backend and mode (best kept)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
+    parser.add_argument("--nerf-res", type=int, default=64, help="width of the object scene for the NeRF step")
+    parser.add_argument("--nerf-warmup", type=int, default=100, help="training steps before the NeRF step is timed")
+    parser.add_argument("--nerf-rounds", type=int, default=15, help="timed NeRF steps per backend (median kept)")
+    parser.add_argument("--no-nerf", action="store_true", help="skip the full NeRF training step")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -175,20 +245,31 @@ def main(argv: list[str] | None = None) -> None:
     runs = backends_to_run(device, not args.no_compile)
     results: dict[str, dict[int, dict[str, float] | str]] = {label: {} for label, _ in runs}
     started = time.perf_counter()
-    with tqdm(total=len(sizes) * len(MODES), desc="kernels_bench", unit="mode") as bar:
+    with tqdm(total=len(sizes) * len(MODES) + (not args.no_nerf), desc="kernels_bench", unit="part") as bar:
         for n in sizes:
             for label, res in bench_size(runs, cfg, n, device, args.rounds, bar).items():
                 results[label][n] = res
+        nerf_text = ""
+        if not args.no_nerf:
+            labels = [label for label, _ in runs]
+            rates = nerf_step_rates(labels, device, args.nerf_res, args.nerf_warmup, args.nerf_rounds, bar)
+            bar.update()
+            nerf_text = (
+                f"\n\nFull NeRF training step (`nerf.train.train_step`, {args.nerf_res}px object scene after "
+                f"{args.nerf_warmup} warm-up steps, the preset's batch, median of {args.nerf_rounds}):\n\n"
+                + format_nerf_table(rates)
+            )
     table = format_table(results, sizes)
     bar_text = bar_lines(results, sizes)
-    print(table + "\n" + bar_text)
+    print(table + "\n" + bar_text + nerf_text)
 
     body = (
         f"- device: {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         + f"; load average {os.getloadavg()[0]:.1f} at the end (other jobs on the machine slow every figure)\n"
         f"- config: {cfg}; best of {args.rounds} calls per figure, backends taking turns; "
-        f"total {time.perf_counter() - started:.0f} s\n\n{table}\n\n{bar_text}\n"
+        f"total {time.perf_counter() - started:.0f} s\n\nEncode, and an encode+MLP+Adam step (\"train step\"), on "
+        f"random points:\n\n{table}\n\n{bar_text}{nerf_text}\n"
     )
     if not args.no_append:
         append_results(SECTION, body, args.results)

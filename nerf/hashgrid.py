@@ -21,7 +21,9 @@ tcnn fuses them (``fmaf``) and computes ``s_l`` with the GPU's ``exp2f``, so it 
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,15 +84,21 @@ class LevelLayout:
     hashed: bool
 
 
+def _f32(value: float) -> float:
+    """``value`` rounded to the nearest float32."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
 def level_scale(cfg: HashGridConfig, level: int) -> float:
-    """``s_l = base_resolution * 2**(level * log2 b) - 1``, in float32 as tiny-cuda-nn computes it."""
-    f32 = torch.float32
-    log2_growth = torch.tensor(cfg.growth, dtype=f32).log2()
-    scale = torch.exp2(torch.tensor(level, dtype=f32) * log2_growth) * torch.tensor(cfg.base_resolution, dtype=f32)
-    return float(scale - torch.tensor(1.0, dtype=f32))
+    """``s_l = base_resolution * 2**(level * log2 b) - 1`` in float32 arithmetic, as tiny-cuda-nn computes it
+    (each operation rounded once; plain Python, so that ``torch.compile`` sees constants)."""
+    log2_growth = _f32(math.log2(_f32(cfg.growth)))
+    power = _f32(2.0 ** _f32(level * log2_growth))
+    return _f32(_f32(power * cfg.base_resolution) - 1.0)
 
 
-def level_layouts(cfg: HashGridConfig) -> list[LevelLayout]:
+@functools.cache
+def level_layouts(cfg: HashGridConfig) -> tuple[LevelLayout, ...]:
     """The layout of every level, in storage order."""
     layouts, offset = [], 0
     for level in range(cfg.levels):
@@ -100,7 +108,7 @@ def level_layouts(cfg: HashGridConfig) -> list[LevelLayout]:
         size = cfg.table_size if hashed else min(-(-(res**3) // 8) * 8, cfg.table_size)
         layouts.append(LevelLayout(scale=scale, resolution=res, size=size, offset=offset, hashed=hashed))
         offset += size
-    return layouts
+    return tuple(layouts)
 
 
 def table_rows(cfg: HashGridConfig) -> int:
