@@ -8,6 +8,32 @@ namespace nerf_native {
 namespace {
 
 constexpr int64_t kBlock = 2048;
+constexpr int64_t kSub = 32;  // points whose table rows are prefetched while the previous ones are visited
+
+// visit(i, rows, weights) for the points [begin, end) of one level, in order, software-pipelined: the rows of the
+// next kSub points are computed and prefetched (for reading, or for writing with kWrite = 1) while the current
+// kSub points are visited, so the random table accesses of many points are in flight at once instead of one
+// point's at a time (these loops are bound by memory latency, not arithmetic).
+template <int F, int kWrite, typename Visit>
+void for_each_point(const float* x, int64_t begin, int64_t end, const Level& level, const float* table,
+                    Visit visit) {
+  int64_t rows[2][kSub][8];
+  float weights[2][kSub][8];
+  const auto prepare = [&](int buf, int64_t start) {
+    const int64_t stop = start + kSub < end ? start + kSub : end;
+    for (int64_t i = start; i < stop; ++i) {
+      point_corners(x + 3 * i, level, rows[buf][i - start], weights[buf][i - start]);
+      for (int c = 0; c < 8; ++c) __builtin_prefetch(table + rows[buf][i - start][c] * F, kWrite);
+    }
+  };
+  prepare(0, begin);
+  int buf = 0;
+  for (int64_t start = begin; start < end; start += kSub, buf ^= 1) {
+    if (start + kSub < end) prepare(buf ^ 1, start + kSub);
+    const int64_t stop = start + kSub < end ? start + kSub : end;
+    for (int64_t i = start; i < stop; ++i) visit(i, rows[buf][i - start], weights[buf][i - start]);
+  }
+}
 
 template <int F>
 void forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, float* out) {
@@ -18,9 +44,10 @@ void forward_cpu(const float* x, int64_t n, const float* table, const Levels& le
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t end = blk * kBlock + kBlock < n ? blk * kBlock + kBlock : n;
     for (int l = 0; l < L; ++l) {
-      for (int64_t i = blk * kBlock; i < end; ++i) {
-        forward_point_level<F>(x + 3 * i, table, levels.lv[l], out + (i * L + l) * F);
-      }
+      for_each_point<F, 0>(x, blk * kBlock, end, levels.lv[l], table,
+                           [&](int64_t i, const int64_t* rows, const float* weights) {
+                             interpolate<F>(rows, weights, table, out + (i * L + l) * F);
+                           });
     }
   }
 }
@@ -33,9 +60,9 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
   // Levels occupy disjoint rows of the table: one thread per level needs neither atomics nor private copies.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int l = 0; l < L; ++l) {
-    for (int64_t i = 0; i < n; ++i) {
-      backward_point_level<F>(x + 3 * i, grad_out + (i * L + l) * F, levels.lv[l], grad_table, add);
-    }
+    for_each_point<F, 1>(x, 0, n, levels.lv[l], grad_table, [&](int64_t i, const int64_t* rows, const float* weights) {
+      scatter<F>(rows, weights, grad_out + (i * L + l) * F, grad_table, add);
+    });
   }
   if (grad_x == nullptr) return;
 #pragma omp parallel for schedule(static)

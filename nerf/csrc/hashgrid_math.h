@@ -93,31 +93,54 @@ HD inline void corner_weight_grad(const Cell& cell, int c, float g[3]) {
   g[2] = ((c & 1) ? 1.f : -1.f) * wx * wy;
 }
 
-// Forward of one point on one level: out[f] = sum_c w_c * table[row_c, f].
-template <int F>
-HD inline void forward_point_level(const float* p, const float* table, const Level& level, float* out) {
+// The 8 table rows and trilinear weights of one point on one level, corners in order.
+HD inline void point_corners(const float* p, const Level& level, int64_t rows[8], float weights[8]) {
   const Cell cell = locate(p, level);
+  for (int c = 0; c < 8; ++c) {
+    rows[c] = corner_row(cell, c, level);
+    weights[c] = corner_weight(cell, c);
+  }
+}
+
+// out[f] = sum_c weights[c] * table[rows[c], f], corners in order.
+template <int F>
+HD inline void interpolate(const int64_t rows[8], const float weights[8], const float* table, float* out) {
   float acc[F];
   for (int f = 0; f < F; ++f) acc[f] = 0.f;
   for (int c = 0; c < 8; ++c) {
-    const float w = corner_weight(cell, c);
-    const float* row = table + corner_row(cell, c, level) * F;
-    for (int f = 0; f < F; ++f) acc[f] += w * row[f];
+    const float* row = table + rows[c] * F;
+    for (int f = 0; f < F; ++f) acc[f] += weights[c] * row[f];
   }
   for (int f = 0; f < F; ++f) out[f] = acc[f];
+}
+
+// Forward of one point on one level: out[f] = sum_c w_c * table[row_c, f].
+template <int F>
+HD inline void forward_point_level(const float* p, const float* table, const Level& level, float* out) {
+  int64_t rows[8];
+  float weights[8];
+  point_corners(p, level, rows, weights);
+  interpolate<F>(rows, weights, table, out);
 }
 
 // Backward scatter of one point on one level into dL/dtable; `add(ptr, value)` does the accumulation
 // (a plain += on the CPU where one thread owns the level, atomicAdd on the GPU).
 template <int F, typename Add>
+HD inline void scatter(const int64_t rows[8], const float weights[8], const float* grad_out, float* grad_table,
+                       Add add) {
+  for (int c = 0; c < 8; ++c) {
+    float* row = grad_table + rows[c] * F;
+    for (int f = 0; f < F; ++f) add(row + f, weights[c] * grad_out[f]);
+  }
+}
+
+template <int F, typename Add>
 HD inline void backward_point_level(const float* p, const float* grad_out, const Level& level, float* grad_table,
                                     Add add) {
-  const Cell cell = locate(p, level);
-  for (int c = 0; c < 8; ++c) {
-    const float w = corner_weight(cell, c);
-    float* row = grad_table + corner_row(cell, c, level) * F;
-    for (int f = 0; f < F; ++f) add(row + f, w * grad_out[f]);
-  }
+  int64_t rows[8];
+  float weights[8];
+  point_corners(p, level, rows, weights);
+  scatter<F>(rows, weights, grad_out, grad_table, add);
 }
 
 // dL/dx of one point from one level, added to gx[3].
