@@ -24,6 +24,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, level_layouts, param_count, table_rows
+from nerf.marching import Samples
+from nerf.occupancy import OccupancyGrid
 
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
@@ -276,3 +278,33 @@ def native_ray_aabb(
     if err is not None:
         raise BackendUnavailable(f"native ray_aabb on {o.device}: {err}")
     return torch.ops.nerf_native.ray_aabb(o, d, aabb.to(o))
+
+
+def native_march_candidates(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    t0: torch.Tensor,
+    t_far: torch.Tensor,
+    counts: torch.Tensor,
+    a: int,
+    b: int,
+    step_size: float,
+    grid: OccupancyGrid | None,
+) -> Samples:
+    """:func:`nerf.marching.march_candidates` on the native kernels (float32 rays): the same samples, bit for
+    bit, without materialising the rejected candidates."""
+    err = _native_error(o.device)
+    if err is not None:
+        raise BackendUnavailable(f"native marching on {o.device}: {err}")
+    ray_indices, t_starts, t_ends = torch.ops.nerf_native.march_samples(
+        o[a:b],
+        d[a:b],
+        t0[a:b],
+        t_far[a:b],
+        counts[a:b],
+        None if grid is None else grid.mask,
+        o.new_zeros(2, 3) if grid is None else grid.aabb,
+        step_size,
+        a,
+    )
+    return Samples(ray_indices, t_starts, t_ends)

@@ -82,6 +82,37 @@ def _chunks(counts: torch.Tensor, budget: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(sorted({0, n, *cuts})))
 
 
+def march_candidates(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    t0: torch.Tensor,
+    t_far: torch.Tensor,
+    counts: torch.Tensor,
+    a: int,
+    b: int,
+    step_size: float,
+    grid: OccupancyGrid | None,
+) -> Samples:
+    """The kept samples of rays ``a .. b-1`` (of ``o, d`` ``(N, 3)``; ``t0, t_far`` ``(N,)``, ``counts`` ``(N,)``
+    long): ray ``r``'s candidate ``k < counts[r]`` is ``[s, min(s + step, t_far[r])]`` with
+    ``s = t0[r] + k * step``, kept where its mid-point is occupied in ``grid`` (always without a grid)."""
+    c = counts[a:b]
+    rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
+    first = torch.cumsum(c, 0) - c
+    k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
+    starts = t0[rays] + k.to(o.dtype) * step_size
+    ends = torch.minimum(starts + step_size, t_far[rays])
+    s = Samples(rays, starts, ends)
+    return s if grid is None else s.select(grid.occupied(s.positions(o, d)))
+
+
+CandidatesFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, float, OccupancyGrid | None],
+    Samples,
+]
+"""The signature of :func:`march_candidates` (the native twin: :func:`nerf.backends.native_march_candidates`)."""
+
+
 def march_rays(
     o: torch.Tensor,
     d: torch.Tensor,
@@ -92,6 +123,7 @@ def march_rays(
     jitter: bool = False,
     generator: torch.Generator | None = None,
     near: float = 0.0,
+    candidates_fn: CandidatesFn = march_candidates,
 ) -> Samples:
     """March rays ``o, d`` ``(N, 3)`` through ``aabb`` ``(2, 3)`` in steps of ``step_size``.
 
@@ -99,7 +131,7 @@ def march_rays(
     ``t_far``) for ``k < ceil((t_far - t0) / step)``, at most ``max_steps`` of them, where
     ``t0 = max(t_near, near)`` plus, with ``jitter``, a uniform offset in ``[0, step)`` per ray (drawn from
     ``generator`` on the rays' device). Only intervals whose mid-point lies in an occupied cell of ``grid``
-    are kept (all of them if ``grid`` is None).
+    are kept (all of them if ``grid`` is None). ``candidates_fn`` generates and tests the candidates.
     """
     if step_size <= 0.0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
@@ -110,18 +142,7 @@ def march_rays(
         t0 = t0 + torch.rand(n, device=o.device, dtype=o.dtype, generator=generator) * step_size
     counts = torch.ceil((t_far - t0) / step_size).clamp(0, max_steps).long()
     counts = torch.where(hit, counts, torch.zeros_like(counts))
-    parts: list[Samples] = []
-    for a, b in _chunks(counts, MARCH_CHUNK):
-        c = counts[a:b]
-        rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
-        first = torch.cumsum(c, 0) - c
-        k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
-        starts = t0[rays] + k.to(o.dtype) * step_size
-        ends = torch.minimum(starts + step_size, t_far[rays])
-        s = Samples(rays, starts, ends)
-        if grid is not None:
-            s = s.select(grid.occupied(s.positions(o, d)))
-        parts.append(s)
+    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, step_size, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
     if not parts:
         empty = torch.empty(0, device=o.device, dtype=o.dtype)
         return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())

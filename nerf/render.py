@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nerf.marching import march_rays, prune_occluded
+from nerf.marching import CandidatesFn, march_candidates, march_rays, prune_occluded
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
 from raytrace.camera import Intrinsics, image_rays
@@ -24,13 +24,15 @@ OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
 class MarchSettings:
     """How rays are sampled inside the scene's bounding box, and how their samples are composited.
 
-    ``composite_fn`` is chosen once, with the hash-grid backend (:func:`nerf.train.build_model`): the native
-    kernel with the ``native`` backend, else the reference :func:`nerf.volume.composite`.
+    ``candidates_fn`` and ``composite_fn`` are chosen once, with the hash-grid backend
+    (:func:`nerf.train.build_model`): the native kernels with the ``native`` backend, else the references
+    :func:`nerf.marching.march_candidates` and :func:`nerf.volume.composite`.
     """
 
     aabb: torch.Tensor  # (2, 3)
     steps: int  # samples along the box diagonal
     composite_fn: CompositeFn = composite
+    candidates_fn: CandidatesFn = march_candidates
 
     @property
     def step_size(self) -> float:
@@ -50,10 +52,19 @@ def render_rays(
     """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count.
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
-    termination), so their cost is one density query without autograd. ``march.composite_fn`` composites.
+    termination), so their cost is one density query without autograd. ``march`` picks the marching and
+    compositing kernels.
     """
     samples = march_rays(
-        origins, dirs, march.aabb, grid, march.step_size, march.steps, jitter=jitter, generator=generator
+        origins,
+        dirs,
+        march.aabb,
+        grid,
+        march.step_size,
+        march.steps,
+        jitter=jitter,
+        generator=generator,
+        candidates_fn=march.candidates_fn,
     )
 
     def sigma_fn(x: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,6 @@ from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
-from nerf.volume import composite
 from raytrace.errors import InputError
 
 NAN_LR_FACTOR = 0.5
@@ -89,9 +88,9 @@ class Model:
 def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
     """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`).
 
-    The backend also picks the compositing of :class:`MarchSettings`: the native kernel with ``native`` (float32,
-    as its hash grid), the reference :func:`nerf.volume.composite` otherwise."""
-    from nerf.backends import BackendUnavailable, native_composite, resolve_backend
+    The backend also picks the marching and compositing kernels of :class:`MarchSettings`: the native ones with
+    ``native`` (float32, as its hash grid), the references otherwise."""
+    from nerf.backends import BackendUnavailable, native_composite, native_march_candidates, resolve_backend
 
     aabb = aabb.to(device=device, dtype=torch.float32)
     backend = "torch"
@@ -107,8 +106,10 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
     else:
         raise InputError(None, "--model", f"unknown model {cfg.model!r}; choose ngp or nerf")
     grid = OccupancyGrid(aabb, cfg.grid_resolution, decay=cfg.grid_decay, threshold=cfg.grid_threshold)
-    composite_fn = native_composite if backend == "native" else composite
-    return Model(field.to(device), grid.to(device), MarchSettings(aabb, cfg.march_steps, composite_fn), backend)
+    march = MarchSettings(aabb, cfg.march_steps)
+    if backend == "native":
+        march = MarchSettings(aabb, cfg.march_steps, native_composite, native_march_candidates)
+    return Model(field.to(device), grid.to(device), march, backend)
 
 
 def make_optimizer(

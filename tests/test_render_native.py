@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from nerf.backends import _native_error, native_composite
+from nerf.backends import _native_error, native_composite, native_march_candidates
 from nerf.data import RaySampler
+from nerf.marching import march_candidates
 from nerf.render import render_image
 from nerf.train import Model, TrainResult, build_model, load_run, make_optimizer, train_step
 from nerf.volume import CompositeFn, composite
@@ -50,15 +51,17 @@ def recording(fn: CompositeFn, name: str, calls: list[str]) -> CompositeFn:
     return composite_fn
 
 
-def test_the_backend_picks_the_compositing(tmp_path: Path) -> None:
+def test_the_backend_picks_the_marching_and_compositing(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path / "data", tmp_path / "runs").resolved("cpu")
     aabb, cpu = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), torch.device("cpu")
-    assert build_model(cfg, aabb, cpu).march.composite_fn is composite
-    assert build_model(dataclasses.replace(cfg, model="nerf"), aabb, cpu).march.composite_fn is composite
+    for reference in (build_model(cfg, aabb, cpu), build_model(dataclasses.replace(cfg, model="nerf"), aabb, cpu)):
+        assert reference.march.composite_fn is composite
+        assert reference.march.candidates_fn is march_candidates
     if _native_error(cpu) is not None:
         pytest.skip(_native_error(cpu))
     native = build_model(dataclasses.replace(cfg, backend="native"), aabb, cpu)
     assert native.backend == "native" and native.march.composite_fn is native_composite
+    assert native.march.candidates_fn is native_march_candidates
 
 
 def test_training_step_with_native_compositing_equals_the_reference(native_run) -> None:

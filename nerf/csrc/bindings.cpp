@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "hashgrid_kernels.h"
+#include "marching_kernels.h"
 #include "volume_kernels.h"
 
 namespace nerf_native {
@@ -248,6 +249,74 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
   return {grad_sigmas, grad_rgbs};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
+    const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t0_in, const at::Tensor& t_far_in,
+    const at::Tensor& counts_in, const std::optional<at::Tensor>& mask_in, const at::Tensor& grid_aabb_in,
+    double step_size, int64_t first_ray) {
+  const int64_t n = o_in.size(0);
+  TORCH_CHECK(o_in.dim() == 2 && o_in.size(1) == 3 && d_in.sizes() == o_in.sizes(),
+              "nerf_native: ray origins and directions must both be (N, 3)");
+  TORCH_CHECK(t0_in.sizes() == at::IntArrayRef({n}) && t_far_in.sizes() == at::IntArrayRef({n}) &&
+                  counts_in.sizes() == at::IntArrayRef({n}),
+              "nerf_native: t0, t_far and counts must be (N,)");
+  for (const at::Tensor* t : {&o_in, &d_in, &t0_in, &t_far_in}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device() == o_in.device(),
+                "nerf_native: march takes float32 rays on one device");
+  }
+  TORCH_CHECK(counts_in.scalar_type() == at::kLong && counts_in.device() == o_in.device(),
+              "nerf_native: counts must be int64 on the rays' device");
+  TORCH_CHECK(grid_aabb_in.sizes() == at::IntArrayRef({2, 3}), "nerf_native: the grid's aabb must be (2, 3)");
+  TORCH_CHECK(step_size > 0.0, "nerf_native: step_size must be > 0");
+  const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), t0 = t0_in.contiguous(),
+                   t_far = t_far_in.contiguous(), counts = counts_in.contiguous();
+  const at::Tensor box = grid_aabb_in.to(at::kCPU, at::kFloat);  // 6 numbers, read on the host
+  GridView grid{nullptr, 0, {0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  at::Tensor mask;
+  if (mask_in.has_value() && mask_in->defined()) {
+    mask = mask_in->contiguous();
+    const int64_t r = mask.size(0);
+    TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(1) == r && mask.size(2) == r &&
+                    r >= 1,
+                "nerf_native: the occupancy mask must be bool (R, R, R)");
+    TORCH_CHECK(mask.device() == o.device(), "nerf_native: the occupancy mask must be on the rays' device");
+    grid.mask = mask.data_ptr<bool>();
+    grid.resolution = r;
+    for (int a = 0; a < 3; ++a) {
+      grid.lo[a] = box[0][a].item<float>();
+      grid.extent[a] = box[1][a].item<float>() - grid.lo[a];
+    }
+  }
+  const MarchRays rays{o.data_ptr<float>(),     d.data_ptr<float>(),       t0.data_ptr<float>(),
+                       t_far.data_ptr<float>(), counts.data_ptr<int64_t>(), n,
+                       static_cast<float>(step_size)};
+  at::Tensor kept = at::empty({n}, counts.options());
+#ifdef NERF_WITH_CUDA
+  c10::cuda::OptionalCUDAGuard guard;  // both passes and the scan between them run on the rays' device
+  if (o.is_cuda()) guard.set_device(o.device());
+#endif
+  if (o.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    march_count_cuda(rays, grid, kept.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    march_count_cpu(rays, grid, kept.data_ptr<int64_t>());
+  }
+  const at::Tensor offsets = at::cumsum(kept, 0) - kept;  // exclusive scan, on the rays' device
+  const int64_t total = n == 0 ? 0 : (offsets[n - 1] + kept[n - 1]).item<int64_t>();
+  at::Tensor ray_indices = at::empty({total}, counts.options());
+  at::Tensor t_starts = at::empty({total}, o.options()), t_ends = at::empty({total}, o.options());
+  if (o.is_cuda()) {
+#ifdef NERF_WITH_CUDA
+    march_fill_cuda(rays, grid, offsets.data_ptr<int64_t>(), first_ray, ray_indices.data_ptr<int64_t>(),
+                    t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+    march_fill_cpu(rays, grid, offsets.data_ptr<int64_t>(), first_ray, ray_indices.data_ptr<int64_t>(),
+                   t_starts.data_ptr<float>(), t_ends.data_ptr<float>());
+  }
+  return {ray_indices, t_starts, t_ends};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(nerf_native, m) {
@@ -258,6 +327,9 @@ TORCH_LIBRARY(nerf_native, m) {
       "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, float[] scales, int[] resolutions, "
       "int[] offsets, int[] sizes, bool[] hashed, int features, bool input_grad) -> (Tensor, Tensor)");
   m.def("ray_aabb(Tensor o, Tensor d, Tensor aabb) -> (Tensor t_near, Tensor t_far, Tensor hit)");
+  m.def(
+      "march_samples(Tensor o, Tensor d, Tensor t0, Tensor t_far, Tensor counts, Tensor? mask, Tensor grid_aabb, "
+      "float step_size, int first_ray) -> (Tensor ray_indices, Tensor t_starts, Tensor t_ends)");
   m.def(
       "composite_forward(Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, "
       "int n_rays) -> (Tensor weights, Tensor transmittance, Tensor rgb, Tensor depth_sum, Tensor opacity)");
@@ -280,6 +352,7 @@ TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
   m.impl("composite_forward", &composite_forward_impl);
   m.impl("composite_backward", &composite_backward_impl);
   m.impl("ray_aabb", &ray_aabb_impl);
+  m.impl("march_samples", &march_samples_impl);
 }
 
 #ifdef NERF_WITH_CUDA
@@ -289,6 +362,7 @@ TORCH_LIBRARY_IMPL(nerf_native, CUDA, m) {
   m.impl("composite_forward", &composite_forward_impl);
   m.impl("composite_backward", &composite_backward_impl);
   m.impl("ray_aabb", &ray_aabb_impl);
+  m.impl("march_samples", &march_samples_impl);
 }
 #endif
 
