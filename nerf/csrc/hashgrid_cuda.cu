@@ -1,27 +1,15 @@
 // CUDA kernels of the hash encoding; the per-point maths is hashgrid_math.h, shared with the CPU kernels.
 // No torch headers here: this file compiles with nvcc alone (the cuda-check build target).
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "cuda_launch.cuh"
 #include "hashgrid_kernels.h"
 
 namespace nerf_native {
 
 namespace {
 
-constexpr int kThreads = 256;
-
 struct AtomicAdd {
   __device__ void operator()(float* dst, float v) const { atomicAdd(dst, v); }
 };
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 // One thread per (point, level); blockIdx.y is the level.
 template <int F>

@@ -1,22 +1,10 @@
 // CUDA kernels of occupancy-grid ray marching (one thread per ray); maths in marching_math.h. No torch headers.
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "cuda_launch.cuh"
 #include "marching_kernels.h"
 
 namespace nerf_native {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 __global__ void count_kernel(MarchRays m, GridView g, int64_t* __restrict__ kept) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -1,22 +1,11 @@
-// CUDA kernels of the ray-box test and of volume compositing (one thread per ray); maths in volume_math.h. No torch headers.
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+// CUDA kernels of the ray-box test and of volume compositing (one thread per ray); maths in volume_math.h.
+// No torch headers.
+#include "cuda_launch.cuh"
 #include "volume_kernels.h"
 
 namespace nerf_native {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 __global__ void ray_ranges_kernel(const int64_t* __restrict__ ray_indices, int64_t n_samples, int64_t n_rays,
                                   int64_t* __restrict__ begin, int64_t* __restrict__ end) {

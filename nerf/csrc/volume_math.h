@@ -1,5 +1,6 @@
-// Per-ray maths of the ray-box slab test (nerf/marching.py's `ray_aabb`) and of front-to-back volume compositing over packed samples (sorted by ray, then by t), shared by
-// the CPU and CUDA kernels. The function is nerf/volume.py's `composite` (the PyTorch reference):
+// Per-ray maths of the ray-box slab test (nerf/marching.py's `ray_aabb`) and of front-to-back volume compositing
+// over packed samples (sorted by ray, then by t), shared by the CPU and CUDA kernels. The function is
+// nerf/volume.py's `composite` (the PyTorch reference):
 // tau_i = sigma_i (t_end_i - t_start_i), T_i = exp(-sum_{j<i} tau_j) (sum in double), alpha_i = 1 - exp(-tau_i),
 // w_i = T_i alpha_i; per ray: rgb = sum w_i c_i, opacity = sum w_i, depth_sum = sum w_i (t_start_i + t_end_i) / 2.
 #pragma once
