@@ -28,7 +28,8 @@ from nerf.backends import available_backends, resolve_backend
 from nerf.config import TrainConfig
 from nerf.data import RaySampler
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
-from nerf.train import load_run, make_optimizer, open_session, train_step
+from nerf.model import load_run
+from nerf.train import make_optimizer, open_session, train_step
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
 
@@ -126,7 +127,7 @@ def backends_to_run(device: torch.device, compile_ref: bool) -> list[tuple[str, 
     """``(label, encode_fn)`` of every backend available on ``device``, the compiled reference after torch."""
     runs: list[tuple[str, EncodeFn]] = []
     for name in available_backends(device):
-        runs.append((name, resolve_backend(name, device)[1]))
+        runs.append((name, resolve_backend(name, device).encode))
         if name == "torch" and compile_ref:
             runs.append(("torch.compile", torch.compile(hash_encode, dynamic=False)))
     return runs

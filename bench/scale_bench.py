@@ -1,10 +1,10 @@
 """Scaling out and crash safety: the speed-up of 2 processes over 1, and the steps lost to SIGKILL.
 
 - Rendering: ``write_dataset`` of a shipped scene with ``--workers 2`` against ``--workers 1`` (fresh folders).
-- Training: steps per second of ``torchrun --nproc-per-node 2 -m nerf.train`` against one ``python -m nerf.train``
+- Training: steps per second of ``torchrun --nproc-per-node 2 -m nerf.cli`` against one ``python -m nerf.cli``
   at the same global batch (``--batch-rays``); the single process gets every core's threads, each rank its share.
   Seconds are the runs' own ``train_seconds`` (start-up and the final evaluation excluded).
-- Kill and resume: ``python -m nerf.train`` is SIGKILLed at a random moment after its first checkpoint, then resumed;
+- Kill and resume: ``python -m nerf.cli`` is SIGKILLed at a random moment after its first checkpoint, then resumed;
   steps lost = the last step reached (its progress bar, or its last checkpoint when the bar lags behind) minus the
   step the resumed run starts from.
 
@@ -62,7 +62,7 @@ def train_run(data: Path, out: Path, nproc: int, threads: int, steps: int, batch
     args = [str(data), *SMALL_MODEL, "--steps", str(steps), "--batch-rays", str(batch), "--out", str(out),
             "--quiet", "--checkpoint-every", str(steps)]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
-    subprocess.run([sys.executable, *launcher, "-m", "nerf.train", *args], check=True, env=env,
+    subprocess.run([sys.executable, *launcher, "-m", "nerf.cli", *args], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (run,) = (out / data.name).iterdir()
     return json.loads((run / "metrics.json").read_text())
@@ -74,7 +74,7 @@ def kill_trial(data: Path, out: Path, every: int, max_delay: float, rng: random.
     log = out / "stderr.txt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "nerf.train", str(data), *SMALL_MODEL, "--steps", "1000000",
+        proc = subprocess.Popen([sys.executable, "-m", "nerf.cli", str(data), *SMALL_MODEL, "--steps", "1000000",
                                  "--batch-rays", "512", "--checkpoint-every", str(every), "--out", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=err, env=env)
         while not list(out.glob("*/*/checkpoints/step_*.pt")):

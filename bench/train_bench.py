@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import append_results  # noqa: E402
-from nerf.config import TrainConfig  # noqa: E402
+from nerf.config import OptimConfig, TrainConfig  # noqa: E402
 from nerf.data import Split  # noqa: E402
 from nerf.evaluate import evaluate  # noqa: E402
 from nerf.train import open_session  # noqa: E402
@@ -34,7 +34,7 @@ from raytrace.dataset import settings_for, write_dataset  # noqa: E402
 from raytrace.scene import load_scene  # noqa: E402
 
 SCENES = ("object", "whitted", "cornell")
-MODELS = {"ngp": {}, "nerf": {"lr": 5e-4, "eps": 1e-8, "batch_rays": 1024}}
+MODELS = {"ngp": {}, "nerf": {"optim": OptimConfig(lr=5e-4, eps=1e-8), "batch_rays": 1024}}
 
 
 def subset(split: Split, n: int) -> Split:

@@ -24,7 +24,8 @@ from bench.common import append_results
 from nerf.backends import available_backends
 from nerf.config import TrainConfig
 from nerf.data import load_dataset
-from nerf.train import load_run, train
+from nerf.model import load_run
+from nerf.train import train
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
 from viewer.worker import RenderRequest, ResolutionController, ViewRenderer, default_target_fps
@@ -94,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{round(size * scale)}x{round(size * scale)}) |")
     table = "\n".join(lines)
     load = os.getloadavg()[0]
-    body = (f"Run: `{run}` (step {ckpt['step']}, {cfg.model} model, {cfg.levels} levels, 2^{cfg.log2_table_size} "
-            f"table, {cfg.march_steps} march steps); camera: first test view of its dataset, white background, "
+    body = (f"Run: `{run}` (step {ckpt['step']}, {cfg.model} model, {cfg.hash.levels} levels, "
+            f"2^{cfg.hash.log2_table_size} table, {cfg.march.steps} march steps); camera: first test view of its "
+            f"dataset, white background, "
             f"RGB mode. A frame = `ViewRenderer.render` at full resolution (the worker's refine pass). "
             f"Preview scale: what the dynamic-resolution controller picks from that timing to hold the target "
             f"frame rate while the camera moves. Load average {load:.1f} at the end; total "

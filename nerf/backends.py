@@ -1,4 +1,5 @@
-"""Backends of the hash encoding: one ``encode_fn(x, table, cfg)`` per implementation, chosen per device.
+"""Backends: the hash encoding, the marching and the compositing of one implementation, chosen once per device
+into a :class:`Backend` bundle that :func:`nerf.model.build_model` consumes.
 
 - ``torch``: :func:`nerf.hashgrid.hash_encode`, the reference; runs everywhere.
 - ``native``: the C++ (OpenMP) and CUDA kernels of ``nerf/csrc`` (``torch.ops.nerf_native``), built by
@@ -18,14 +19,16 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, level_layouts, param_count, table_rows
-from nerf.marching import Samples
+from nerf.hashgrid import EncodeFn, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
+from nerf.marching import CandidatesFn, Samples, march_candidates
 from nerf.occupancy import OccupancyGrid
+from nerf.volume import CompositeFn, composite
 
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
@@ -84,13 +87,22 @@ def available_backends(device: torch.device | str) -> list[str]:
     return names
 
 
-def resolve_backend(
-    name: str, device: torch.device | str, cfg: HashGridConfig | None = None
-) -> tuple[str, EncodeFn]:
-    """``name`` in ``BACKENDS`` -> ``(concrete name, encode_fn)``; raises :class:`BackendUnavailable`.
+@dataclass(frozen=True)
+class Backend:
+    """One backend's kernels: the hash encoding, the marching of candidates and the compositing."""
+
+    name: str
+    encode: EncodeFn
+    march_candidates: CandidatesFn
+    composite: CompositeFn
+
+
+def resolve_backend(name: str, device: torch.device | str, cfg: HashGridConfig | None = None) -> Backend:
+    """``name`` in ``BACKENDS`` -> the :class:`Backend` that runs on ``device``; raises :class:`BackendUnavailable`.
 
     ``auto`` is ``native`` where it is built for ``device``, else ``torch`` (saying so in one log line). With
-    ``cfg``, ``tcnn`` is also checked to lay out ``cfg``'s table as we do.
+    ``cfg``, ``tcnn`` is also checked to lay out ``cfg``'s table as we do. ``native`` marches and composites with
+    its own kernels; ``torch`` and ``tcnn`` with the references.
     """
     device = torch.device(device)
     if name not in BACKENDS:
@@ -98,38 +110,22 @@ def resolve_backend(
     if name == "auto":
         err = _native_error(device)
         if err is None:
-            return "native", native_hash_encode
+            return NATIVE
         _log.warning("hash grid: using the PyTorch reference on %s; %s", device, err)
-        return "torch", hash_encode
+        return TORCH
     if name == "torch":
-        return "torch", hash_encode
+        return TORCH
     if name == "native":
         err = _native_error(device)
         if err is not None:
             raise BackendUnavailable(f"hash-grid backend 'native' on {device}: {err}")
-        return "native", native_hash_encode
+        return NATIVE
     err = _tcnn_error(device)
     if err is not None:
         raise BackendUnavailable(f"hash-grid backend 'tcnn' on {device}: {err}")
     if cfg is not None:
         _tcnn_encoding(cfg)
-    return "tcnn", tcnn_hash_encode
-
-
-@functools.cache
-def _native_layout(
-    cfg: HashGridConfig,
-) -> tuple[list[float], list[int], list[int], list[int], list[bool], int]:
-    """The op arguments describing ``cfg``'s levels: scales, resolutions, offsets, sizes, hashed, features."""
-    layouts = level_layouts(cfg)
-    return (
-        [lay.scale for lay in layouts],
-        [lay.resolution for lay in layouts],
-        [lay.offset for lay in layouts],
-        [lay.size for lay in layouts],
-        [lay.hashed for lay in layouts],
-        cfg.features,
-    )
+    return TCNN
 
 
 class _NativeHashEncode(torch.autograd.Function):
@@ -137,15 +133,17 @@ class _NativeHashEncode(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
         ctx.save_for_backward(x, table)
         ctx.cfg = cfg
-        return torch.ops.nerf_native.hash_encode_forward(x, table, *_native_layout(cfg))
+        layout = grid_layout(cfg)
+        return torch.ops.nerf_native.hash_encode_forward(x, table, layout.offsets, layout.scales, layout.table_size)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, table = ctx.saved_tensors
         want_x, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        layout = grid_layout(ctx.cfg)
         grad_table, grad_x = torch.ops.nerf_native.hash_encode_backward(
-            grad_out, x, table, *_native_layout(ctx.cfg), want_x
+            grad_out, x, table, layout.offsets, layout.scales, layout.table_size, want_x
         )
         return (grad_x if want_x else None), (grad_table if want_table else None), None
 
@@ -308,3 +306,8 @@ def native_march_candidates(
         a,
     )
     return Samples(ray_indices, t_starts, t_ends)
+
+
+TORCH = Backend("torch", hash_encode, march_candidates, composite)
+NATIVE = Backend("native", native_hash_encode, native_march_candidates, native_composite)
+TCNN = Backend("tcnn", tcnn_hash_encode, march_candidates, composite)

@@ -8,6 +8,7 @@ Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
 from __future__ import annotations
 
 import re
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ def nerfkit_version() -> str:
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """Where a run keeps the checkpoint of ``step``: ``run_dir/checkpoints/step_XXXXXXX.pt``."""
     return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def run_folder(path: str | Path) -> Path:
+    """The run folder of ``path``: ``path`` itself when it is a folder, else the one that holds the checkpoint
+    file's ``checkpoints/``."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent.parent
 
 
 def save_checkpoint(
@@ -73,6 +81,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, "checkpoint file not found")
+    _check_crcs(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
@@ -99,6 +108,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in ckpt:
             raise InputError(path, key, "missing from the checkpoint")
     return ckpt
+
+
+def _check_crcs(path: Path) -> None:
+    """Every record of the checkpoint's zip archive has its CRC-32 (``torch.load`` does not check them, and would
+    read a damaged tensor silently)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:  # zipfile raises BadZipFile, EOFError, ValueError, zlib.error... for damaged headers
+        text = str(e).strip()
+        detail = text.splitlines()[0] if text else type(e).__name__
+        raise InputError(path, None, f"not a readable checkpoint (truncated or corrupt?): {detail}") from None
+    if bad is not None:
+        raise InputError(path, None, f"not a readable checkpoint (truncated or corrupt?): {bad} fails its CRC check")
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

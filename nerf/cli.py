@@ -11,54 +11,107 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nerf.config import PRESETS, TrainConfig
+from nerf.checkpoint import run_folder
+from nerf.config import PRESETS, SECTIONS, TrainConfig, config_flags, flag_name, preset_name
 from raytrace.atomic import write_json
 from raytrace.errors import InputError
 
 _HELP = {
     "preset": "cpu or gpu sizes the batch, grid and step count; auto picks from the device",
     "device": "torch device: auto, cpu, cuda, cuda:1, mps",
-    "backend": "hash-grid backend: auto (fastest available), torch, native, tcnn",
+    "backend": "hash-grid backend (with its marching and compositing): auto (fastest available), torch, native, tcnn",
     "model": "ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)",
     "downscale": "divide the image resolution by this integer",
+    "seed": "seed of the ray sampling, the per-step randomness and the occupancy grid's cell choice",
     "steps": "training steps",
     "time_budget": "stop after this many seconds of training",
     "batch_rays": "rays per step (the global batch: split over the processes of a data-parallel run)",
-    "march_steps": "ray-marching samples along the scene box diagonal",
-    "log2_table_size": "log2 of the hash table size per level (T)",
-    "max_resolution": "finest hash-grid resolution (N_max)",
-    "grid_resolution": "occupancy grid cells per axis",
+    "random_background": "composite the training images over a random colour (images with alpha only)",
+    "eval_every": "evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split "
+    "at the end)",
+    "log_every": "log the training loss to TensorBoard every N steps",
+    "render_chunk": "rays rendered at once in evaluation",
+    "turntable_frames": "frames of the turntable video written at the end (0: none)",
     "out": "folder that holds runs/<scene>/<time>/",
+    "hash.levels": "hash-grid levels (L)",
+    "hash.features": "features per level (F)",
+    "hash.log2_table_size": "log2 of the hash table size per level (T)",
+    "hash.base_resolution": "coarsest hash-grid resolution (N_min)",
+    "hash.max_resolution": "finest hash-grid resolution (N_max)",
+    "field.hidden": "width of the density MLP",
+    "field.geo_features": "geometry features the density MLP hands to the colour MLP",
+    "field.color_hidden": "width of the colour MLP",
+    "field.color_layers": "hidden layers of the colour MLP",
+    "field.sh_degree": "spherical-harmonics degree of the direction encoding (1..4)",
+    "march.steps": "ray-marching samples along the scene box diagonal",
+    "march.grid_resolution": "occupancy grid cells per axis",
+    "march.grid_decay": "occupancy grid EMA decay per update",
+    "march.grid_threshold": "occupancy threshold on the optical thickness of one marching step",
+    "march.grid_update_every": "update the occupancy grid every N steps",
+    "march.grid_warmup": "steps during which every occupancy cell is updated",
+    "optim.lr": "Adam learning rate",
+    "optim.lr_final_factor": "the learning rate decays exponentially to lr times this at the last step",
+    "optim.betas": "Adam betas",
+    "optim.eps": "Adam epsilon",
+    "optim.loss": "huber or mse",
 }
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _dest(section: str | None, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def _default_text(section: str | None, f: dataclasses.Field) -> str:
+    """The default of a config field as --help shows it (both presets' values where the preset decides)."""
+    if section in ("hash", "march") or (section is None and f.name in PRESETS["cpu"]):
+        cpu, gpu = PRESETS["cpu"], PRESETS["gpu"]
+        values = [getattr(p[section], f.name) if section else p[f.name] for p in (cpu, gpu)]
+        return f"default: {values[0]}" if values[0] == values[1] else f"default: cpu {values[0]}, gpu {values[1]}"
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    if default is None:
+        return "default: none"
+    return "default: " + (" ".join(map(str, default)) if isinstance(default, tuple) else str(default))
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`TrainConfig` field, its default shown (``preset`` when the preset decides)."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "data":
-            continue
-        default = f.default
-        help_text = _HELP.get(f.name, f.name.replace("_", " "))
-        if default is None and f.name in PRESETS["cpu"]:
-            help_text += f" (default from the preset: cpu {PRESETS['cpu'][f.name]}, gpu {PRESETS['gpu'][f.name]})"
-        if isinstance(default, bool):
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif isinstance(default, tuple):
-            parser.add_argument(_flag(f.name), type=float, nargs=len(default), default=default, help=help_text)
+    """One flag per :class:`TrainConfig` field (sections included), its default shown."""
+    defaults = {_dest(s, f.name): f.default for s, f in config_flags()}
+    for section, f in config_flags():
+        dest = _dest(section, f.name)
+        help_text = f"{_HELP.get(dest, f.name.replace('_', ' '))} ({_default_text(section, f)})"
+        kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" | ")[0], str)
+        common = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
+        if isinstance(defaults[dest], bool):
+            parser.add_argument(flag_name(section, f.name), action=argparse.BooleanOptionalAction, **common)
+        elif str(f.type).startswith("tuple"):
+            parser.add_argument(flag_name(section, f.name), type=float, nargs=2, **common)
         else:
-            kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" | ")[0], str)
-            parser.add_argument(_flag(f.name), type=kind, default=default, help=help_text)
+            parser.add_argument(flag_name(section, f.name), type=kind, **common)
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "data"}
-    if isinstance(values.get("betas"), list):
-        values["betas"] = tuple(values["betas"])
-    return TrainConfig(data=str(args.data or ""), **values)
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config of the flags given (the rest at their defaults; a section of the preset's, such as ``hash``, is
+    the preset's with the given flags replaced, or None when none of its flags is given)."""
+    given = {k: v for k, v in vars(args).items() if k in {_dest(s, f.name) for s, f in config_flags()}}
+    top = {k: v for k, v in given.items() if "." not in k}
+    sections: dict[str, Any] = {}
+    for section, kind in SECTIONS.items():
+        values = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(section + ".")}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        if section in PRESETS["cpu"]:
+            if not values:
+                continue
+            from nerf.model import resolve_device
+
+            preset = preset_name(top.get("preset", "auto"), resolve_device(top.get("device", "auto")).type)
+            base = PRESETS[preset][section]
+        else:
+            base = kind()
+        try:
+            sections[section] = dataclasses.replace(base, **values)
+        except ValueError as e:
+            raise InputError(None, f"--{section} flags", str(e)) from None
+    return TrainConfig(data=str(args.data or ""), **top, **sections)
 
 
 def _fail(err: Exception) -> int:
@@ -104,14 +157,14 @@ def _without_launch_flags(argv: list[str]) -> list[str]:
 
 
 def launch_data_parallel(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m nerf.train ARGV``; its exit status.
+    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m nerf.cli ARGV``; its exit status.
 
     CPU processes share the cores: each gets ``cores / N`` torch threads unless ``OMP_NUM_THREADS`` is set."""
     env = dict(os.environ)
     if not torch_has_cuda():
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "nerf.train", *_without_launch_flags(argv)]
+           "-m", "nerf.cli", *_without_launch_flags(argv)]
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
@@ -122,7 +175,7 @@ def torch_has_cuda() -> bool:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``nerf-train``; under torchrun (``python -m nerf.train`` per rank) one rank of a data-parallel run.
+    """``nerf-train``; under torchrun (``python -m nerf.cli`` per rank) one rank of a data-parallel run.
 
     Exit status 0, 2 for bad input, 1 when training diverged, 130 when stopped by SIGINT / SIGTERM (after a
     checkpoint that ``--resume`` continues from)."""
@@ -130,7 +183,7 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nerf-train",
         description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic). Data-parallel over "
-        "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.train DATA.",
+        "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.cli DATA.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
@@ -147,19 +200,21 @@ def train_main(argv: list[str] | None = None) -> int:
         parser.error("--gpus / --nproc must be >= 1")
     from nerf.distributed import env_world_size, init_world, shutdown
 
+    device = getattr(args, "device", "auto")
     if args.nproc > 1 and env_world_size() <= 1:
-        if args.device != "cpu" and torch_has_cuda():
+        if device != "cpu" and torch_has_cuda():
             import torch
 
             if args.nproc > torch.cuda.device_count():
                 parser.error(f"--gpus {args.nproc}: torch sees {torch.cuda.device_count()} CUDA devices")
         return launch_data_parallel(args.nproc, argv)
-    from nerf.train import TrainingDiverged, resolve_device, train
+    from nerf.model import resolve_device
+    from nerf.train import TrainingDiverged, train
 
     world = None
     try:
-        world = init_world(resolve_device(args.device).type)
-        result = train(_config_from_args(args), resume=args.resume, quiet=args.quiet)
+        world = init_world(resolve_device(device).type)
+        result = train(config_from_args(args), resume=args.resume, quiet=args.quiet)
         if not world.is_main:
             return 130 if result.interrupted else 0
         if result.interrupted:
@@ -189,19 +244,21 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="run folder (or a checkpoint file)")
     parser.add_argument("--split", default="test", help="split to evaluate")
     parser.add_argument("--device", default="auto", help="torch device")
-    parser.add_argument("--backend", default=None, help="hash-grid backend (default: the one the run used)")
+    parser.add_argument("--backend", default="auto",
+                        help="hash-grid backend: auto (fastest available), torch, native, tcnn; a checkpoint runs "
+                        "on every backend")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     from nerf.data import load_dataset
     from nerf.evaluate import evaluate
-    from nerf.train import load_run
+    from nerf.model import load_run
 
     try:
         cfg, model, ckpt = load_run(args.run, args.device, args.backend)
         dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale)
         if args.split not in dataset.splits:
             raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
-        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+        run_dir = run_folder(args.run)
         metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
     except InputError as e:
         return _fail(e)
@@ -226,18 +283,19 @@ def export_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.mesh:
         parser.error("nothing to export: pass --mesh")
+    from nerf.data import dataset_scene_file
     from nerf.export import chamfer_distance, extract_mesh, write_mesh
-    from nerf.train import load_run
+    from nerf.model import load_run
 
     try:
         cfg, model, _ = load_run(args.run, args.device)
-        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+        run_dir = run_folder(args.run)
         mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)
         out = Path(args.output) if args.output else run_dir / "mesh.ply"
         write_mesh(out, mesh)
         report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
-        scene_file = Path(cfg.data) / "scene.toml"
-        if scene_file.is_file():
+        scene_file = dataset_scene_file(cfg.data)
+        if scene_file is not None:
             from raytrace.scene import load_scene
             from raytrace.scene_mesh import scene_mesh
 
@@ -247,3 +305,7 @@ def export_main(argv: list[str] | None = None) -> int:
         return _fail(e)
     print(json.dumps(report))
     return 0
+
+
+if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m nerf.cli DATA``: one rank of nerf-train
+    sys.exit(train_main())

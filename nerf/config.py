@@ -1,9 +1,17 @@
-"""Training configuration: one dataclass, saved beside every checkpoint, with CPU and GPU presets."""
+"""Training configuration, nested by component, saved as ``config.json`` in every run folder and in every checkpoint.
+
+The top level holds the run's own settings (data, device, backend, steps, logging...); ``hash`` (the encoding,
+:class:`nerf.hashgrid.HashGridConfig`), ``field`` (the MLPs, :class:`nerf.field.FieldConfig`), ``march`` (ray
+marching and the occupancy grid, :class:`MarchConfig`) and ``optim`` (:class:`OptimConfig`) hold their
+component's. ``None`` means "take it from the preset" (CPU or GPU sizes); :meth:`TrainConfig.resolved` fills it.
+Every field is one ``nerf-train`` flag named after it (:data:`FLAG_NAMES` lists the exceptions).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +22,39 @@ from raytrace.atomic import write_json
 from raytrace.errors import InputError
 
 
+@dataclass(frozen=True)
+class MarchConfig:
+    """Ray marching and the occupancy grid (instant-NGP's values)."""
+
+    steps: int = 1024  # samples along the aabb diagonal
+    grid_resolution: int = 128
+    grid_decay: float = 0.95
+    grid_threshold: float = 0.01
+    grid_update_every: int = 16
+    grid_warmup: int = 256
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with instant-NGP's betas and eps, an exponential learning-rate decay, and the loss."""
+
+    lr: float = 1e-2
+    lr_final_factor: float = 0.03  # learning rate decays exponentially to lr * this at the last step
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-15
+    loss: str = "huber"  # huber | mse
+
+
+SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
+"""The nested components of :class:`TrainConfig` and their dataclasses."""
+
+FLAG_NAMES = {("march", "steps"): "march_steps"}
+"""``(section, field)`` whose flag is not the field's own name (``--steps`` is the run's step count)."""
+
+
 @dataclass
 class TrainConfig:
-    """Every hyper-parameter of a run. ``None`` means "take it from the preset"."""
+    """Every hyper-parameter of a run. ``None`` (``hash``, ``march``, ``steps``, ``batch_rays``): the preset's."""
 
     data: str = ""
     preset: str = "auto"  # auto | cpu | gpu
@@ -28,25 +66,6 @@ class TrainConfig:
     steps: int | None = None
     time_budget: float | None = None  # seconds of training; stops early when reached
     batch_rays: int | None = None
-    lr: float = 1e-2
-    lr_final_factor: float = 0.03  # learning rate decays exponentially to lr * this at the last step
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-15
-    loss: str = "huber"  # huber | mse
-    levels: int = 16
-    features: int = 2
-    log2_table_size: int | None = None
-    base_resolution: int = 16
-    max_resolution: int | None = None
-    hidden: int = 64
-    color_hidden: int = 64
-    color_layers: int = 2
-    grid_resolution: int | None = None
-    grid_decay: float = 0.95
-    grid_threshold: float = 0.01
-    grid_update_every: int = 16
-    grid_warmup: int = 256
-    march_steps: int | None = None  # samples along the aabb diagonal
     random_background: bool = True
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: evaluate only at the end
@@ -54,59 +73,109 @@ class TrainConfig:
     render_chunk: int = 8192
     turntable_frames: int = 48
     out: str = "runs"
+    hash: HashGridConfig | None = None
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    march: MarchConfig | None = None
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
     def resolved(self, device_type: str) -> TrainConfig:
         """A copy with every ``None`` filled from the preset that fits ``device_type``."""
-        preset = self.preset if self.preset != "auto" else ("gpu" if device_type == "cuda" else "cpu")
-        if preset not in PRESETS:
-            raise InputError(None, "--preset", f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        preset = preset_name(self.preset, device_type)
         values = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
         return dataclasses.replace(self, preset=preset, **values)
-
-    def hash_config(self) -> HashGridConfig:
-        return HashGridConfig(
-            levels=self.levels,
-            features=self.features,
-            log2_table_size=self.log2_table_size,
-            base_resolution=self.base_resolution,
-            max_resolution=self.max_resolution,
-        )
-
-    def field_config(self) -> FieldConfig:
-        return FieldConfig(
-            hash=self.hash_config(),
-            hidden=self.hidden,
-            color_hidden=self.color_hidden,
-            color_layers=self.color_layers,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> TrainConfig:
-        """Rebuild a config; an unknown or mistyped key is an InputError naming ``source`` and the key."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise InputError(source, unknown[0], "unknown config key (written by another version?)")
-        values = dict(data)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> TrainConfig:
+        """Rebuild a config written by :meth:`to_dict` (or an older flat one: each flat key is its flag's name).
+
+        A key this version does not know, a value of the wrong type or one a component refuses is an
+        :class:`InputError` naming ``source`` and ``config.<section>.<key>``."""
+        if not isinstance(data, dict):
+            raise InputError(source, "config", f"expected a dict, got {type(data).__name__}")
+        data = _nest_flat_keys(data)
+        return _build(cls, data, source, "config")
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
 
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()), path)
-        except FileNotFoundError:
-            raise InputError(path, None, "config file not found") from None
-        except json.JSONDecodeError as e:
-            raise InputError(path, None, f"not valid JSON ({e})") from None
+
+def preset_name(preset: str, device_type: str) -> str:
+    """``auto`` -> ``gpu`` on CUDA, else ``cpu``; an unknown preset is an :class:`InputError`."""
+    name = preset if preset != "auto" else ("gpu" if device_type == "cuda" else "cpu")
+    if name not in PRESETS:
+        raise InputError(None, "--preset", f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+
+def flag_name(section: str | None, name: str) -> str:
+    """The ``nerf-train`` option of a config field: ``--log2-table-size``, ``--march-steps``..."""
+    return "--" + FLAG_NAMES.get((section, name), name).replace("_", "-") if section else "--" + name.replace("_", "-")
+
+
+def config_flags() -> list[tuple[str | None, dataclasses.Field]]:
+    """``(section or None, field)`` of every field that has a flag, top level first (``data`` is positional)."""
+    top = [(None, f) for f in dataclasses.fields(TrainConfig) if f.name != "data" and f.name not in SECTIONS]
+    return top + [(s, f) for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+
+
+def _nest_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Move the flat keys of an older config (``levels``, ``march_steps``...) into their sections (a copy)."""
+    owner = {FLAG_NAMES.get((s, f.name), f.name): (s, f.name) for s, f in config_flags() if s is not None}
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items() if k not in owner}
+    for key, value in data.items():
+        if key in owner:
+            section, name = owner[key]
+            if not isinstance(out.get(section), dict):
+                out[section] = {}
+            out[section][name] = value
+    return out
+
+
+_KINDS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _check_value(value: Any, kind: Any) -> bool:
+    """``value`` (from JSON or a checkpoint) has the type ``kind`` (a field's resolved annotation)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_check_value(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is tuple:
+        args = typing.get_args(kind)
+        return isinstance(value, list | tuple) and len(value) == len(args) and all(
+            _check_value(v, a) for v, a in zip(value, args, strict=True))
+    allowed = _KINDS.get(kind)
+    if allowed is None:
+        return False
+    ok = isinstance(value, allowed) and (bool in allowed) == isinstance(value, bool)
+    return ok and (not isinstance(value, int | float) or abs(value) < 2**31)  # huge ints: no float, no model
+
+
+def _build(cls: type, data: dict[str, Any], source: str | Path | None, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(source, f"{where}.{unknown[0]}", "unknown config key (written by another version?)")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        section = SECTIONS.get(key) if cls is TrainConfig else None
+        if section is not None and isinstance(value, dict):
+            values[key] = _build(section, value, source, f"{where}.{key}")
+            continue
+        if section is not None and value is None and key in PRESETS["cpu"]:
+            values[key] = None
+            continue
+        if section is not None or not _check_value(value, hints[key]):
+            raise InputError(source, f"{where}.{key}", f"expected {hints[key]}, got {type(value).__name__} {value!r}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise InputError(source, where, str(e)) from None
 
 
 # Presets: the CPU one fits 2 cores (a 100x100 object scene in minutes); the GPU one is instant-NGP's.
@@ -114,22 +183,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         steps=3000,
         batch_rays=2048,
-        log2_table_size=17,
-        max_resolution=512,
-        grid_resolution=64,
-        march_steps=256,
+        hash=HashGridConfig(log2_table_size=17, max_resolution=512),
+        march=MarchConfig(steps=256, grid_resolution=64),
     ),
     "gpu": dict(
         steps=20000,
         batch_rays=8192,
-        log2_table_size=19,
-        max_resolution=2048,
-        grid_resolution=128,
-        march_steps=1024,
+        hash=HashGridConfig(log2_table_size=19, max_resolution=2048),
+        march=MarchConfig(steps=1024, grid_resolution=128),
     ),
 }
-
-
-def config_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig) if f.name != "data"]
-

@@ -270,11 +270,25 @@ def load_dataset(
     }
     ordered = sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))
     aabb = next((t.aabb for _, t, _ in ordered if t.aabb is not None), np.asarray(DEFAULT_AABB))
-    scene_name = next((t.scene for _, t, _ in ordered if t.scene is not None), None)
-    scene_file = root / scene_name if scene_name is not None and (root / scene_name).is_file() else None
     return Dataset(
-        root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32), scene_file=scene_file
+        root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32),
+        scene_file=_scene_file(root, [t for _, t, _ in ordered]),
     )
+
+
+def _scene_file(root: Path, transforms: list[Transforms]) -> Path | None:
+    """``root / <"scene" key>`` of the first of ``transforms`` naming one, when that file exists."""
+    name = next((t.scene for t in transforms if t.scene is not None), None)
+    return root / name if name is not None and (root / name).is_file() else None
+
+
+def dataset_scene_file(root: str | Path) -> Path | None:
+    """The scene file of the dataset in ``root`` (as :attr:`Dataset.scene_file`) without reading its images: the
+    one its ``transforms_train.json`` (or single ``transforms.json``) names; None when there is none."""
+    root = Path(root)
+    path = transforms_path(root, "train")
+    path = path if path.is_file() else root / "transforms.json"
+    return _scene_file(root, [read_transforms(path)]) if path.is_file() else None
 
 
 class RaySampler:

@@ -1,7 +1,7 @@
 """Data-parallel training over ``torch.distributed``: which process this is, and the few collectives the trainer
 uses (one all-reduce of the gradients per step, broadcasts of the occupancy grid and the run folder).
 
-``torchrun --nproc_per_node N -m nerf.train DATA`` (or ``nerf-train --gpus N DATA``) starts N processes (ranks)
+``torchrun --nproc_per_node N -m nerf.cli DATA`` (or ``nerf-train --gpus N DATA``) starts N processes (ranks)
 that read the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``) and join one process group: ``nccl`` on CUDA devices, ``gloo`` on the CPU. Without that
 environment everything here is a no-op on the single-process :data:`SINGLE` world.

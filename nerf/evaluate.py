@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from nerf.data import Split
 from nerf.metrics import depth_errors, psnr, ssim
+from nerf.model import Model
 from nerf.render import render_image
-from nerf.train import Model
 from raytrace.atomic import atomic_path
 from raytrace.camera import Intrinsics, look_at
 

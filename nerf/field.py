@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,9 +16,8 @@ TRUNC_EXP_MAX = 15.0
 
 @dataclass(frozen=True)
 class FieldConfig:
-    """Sizes of the field; defaults are instant-NGP's."""
+    """Sizes of the MLPs; defaults are instant-NGP's (the encoding's are :class:`nerf.hashgrid.HashGridConfig`)."""
 
-    hash: HashGridConfig = field(default_factory=HashGridConfig)
     hidden: int = 64
     geo_features: int = 15
     color_hidden: int = 64
@@ -65,14 +64,20 @@ class NGPField(nn.Module):
     """``density(x) -> (sigma (N,), geo (N, geo_features))``; ``forward(x, d) -> (sigma (N,), rgb (N, 3))``.
 
     ``x`` are world points ``(N, 3)``, normalised into ``aabb`` ``(2, 3)`` (min, max corners); points outside
-    it get density 0. ``d`` are unit directions ``(N, 3)``.
+    it get density 0. ``d`` are unit directions ``(N, 3)``. ``encode_fn`` is the backend's hash encoding.
     """
 
-    def __init__(self, cfg: FieldConfig, aabb: torch.Tensor, encode_fn: EncodeFn = hash_encode) -> None:
+    def __init__(
+        self,
+        cfg: FieldConfig,
+        aabb: torch.Tensor,
+        hash_cfg: HashGridConfig | None = None,
+        encode_fn: EncodeFn = hash_encode,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.register_buffer("aabb", check_aabb(aabb))
-        self.encoding = HashGrid(cfg.hash, encode_fn)
+        self.encoding = HashGrid(hash_cfg or HashGridConfig(), encode_fn)
         self.density_mlp = mlp(self.encoding.output_dim, cfg.hidden, 1, 1 + cfg.geo_features)
         self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features, cfg.color_hidden, cfg.color_layers, 3)
 

@@ -111,6 +111,72 @@ def level_layouts(cfg: HashGridConfig) -> tuple[LevelLayout, ...]:
     return tuple(layouts)
 
 
+MAX_LEVELS = 32
+"""Most levels a layout may have (the native kernels pass every level to a kernel by value)."""
+
+
+@dataclass(frozen=True, eq=False)
+class GridLayout:
+    """The level layout the native ops take, built once per config by :func:`grid_layout` and validated here, on
+    the host, before any kernel sees it.
+
+    ``offsets`` ``(L + 1,)`` int64 on the CPU: level ``l`` owns rows ``offsets[l] .. offsets[l + 1]`` of the
+    table (``offsets[L]`` = rows); ``scales`` ``(L,)`` float32 on the CPU: ``s_l``. A level's resolution is
+    ``ceil(s_l) + 1`` and it is hashed when ``R_l**3 > table_size``.
+    """
+
+    offsets: torch.Tensor
+    scales: torch.Tensor
+    features: int
+    table_size: int
+
+    def __post_init__(self) -> None:
+        levels, s, o = self.scales.numel(), self.scales, self.offsets
+        if s.shape != (levels,) or s.dtype != torch.float32 or s.device.type != "cpu":
+            raise ValueError(f"scales must be (L,) float32 on the CPU, got {tuple(s.shape)} {s.dtype}")
+        if o.shape != (levels + 1,) or o.dtype != torch.int64 or o.device.type != "cpu":
+            raise ValueError(f"offsets must be ({levels + 1},) int64 on the CPU, got {tuple(o.shape)} {o.dtype}")
+        if not 1 <= levels <= MAX_LEVELS:
+            raise ValueError(f"need 1..{MAX_LEVELS} levels, got {levels}")
+        if self.features < 1 or self.table_size < 1 or self.table_size & (self.table_size - 1):
+            raise ValueError(f"need features >= 1 and a power-of-2 table size, got {self.features}, {self.table_size}")
+        if int(self.offsets[0]) != 0:
+            raise ValueError(f"the first level must start at row 0, got {int(self.offsets[0])}")
+        for level, (scale, start, end) in enumerate(
+            zip(self.scales.tolist(), self.offsets[:-1].tolist(), self.offsets[1:].tolist(), strict=True)
+        ):
+            if not 0.0 <= scale < 2.0**31:
+                raise ValueError(f"level {level}: scale {scale} outside [0, 2**31)")
+            res, size = math.ceil(scale) + 1, end - start
+            if res**3 > self.table_size:
+                if size != self.table_size:
+                    raise ValueError(f"hashed level {level}: {size} rows, the table size is {self.table_size}")
+            elif not res**3 <= size <= self.table_size:
+                raise ValueError(f"dense level {level} needs R^3 = {res}^3 rows, at most {self.table_size}, has {size}")
+
+    @property
+    def levels(self) -> int:
+        return self.scales.numel()
+
+    @property
+    def rows(self) -> int:
+        """Rows of the table."""
+        return int(self.offsets[-1])
+
+
+@functools.cache
+def grid_layout(cfg: HashGridConfig) -> GridLayout:
+    """The :class:`GridLayout` of ``cfg`` (one object per config)."""
+    layouts = level_layouts(cfg)
+    offsets = [lay.offset for lay in layouts] + [layouts[-1].offset + layouts[-1].size]
+    return GridLayout(
+        offsets=torch.tensor(offsets, dtype=torch.int64),
+        scales=torch.tensor([lay.scale for lay in layouts], dtype=torch.float32),
+        features=cfg.features,
+        table_size=cfg.table_size,
+    )
+
+
 def table_rows(cfg: HashGridConfig) -> int:
     """Rows of the table: the sum of the level sizes."""
     return sum(layout.size for layout in level_layouts(cfg))

@@ -13,10 +13,17 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+def psnr_from_mse(mse: float) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error of values in [0, 1]: ``inf`` for 0, ``nan`` for
+    a NaN/Inf error."""
+    if not math.isfinite(mse):
+        return math.nan
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of images ``(..., 3)`` in [0, 1]; ``inf`` for identical images."""
-    mse = torch.mean((pred.double() - target.double()) ** 2).item()
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+    return psnr_from_mse(torch.mean((pred.double() - target.double()) ** 2).item())
 
 
 def _gaussian_window(device: torch.device) -> torch.Tensor:

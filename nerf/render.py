@@ -25,7 +25,7 @@ class MarchSettings:
     """How rays are sampled inside the scene's bounding box, and how their samples are composited.
 
     ``candidates_fn`` and ``composite_fn`` are chosen once, with the hash-grid backend
-    (:func:`nerf.train.build_model`): the native kernels with the ``native`` backend, else the references
+    (:func:`nerf.model.build_model`): the native kernels with the ``native`` backend, else the references
     :func:`nerf.marching.march_candidates` and :func:`nerf.volume.composite`.
     """
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import signal
 import sys
@@ -30,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nerf.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
-from nerf.config import PRESETS, TrainConfig
+from nerf.checkpoint import checkpoint_path, latest_checkpoint, run_folder, save_checkpoint
+from nerf.config import TrainConfig
 from nerf.data import Dataset, RaySampler, load_dataset
 from nerf.distributed import (
     SINGLE,
@@ -44,10 +43,10 @@ from nerf.distributed import (
     gather_objects,
     rank_device,
 )
-from nerf.field import NGPField
-from nerf.field_pe import PENeRFField
-from nerf.occupancy import OccupancyGrid
-from nerf.render import MarchSettings, render_rays
+from nerf.evaluate import evaluate
+from nerf.metrics import psnr_from_mse
+from nerf.model import Model, build_model, first_line, load_run, resolve_device
+from nerf.render import render_rays
 from raytrace.errors import InputError
 
 NAN_LR_FACTOR = 0.5
@@ -61,68 +60,14 @@ class TrainingDiverged(RuntimeError):
     """The loss stayed NaN/Inf for :data:`MAX_BAD_STEPS` steps in a row, even at lower learning rates."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(None, "--device", f"{name} requested but torch sees no CUDA device")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@dataclass
-class Model:
-    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched."""
-
-    field: nn.Module
-    grid: OccupancyGrid
-    march: MarchSettings
-    backend: str
-
-
-def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
-    """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`).
-
-    The backend also picks the marching and compositing kernels of :class:`MarchSettings`: the native ones with
-    ``native`` (float32, as its hash grid), the references otherwise."""
-    from nerf.backends import BackendUnavailable, native_composite, native_march_candidates, resolve_backend
-
-    aabb = aabb.to(device=device, dtype=torch.float32)
-    backend = "torch"
-    if cfg.model == "ngp":
-        try:
-            backend, encode_fn = resolve_backend(cfg.backend, device, cfg.hash_config())
-        except BackendUnavailable as e:
-            raise InputError(None, "--backend", str(e)) from None
-        field: nn.Module = NGPField(cfg.field_config(), aabb)
-        field.encoding.encode_fn = encode_fn
-    elif cfg.model == "nerf":
-        field = PENeRFField(aabb)
-    else:
-        raise InputError(None, "--model", f"unknown model {cfg.model!r}; choose ngp or nerf")
-    grid = OccupancyGrid(aabb, cfg.grid_resolution, decay=cfg.grid_decay, threshold=cfg.grid_threshold)
-    march = MarchSettings(aabb, cfg.march_steps)
-    if backend == "native":
-        march = MarchSettings(aabb, cfg.march_steps, native_composite, native_march_candidates)
-    return Model(field.to(device), grid.to(device), march, backend)
-
-
 def make_optimizer(
     cfg: TrainConfig, field: nn.Module
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with instant-NGP's betas and eps, and an exponential decay to ``lr * lr_final_factor``."""
-    opt = torch.optim.Adam(field.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    gamma = cfg.lr_final_factor ** (1.0 / max(1, cfg.steps))
+    o = cfg.optim
+    opt = torch.optim.Adam(field.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+    gamma = o.lr_final_factor ** (1.0 / max(1, cfg.steps or 1))
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-
-
-def psnr_from_mse(mse: float) -> float:
-    return -10.0 * math.log10(max(mse, 1e-10)) if math.isfinite(mse) else float("nan")
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
@@ -157,7 +102,7 @@ def train_step(
         model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True, generator=generator
     )
     mse = F.mse_loss(out["rgb"], target)
-    loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.loss == "huber" else mse
+    loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.optim.loss == "huber" else mse
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -220,9 +165,9 @@ class Session:
     def advance(self) -> dict[str, Any]:
         """One training step (with the occupancy-grid update when due). A step with a NaN/Inf loss or gradient
         changes no parameter, does not count, and lowers the learning rate by :data:`NAN_LR_FACTOR`."""
-        if self.step % self.cfg.grid_update_every == 0:
+        if self.step % self.cfg.march.grid_update_every == 0:
             grid = self.model.grid
-            grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.grid_warmup)
+            grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.march.grid_warmup)
             broadcast_tensors_([grid.density, grid.mask], self.world)
         stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1], self.world)
         if not stats["finite"]:
@@ -297,72 +242,6 @@ class Session:
         return path
 
 
-def _check_config_types(data: dict[str, Any], path: Path) -> None:
-    """Each value of a checkpoint's config has its field's type (a checkpoint from another version may not)."""
-    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in data:
-            continue
-        value, names = data[f.name], str(f.type).split(" | ")
-        if value is None and "None" in names:
-            continue
-        if names[0].startswith("tuple"):
-            ok = isinstance(value, list | tuple) and len(value) == 2
-            ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        else:
-            allowed = kinds.get(names[0], (object,))
-            ok = isinstance(value, allowed) and (bool not in allowed) == (not isinstance(value, bool))
-            ok = ok and (not isinstance(value, int | float) or abs(value) < 2**31)  # huge ints: no float, no model
-        if not ok:
-            raise InputError(path, f"config.{f.name}", f"expected {f.type}, got {type(value).__name__} {value!r}")
-
-
-def load_run(run_dir: str | Path, device: str = "auto", backend: str | None = None):
-    """Load a run's config, model and latest checkpoint: ``(cfg, model, checkpoint dict)``.
-
-    Raises :class:`InputError` naming the checkpoint when it does not describe a model this version can build."""
-    from nerf.backends import BackendUnavailable
-
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir if run_dir.is_file() else latest_checkpoint(run_dir)
-    if ckpt_path is None:
-        raise InputError(run_dir, "checkpoints", "no checkpoint found in this run folder")
-    ckpt = load_checkpoint(ckpt_path)
-    if not isinstance(ckpt["config"], dict):
-        raise InputError(ckpt_path, "config", f"expected a dict, got {type(ckpt['config']).__name__}")
-    _check_config_types(ckpt["config"], ckpt_path)
-    cfg = TrainConfig.from_dict(ckpt["config"], ckpt_path)
-    unresolved = [k for k in PRESETS["cpu"] if getattr(cfg, k) is None]
-    if unresolved:
-        raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
-    if backend is not None:
-        cfg.backend = backend
-    dev = resolve_device(device)
-    extra = ckpt.get("extra") or {}
-    aabb = extra.get("aabb") if isinstance(extra, dict) else None
-    if aabb is None:
-        raise InputError(ckpt_path, "extra.aabb", "missing")
-    try:
-        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
-    except BackendUnavailable as e:
-        hint = "checkpoints run on every backend: try --backend auto"
-        raise InputError(ckpt_path, "config.backend", f"{e}; {hint}") from None
-    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        raise InputError(ckpt_path, "config", f"cannot build its model ({_first_line(e)})") from None
-    try:
-        model.field.load_state_dict(ckpt["model"])
-        if ckpt.get("grid") is not None:
-            model.grid.load_state_dict(ckpt["grid"])
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
-        raise InputError(ckpt_path, "model", f"does not fit this model ({_first_line(e)})") from None
-    return cfg, model, ckpt
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _remove_partial_checkpoints(run_dir: Path) -> None:
     """Temporary files of a checkpoint being written when the process was killed (the real files are intact)."""
     folder = run_dir / "checkpoints"
@@ -379,15 +258,14 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     device = rank_device(resolve_device(cfg.device), world)
     ckpt = None
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = run_folder(resume)
         overrides = {k: getattr(cfg, k) for k in ("steps", "time_budget") if getattr(cfg, k) is not None}
-        cfg, model, ckpt = load_run(run_dir, str(device), None)
+        cfg, model, ckpt = load_run(resume, str(device), None)
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        if run_dir.is_file():  # a checkpoint file: its run folder holds checkpoints/
-            run_dir = run_dir.parent.parent
         if world.is_main:
             _remove_partial_checkpoints(run_dir)
+            cfg.save(run_dir / "config.json")
     else:
         cfg = cfg.resolved(device.type)
     torch.manual_seed(cfg.seed)
@@ -410,7 +288,7 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     try:
         opt, sched = make_optimizer(cfg, model.field)
     except (ValueError, OverflowError) as e:  # Adam refuses a negative lr, betas outside [0, 1)...
-        raise InputError(source, "config" if source else "--lr/--betas/--eps", _first_line(e)) from None
+        raise InputError(source, "config" if source else "--lr/--betas/--eps", first_line(e)) from None
     session = Session(cfg, run_dir, dataset, model, opt, sched,
                       RaySampler(dataset.splits["train"], generators[0], device), generators, world=world)
     if ckpt is not None:
@@ -438,7 +316,7 @@ def _restore_training_state(session: Session, ckpt: dict[str, Any], source: Path
             for i, gen in enumerate(session.generators):
                 gen.manual_seed(session.cfg.seed + 2 * rank + i + 1_000_003 * session.step)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as e:
-        raise InputError(source, where, f"cannot resume from it ({_first_line(e)})") from None
+        raise InputError(source, where, f"cannot resume from it ({first_line(e)})") from None
 
 
 class _StopRequest:
@@ -507,6 +385,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
                     writer.add_scalar("train/psnr", stats["psnr"], step)
                     writer.add_scalar("train/samples_per_ray", stats["samples"] / cfg.batch_rays, step)
                     writer.add_scalar("train/lr", session.opt.param_groups[0]["lr"], step)
+                if writer is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    _log_validation(writer, session, step)
                 if step % cfg.checkpoint_every == 0:
                     session.save(seconds())
                 bar.update(1)
@@ -520,6 +400,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
     return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total, interrupted)
 
 
+def _log_validation(writer: Any, session: Session, step: int) -> None:
+    """PSNR / SSIM of the val split (the test split when there is none) at ``step`` in TensorBoard (``val/``)."""
+    splits = session.dataset.splits
+    split = splits.get("val") or splits.get("test")
+    if split is None:
+        return
+    for name, value in evaluate(session.model, split, None, session.cfg.render_chunk, quiet=True).items():
+        writer.add_scalar(f"val/{name}", value, step)
+
+
 def _density_fn(model: Model):
     """Optical thickness of one marching step at ``x``: instant-NGP's occupancy threshold applies to it."""
     step = model.march.step_size
@@ -528,9 +418,3 @@ def _density_fn(model: Model):
         return model.field.density(x)[0] * step
 
     return density
-
-
-if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m nerf.train DATA``: one rank of nerf-train
-    from nerf.cli import train_main
-
-    sys.exit(train_main())

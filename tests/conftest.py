@@ -12,7 +12,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 import torch
 
-from nerf.config import TrainConfig
+from nerf.config import MarchConfig, TrainConfig
+from nerf.hashgrid import HashGridConfig
 from nerf.train import train
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
@@ -99,13 +100,21 @@ intensity = 2.5
 STEPS = 300
 
 
+TOP_LEVEL = {f.name for f in dataclasses.fields(TrainConfig)}
+TINY_HASH = HashGridConfig(levels=8, log2_table_size=14, max_resolution=128)
+TINY_MARCH = MarchConfig(steps=96, grid_resolution=32, grid_warmup=64)
+
+
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    cfg = TrainConfig(
+    """A small CPU config; ``overrides`` are top-level fields or any section's field by its flag name
+    (``levels=4``, ``march_steps=16``, ``hidden=8``...)."""
+    top = dict(
         data=str(data), preset="cpu", device="cpu", backend="torch", steps=STEPS, batch_rays=1024,
-        levels=8, log2_table_size=14, max_resolution=128, grid_resolution=32, march_steps=96,
-        grid_warmup=64, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
+        hash=TINY_HASH, march=TINY_MARCH, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
     )
-    return dataclasses.replace(cfg, **overrides)
+    top.update({name: value for name, value in overrides.items() if name in TOP_LEVEL})
+    sections = {name: value for name, value in overrides.items() if name not in TOP_LEVEL}
+    return TrainConfig.from_dict({**TrainConfig(**top).to_dict(), **sections})
 
 
 @pytest.fixture(scope="session")

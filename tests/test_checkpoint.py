@@ -1,3 +1,5 @@
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,33 @@ def test_round_trip(tmp_path: Path) -> None:
     assert ck["optimizer"]["param_groups"][0]["lr"] == 0.01
     assert ck["config"] == {"lr": 0.01, "betas": (0.9, 0.99), "data": "datasets/lego"}
     assert ck["extra"] == {"psnr": 31.5}
-    assert ck["torch_version"] == torch.__version__ and isinstance(ck["nerfkit_version"], str)
+    assert ck["torch_version"] == torch.__version__ and ck["nerfkit_version"] == checkpoint.nerfkit_version()
+
+
+def test_nerfkit_version_is_the_installed_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint.metadata, "version", lambda name: {"nerfkit": "9.8.7"}[name])
+    _save(tmp_path / "ck.pt")
+    assert load_checkpoint(tmp_path / "ck.pt")["nerfkit_version"] == "9.8.7"
+
+    def not_installed(name: str) -> str:
+        raise checkpoint.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(checkpoint.metadata, "version", not_installed)
+    assert checkpoint.nerfkit_version() == "unknown"
+
+
+def test_damaged_tensor_bytes_are_refused(tmp_path: Path) -> None:
+    """torch.load reads a flipped bit of a tensor silently; the archive's CRC-32 catches it."""
+    path = tmp_path / "ck.pt"
+    _save(path)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        record = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 64)
+    name_len, extra_len = struct.unpack("<HH", raw[record.header_offset + 26 : record.header_offset + 30])
+    raw[record.header_offset + 30 + name_len + extra_len + 8] ^= 0x10  # inside its data (a local header is 30 bytes)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="fails its CRC check"):
+        load_checkpoint(path)
 
 
 def test_failed_save_leaves_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

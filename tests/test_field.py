@@ -24,8 +24,7 @@ def test_trunc_exp_value_and_clamped_gradient() -> None:
 
 
 def test_param_count_is_hash_plus_mlp_weights() -> None:
-    cfg = FieldConfig(hash=SMALL_HASH)
-    field = NGPField(cfg, AABB)
+    field = NGPField(FieldConfig(), AABB, SMALL_HASH)
     enc = SMALL_HASH.levels * SMALL_HASH.features  # 8
     density_mlp = enc * 64 + 64 * (1 + 15)
     color_mlp = (16 + 15) * 64 + 64 * 64 + 64 * 3
@@ -41,7 +40,7 @@ def test_default_field_param_count() -> None:
 
 def test_outputs_shapes_ranges_and_aabb(device: torch.device) -> None:
     torch.manual_seed(0)
-    field = NGPField(FieldConfig(hash=SMALL_HASH, color_layers=1, sh_degree=3), AABB).to(device)
+    field = NGPField(FieldConfig(color_layers=1, sh_degree=3), AABB, SMALL_HASH).to(device)
     with torch.no_grad():
         field.encoding.table.uniform_(-1, 1)
     g = torch.Generator().manual_seed(1)
@@ -59,7 +58,7 @@ def test_outputs_shapes_ranges_and_aabb(device: torch.device) -> None:
 
 def test_density_is_exp_of_first_output_and_gradients_reach_every_parameter() -> None:
     torch.manual_seed(0)
-    field = NGPField(FieldConfig(hash=SMALL_HASH), AABB)
+    field = NGPField(FieldConfig(), AABB, SMALL_HASH)
     with torch.no_grad():
         field.encoding.table.uniform_(-1, 1)
     x = AABB[0] + torch.rand(64, 3) * (AABB[1] - AABB[0])
@@ -77,7 +76,7 @@ def test_density_is_exp_of_first_output_and_gradients_reach_every_parameter() ->
 
 def test_colour_depends_on_direction_and_density_does_not() -> None:
     torch.manual_seed(0)
-    field = NGPField(FieldConfig(hash=SMALL_HASH), AABB)
+    field = NGPField(FieldConfig(), AABB, SMALL_HASH)
     x = torch.zeros(2, 3)
     d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     sigma, rgb = field(x, d)
@@ -88,4 +87,4 @@ def test_colour_depends_on_direction_and_density_does_not() -> None:
 @pytest.mark.parametrize("bad", [torch.zeros(3), torch.zeros(2, 2), torch.tensor([[0, 0, 0], [1, 1, 0.0]])])
 def test_aabb_must_be_2x3_min_below_max(bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="aabb"):
-        NGPField(FieldConfig(hash=SMALL_HASH), bad)
+        NGPField(FieldConfig(), bad, SMALL_HASH)

@@ -11,14 +11,17 @@ import pytest
 import torch
 
 from nerf.backends import (
+    NATIVE,
+    TORCH,
     BackendUnavailable,
     _native_error,
-    _native_layout,
     available_backends,
     native_hash_encode,
     resolve_backend,
 )
-from nerf.hashgrid import HashGrid, HashGridConfig, hash_encode, level_layouts, table_rows
+from nerf.hashgrid import GridLayout, HashGrid, HashGridConfig, grid_layout, hash_encode, level_layouts, table_rows
+from nerf.marching import march_candidates
+from nerf.volume import composite
 
 CONFIGS = {
     # T = 256: R = 2, 4 dense; 8, 16 hashed. F = 3 exercises an odd feature count.
@@ -146,32 +149,56 @@ def test_vertices_reproduce_table_entries(native_device: torch.device, gen: torc
     torch.testing.assert_close(out[:, cfg.features : 2 * cfg.features], table[rows], rtol=1e-5, atol=1e-6)
 
 
-def test_op_rejects_inconsistent_layout(native_device: torch.device) -> None:
+def test_layout_matches_level_layouts() -> None:
+    for cfg in CONFIGS.values():
+        layout, levels = grid_layout(cfg), level_layouts(cfg)
+        assert layout is grid_layout(cfg)  # built once per config
+        assert layout.offsets.tolist() == [lay.offset for lay in levels] + [table_rows(cfg)]
+        assert layout.scales.tolist() == [lay.scale for lay in levels]  # float32 values, exactly
+        assert (layout.features, layout.table_size, layout.rows) == (cfg.features, cfg.table_size, table_rows(cfg))
+
+
+def test_inconsistent_layout_is_refused_on_the_host() -> None:
+    """Validated once when the layout is built, for every device, before any kernel could read out of bounds."""
+    good = grid_layout(CONFIGS["log2T8"])  # R = 2, 4 dense (8, 64 rows); 8, 16 hashed (256 rows)
+    offsets, scales = good.offsets, good.scales
+
+    def layout(offsets: torch.Tensor = offsets, scales: torch.Tensor = scales, table_size: int = 256) -> GridLayout:
+        return GridLayout(offsets, scales, good.features, table_size)
+
+    with pytest.raises(ValueError, match="dense level 0"):
+        layout(offsets=torch.tensor([0, 7, 71, 327, 583]))
+    with pytest.raises(ValueError, match="hashed level 3"):
+        layout(offsets=offsets - torch.tensor([0, 0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="power-of-2"):
+        layout(table_size=255)
+    with pytest.raises(ValueError, match="dense level 1"):
+        layout(scales=scales + torch.tensor([0.0, 1.5, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="int64"):
+        layout(offsets=offsets.int())
+    with pytest.raises(ValueError, match="levels"):
+        GridLayout(torch.arange(34, dtype=torch.int64) * 8, torch.ones(33), 1, 256)
+
+
+def test_op_rejects_a_table_of_another_size(native_device: torch.device) -> None:
     cfg = CONFIGS["log2T8"]
+    layout = grid_layout(cfg)
     table = torch.zeros(table_rows(cfg), cfg.features, device=native_device)
     x = torch.rand(8, 3, device=native_device)
-    scales, res, offsets, sizes, hashed, features = _native_layout(cfg)
-    op = torch.ops.nerf_native.hash_encode_forward
-    smaller = [s - 1 for s in sizes]
-    with pytest.raises(RuntimeError, match="dense level"):
-        op(x, table, scales, res, offsets, smaller, [False] * 4, features)
-    with pytest.raises(RuntimeError, match="outside the table"):
-        op(x, table[:-1], scales, res, offsets, sizes, hashed, features)
-    odd_hashed = [s - 1 if h else s for s, h in zip(sizes, hashed, strict=True)]
-    with pytest.raises(RuntimeError, match="power of 2"):
-        op(x, table, scales, res, offsets, odd_hashed, hashed, features)
-    with pytest.raises(RuntimeError, match="ceil"):
-        op(x, table, [s + 1.5 for s in scales], res, offsets, sizes, hashed, features)
+    with pytest.raises(ValueError, match="table must be"):
+        native_hash_encode(x, table[:-1], cfg)
+    with pytest.raises(RuntimeError, match="the layout has 584 rows"):  # the op itself, called directly
+        torch.ops.nerf_native.hash_encode_forward(x, table[:-1], layout.offsets, layout.scales, layout.table_size)
     with pytest.raises(ValueError, match="float32"):
         native_hash_encode(x.double(), table.double(), cfg)
 
 
 def test_backend_selection() -> None:
     assert available_backends("cpu")[-1] == "torch"
-    name, fn = resolve_backend("torch", "cpu")
-    assert (name, fn) == ("torch", hash_encode)
-    name, _ = resolve_backend("auto", "cpu")
-    assert name == ("native" if _native_error(torch.device("cpu")) is None else "torch")
+    assert resolve_backend("torch", "cpu") == TORCH
+    assert (TORCH.encode, TORCH.march_candidates, TORCH.composite) == (hash_encode, march_candidates, composite)
+    native_here = _native_error(torch.device("cpu")) is None
+    assert resolve_backend("auto", "cpu") == (NATIVE if native_here else TORCH)
     with pytest.raises(BackendUnavailable, match="choose one of"):
         resolve_backend("fastest", "cpu")
     with pytest.raises(BackendUnavailable, match="CUDA devices only"):

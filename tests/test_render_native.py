@@ -17,8 +17,9 @@ import torch
 from nerf.backends import _native_error, native_composite, native_march_candidates
 from nerf.data import RaySampler
 from nerf.marching import march_candidates
+from nerf.model import Model, build_model, load_run
 from nerf.render import render_image
-from nerf.train import Model, TrainResult, build_model, load_run, make_optimizer, train_step
+from nerf.train import TrainResult, make_optimizer, train_step
 from nerf.volume import CompositeFn, composite
 
 from .conftest import tiny_config

@@ -11,8 +11,9 @@ from nerf.cli import eval_main, train_main
 from nerf.config import TrainConfig
 from nerf.data import load_dataset
 from nerf.evaluate import evaluate
+from nerf.model import load_run
 from nerf.render import render_image
-from nerf.train import load_run, train
+from nerf.train import train
 
 from .conftest import STEPS, tiny_config
 
@@ -48,7 +49,7 @@ def test_resume_continues_the_step_count(tiny_run, tmp_path):
     assert resumed.run_dir == result.run_dir
     assert resumed.step == STEPS + 20
     assert (result.run_dir / "checkpoints" / f"step_{STEPS + 20:07d}.pt").is_file()
-    assert resumed.config.levels == 8  # the run's own config, not the defaults
+    assert resumed.config.hash.levels == 8  # the run's own config, not the defaults
 
 
 def test_resume_is_exact(tmp_path, tiny_run):

@@ -642,7 +642,7 @@ def open_run(
 ) -> ViewerWindow:
     """A window on a trained run folder or checkpoint file; a load error is shown in the window."""
     from nerf.backends import BackendUnavailable
-    from nerf.train import load_run
+    from nerf.model import load_run
     from viewer.worker import default_target_fps
 
     try:

@@ -24,8 +24,9 @@ from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from nerf.evaluate import colorize_depth, to_uint8
 from nerf.metrics import psnr
+from nerf.model import Model
 from nerf.render import render_image
-from nerf.train import Model, Session
+from nerf.train import Session
 from raytrace.camera import Intrinsics
 from raytrace.render import render_image as raytrace_image
 from raytrace.scene import Scene

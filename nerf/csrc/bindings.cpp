@@ -4,8 +4,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <ATen/core/List.h>
-
 #ifdef NERF_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,30 +20,26 @@ namespace nerf_native {
 
 namespace {
 
-Levels make_levels(const at::Tensor& table, at::ArrayRef<double> scales, at::IntArrayRef resolutions,
-                   at::IntArrayRef offsets, at::IntArrayRef sizes, const c10::List<bool>& hashed) {
-  const auto count = static_cast<int64_t>(resolutions.size());
+// The levels of a layout that nerf.hashgrid.GridLayout validated on the host (resolution = ceil(scale) + 1, dense
+// levels at least R^3 rows, hashed ones table_size rows, all inside the table): only its form is checked here.
+Levels make_levels(const at::Tensor& table, const at::Tensor& offsets, const at::Tensor& scales, int64_t table_size) {
+  const int64_t count = scales.numel();
   TORCH_CHECK(count >= 1 && count <= kMaxLevels, "nerf_native: need 1..", kMaxLevels, " levels, got ", count);
-  TORCH_CHECK(static_cast<int64_t>(scales.size()) == count && static_cast<int64_t>(offsets.size()) == count &&
-                  static_cast<int64_t>(sizes.size()) == count && static_cast<int64_t>(hashed.size()) == count,
-              "nerf_native: scales, resolutions, offsets, sizes and hashed must have one entry per level");
+  TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == at::kFloat && scales.device().is_cpu() &&
+                  offsets.dim() == 1 && offsets.numel() == count + 1 && offsets.scalar_type() == at::kLong &&
+                  offsets.device().is_cpu(),
+              "nerf_native: a layout is (L + 1,) int64 offsets and (L,) float32 scales on the CPU");
+  const at::Tensor off = offsets.contiguous(), sc = scales.contiguous();
+  const int64_t* o = off.data_ptr<int64_t>();
+  const float* s = sc.data_ptr<float>();
+  TORCH_CHECK(o[count] == table.size(0), "nerf_native: the layout has ", o[count], " rows, the table ",
+              table.size(0));
   Levels levels{};
   levels.count = static_cast<int>(count);
   for (int64_t l = 0; l < count; ++l) {
-    const int64_t res = resolutions[l], off = offsets[l], size = sizes[l];
-    const float scale = static_cast<float>(scales[l]);
-    TORCH_CHECK(scale >= 0.f && scale < 2147483648.f && res == static_cast<int64_t>(std::ceil(scale)) + 1,
-                "nerf_native: level ", l, ": resolution ", res, " is not ceil(scale) + 1 for scale ", scale);
-    TORCH_CHECK(size >= 1 && size <= (int64_t{1} << 32), "nerf_native: level ", l, ": bad size ", size);
-    TORCH_CHECK(off >= 0 && off + size <= table.size(0), "nerf_native: level ", l, ": rows [", off, ", ",
-                off + size, ") outside the table's ", table.size(0), " rows");
-    if (hashed[l]) {
-      TORCH_CHECK((size & (size - 1)) == 0, "nerf_native: hashed level ", l, ": size ", size, " is not a power of 2");
-    } else {
-      TORCH_CHECK(res < (int64_t{1} << 21) && res * res * res <= size, "nerf_native: dense level ", l,
-                  " needs R^3 = ", res, "^3 rows, has ", size);
-    }
-    levels.lv[l] = Level{scale, static_cast<uint32_t>(res), static_cast<uint64_t>(size), off, hashed[l] ? 1u : 0u};
+    const auto res = static_cast<uint64_t>(std::ceil(s[l])) + 1;
+    const uint32_t hashed = res * res * res > static_cast<uint64_t>(table_size) ? 1u : 0u;
+    levels.lv[l] = Level{s[l], static_cast<uint32_t>(res), static_cast<uint64_t>(o[l + 1] - o[l]), o[l], hashed};
   }
   return levels;
 }
@@ -60,12 +54,12 @@ void check_inputs(const at::Tensor& x, const at::Tensor& table, int64_t features
   TORCH_CHECK(x.device() == table.device(), "nerf_native: x and table on different devices");
 }
 
-at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::ArrayRef<double> scales,
-                        at::IntArrayRef resolutions, at::IntArrayRef offsets, at::IntArrayRef sizes,
-                        const c10::List<bool>& hashed, int64_t features) {
+at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, const at::Tensor& offsets,
+                        const at::Tensor& scales, int64_t table_size) {
+  const int64_t features = table_in.size(-1);
   check_inputs(x_in, table_in, features);
   const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
-  const Levels levels = make_levels(table, scales, resolutions, offsets, sizes, hashed);
+  const Levels levels = make_levels(table, offsets, scales, table_size);
   const int64_t n = x.size(0);
   at::Tensor out = at::empty({n, levels.count * features}, table.options());
   if (x.is_cuda()) {
@@ -82,13 +76,12 @@ at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, at::
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, const at::Tensor& x_in,
-                                                 const at::Tensor& table_in, at::ArrayRef<double> scales,
-                                                 at::IntArrayRef resolutions, at::IntArrayRef offsets,
-                                                 at::IntArrayRef sizes, const c10::List<bool>& hashed,
-                                                 int64_t features, bool input_grad) {
+                                                 const at::Tensor& table_in, const at::Tensor& offsets,
+                                                 const at::Tensor& scales, int64_t table_size, bool input_grad) {
+  const int64_t features = table_in.size(-1);
   check_inputs(x_in, table_in, features);
   const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
-  const Levels levels = make_levels(table, scales, resolutions, offsets, sizes, hashed);
+  const Levels levels = make_levels(table, offsets, scales, table_size);
   const int64_t n = x.size(0);
   TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({n, levels.count * features}),
               "nerf_native: grad_out must be (N, L*F), got ", grad_out_in.sizes());
@@ -111,15 +104,13 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, 
 }
 
 // Shapes only (torch.compile's fake tensors).
-at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, at::ArrayRef<double>,
-                        at::IntArrayRef resolutions, at::IntArrayRef, at::IntArrayRef, const c10::List<bool>&,
-                        int64_t features) {
-  return at::empty({x.size(0), static_cast<int64_t>(resolutions.size()) * features}, table.options());
+at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, const at::Tensor&, const at::Tensor& scales,
+                        int64_t) {
+  return at::empty({x.size(0), scales.numel() * table.size(-1)}, table.options());
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Tensor& x, const at::Tensor& table,
-                                                 at::ArrayRef<double>, at::IntArrayRef, at::IntArrayRef,
-                                                 at::IntArrayRef, const c10::List<bool>&, int64_t, bool input_grad) {
+                                                 const at::Tensor&, const at::Tensor&, int64_t, bool input_grad) {
   return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty({0, 3}, x.options())};
 }
 
@@ -320,12 +311,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
 }  // namespace
 
 TORCH_LIBRARY(nerf_native, m) {
+  m.def("hash_encode_forward(Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size) -> Tensor");
   m.def(
-      "hash_encode_forward(Tensor x, Tensor table, float[] scales, int[] resolutions, int[] offsets, int[] sizes, "
-      "bool[] hashed, int features) -> Tensor");
-  m.def(
-      "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, float[] scales, int[] resolutions, "
-      "int[] offsets, int[] sizes, bool[] hashed, int features, bool input_grad) -> (Tensor, Tensor)");
+      "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size, "
+      "bool input_grad) -> (Tensor, Tensor)");
   m.def("ray_aabb(Tensor o, Tensor d, Tensor aabb) -> (Tensor t_near, Tensor t_far, Tensor hit)");
   m.def(
       "march_samples(Tensor o, Tensor d, Tensor t0, Tensor t_far, Tensor counts, Tensor? mask, Tensor grid_aabb, "

@@ -1,0 +1,108 @@
+"""The model: a field, its occupancy grid and how rays are marched; built from a config, or loaded from a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nerf.backends import BackendUnavailable, resolve_backend
+from nerf.checkpoint import latest_checkpoint, load_checkpoint
+from nerf.config import TrainConfig
+from nerf.field import NGPField
+from nerf.field_pe import PENeRFField
+from nerf.occupancy import OccupancyGrid
+from nerf.render import MarchSettings
+from raytrace.errors import InputError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(None, "--device", f"{name} requested but torch sees no CUDA device")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class Model:
+    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched
+    (with the kernels of the backend named ``backend``)."""
+
+    field: nn.Module
+    grid: OccupancyGrid
+    march: MarchSettings
+    backend: str
+
+
+def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
+    """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`) on ``device``.
+
+    The backend is resolved once into one bundle: its hash encoding goes to the field, its marching and
+    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle."""
+    if cfg.hash is None or cfg.march is None:
+        raise ValueError("build_model needs a resolved config (TrainConfig.resolved)")
+    aabb = aabb.to(device=device, dtype=torch.float32)
+    if cfg.model not in ("ngp", "nerf"):
+        raise InputError(None, "--model", f"unknown model {cfg.model!r}; choose ngp or nerf")
+    try:
+        backend = resolve_backend(cfg.backend if cfg.model == "ngp" else "torch", device, cfg.hash)
+    except BackendUnavailable as e:
+        raise InputError(None, "--backend", str(e)) from None
+    field = NGPField(cfg.field, aabb, cfg.hash, backend.encode) if cfg.model == "ngp" else PENeRFField(aabb)
+    grid = OccupancyGrid(aabb, cfg.march.grid_resolution, cfg.march.grid_decay, cfg.march.grid_threshold, cfg.seed)
+    march = MarchSettings(aabb, cfg.march.steps, backend.composite, backend.march_candidates)
+    return Model(field.to(device), grid.to(device), march, backend.name)
+
+
+def load_run(
+    run_dir: str | Path, device: str = "auto", backend: str | None = None
+) -> tuple[TrainConfig, Model, dict]:
+    """Load a run's config, model and latest checkpoint (or the checkpoint file ``run_dir``):
+    ``(cfg, model, checkpoint dict)``. ``backend`` (default: the config's) overrides the run's.
+
+    Raises :class:`InputError` naming the checkpoint when it does not describe a model this version can build."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir if run_dir.is_file() else latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        raise InputError(run_dir, "checkpoints", "no checkpoint found in this run folder")
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = TrainConfig.from_dict(ckpt["config"], ckpt_path)
+    unresolved = [k for k in ("steps", "batch_rays", "hash", "march") if getattr(cfg, k) is None]
+    if unresolved:
+        raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
+    if backend is not None:
+        cfg.backend = backend
+    dev = resolve_device(device)
+    extra = ckpt.get("extra") or {}
+    aabb = extra.get("aabb") if isinstance(extra, dict) else None
+    if aabb is None:
+        raise InputError(ckpt_path, "extra.aabb", "missing")
+    try:
+        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
+    except InputError as e:
+        hint = "; checkpoints run on every backend: try --backend auto" if e.where == "--backend" else ""
+        raise InputError(ckpt_path, f"config.{(e.where or '').lstrip('-')}", f"{e.problem}{hint}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise InputError(ckpt_path, "config", f"cannot build its model ({first_line(e)})") from None
+    try:
+        model.field.load_state_dict(ckpt["model"])
+        if ckpt.get("grid") is not None:
+            model.grid.load_state_dict(ckpt["grid"])
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise InputError(ckpt_path, "model", f"does not fit this model ({first_line(e)})") from None
+    return cfg, model, ckpt
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
