@@ -60,10 +60,6 @@ class OccupancyGrid(nn.Module):
         flat, inside = self.cell_indices(x)
         return self.mask.reshape(-1)[flat] & inside
 
-    def occupancy(self) -> float:
-        """Fraction of occupied cells."""
-        return float(self.mask.float().mean())
-
     @torch.no_grad()
     def update(
         self,
