@@ -27,6 +27,7 @@ _HELP = {
     "time_budget": "stop after this many seconds of training",
     "batch_rays": "rays per step (the global batch: split over the processes of a data-parallel run)",
     "random_background": "composite the training images over a random colour (images with alpha only)",
+    "checkpoint_every": "write a checkpoint every N steps",
     "eval_every": "evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split "
     "at the end)",
     "log_every": "log the training loss to TensorBoard every N steps",
@@ -80,13 +81,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         dest = _dest(section, f.name)
         help_text = f"{_HELP.get(dest, f.name.replace('_', ' '))} ({_default_text(section, f)})"
         kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" | ")[0], str)
+        flag = flag_name(section, f.name)
         common = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
         if isinstance(defaults[dest], bool):
-            parser.add_argument(flag_name(section, f.name), action=argparse.BooleanOptionalAction, **common)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif str(f.type).startswith("tuple"):
-            parser.add_argument(flag_name(section, f.name), type=float, nargs=2, **common)
+            parser.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **common)
         else:
-            parser.add_argument(flag_name(section, f.name), type=kind, **common)
+            parser.add_argument(flag, type=kind, metavar=flag[2:].replace("-", "_").upper(), **common)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
