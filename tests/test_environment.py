@@ -85,6 +85,7 @@ def test_equirect_wraps_in_longitude() -> None:
 ENV_SCENE = """
 [render]
 spp = {spp}
+background = "transparent"  # the environment wins: every pixel is opaque
 [environment]
 type = "sky"
 zenith = [0.1, 0.2, 0.9]
