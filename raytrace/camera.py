@@ -135,7 +135,7 @@ def colmap_to_c2w(qvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     """Our camera-to-world ``(4, 4)`` float64 (OpenGL axes) from a COLMAP pose: the world-to-camera rotation as
     a unit quaternion ``qvec`` (w, x, y, z) and translation ``tvec`` (3,), camera +X right, +Y down, +Z forward
     (``X_cam = R X_world + t``)."""
-    w, x, y, z = np.asarray(qvec, dtype=np.float64)
+    w, x, y, z = np.asarray(qvec, dtype=np.float64) / np.abs(qvec).max()  # scipy normalises the rest
     rot = Rotation.from_quat([x, y, z, w]).as_matrix()
     c2w = np.eye(4)
     c2w[:3, :3] = rot.T

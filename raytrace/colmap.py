@@ -191,11 +191,11 @@ def _read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
 
 
 def _pose(path: Path, where: str, q: list[float]) -> np.ndarray:
+    """The quaternion ``q`` as read (:func:`raytrace.camera.colmap_to_c2w` normalises it), checked non-zero."""
     qvec = np.asarray(q, dtype=np.float64)
-    norm = np.linalg.norm(qvec)
-    if not norm > 1e-6:
+    if not np.abs(qvec).max() > 1e-6:
         raise InputError(path, f"{where}: QW QX QY QZ", "the rotation quaternion is zero")
-    return qvec / norm
+    return qvec
 
 
 def _read_images_text(path: Path) -> dict[int, ColmapImage]:

@@ -59,8 +59,7 @@ def test_equirect_texel_centres_return_their_texel() -> None:
     h, w = 6, 12
     texels = torch.arange(h * w * 3, dtype=torch.float32).reshape(h, w, 3)
     env = EnvironmentImage(texels, strength=2.0)
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    d = torch.tensor([equirect_direction((c + 0.5) / w, (r + 0.5) / h) for r, c in zip(rows.ravel(), cols.ravel())],
+    d = torch.tensor([equirect_direction((c + 0.5) / w, (r + 0.5) / h) for r in range(h) for c in range(w)],
                      dtype=torch.float32)
     out = image_radiance(env, d)
     assert torch.allclose(out, 2.0 * texels.reshape(-1, 3), atol=2e-3)
