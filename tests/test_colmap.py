@@ -11,8 +11,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
 
 from nerf.data import image_rays_of, load_dataset
+from raytrace.camera import c2w_to_colmap
 from raytrace.cli import run
 from raytrace.colmap import ColmapImage, ColmapModel, find_model, read_model, write_model
 from raytrace.errors import InputError
@@ -100,10 +102,30 @@ def test_loader_splits_bounds_and_up(data: Path) -> None:
     # The surface points of the ball span the box's longest side [-1, 1] (plus padding) about the origin.
     assert torch.allclose(ds.aabb.abs().amax(), torch.tensor(1.02)) and torch.allclose(ds.aabb.sum(0), torch.zeros(3),
                                                                                         atol=1e-6)
-    # Cameras of a hemisphere rig above the ball stay above it: world +Z is up.
-    assert (ds.splits["train"].poses[:, 2, 3] > 0).all()
+    # Cameras of a hemisphere rig above the ball stay above it: world +Z is up. Rotations stay rotations.
+    poses = ds.splits["train"].poses
+    assert (poses[:, 2, 3] > 0).all()
+    rot = poses[:, :3, :3]
+    assert torch.allclose(rot.transpose(1, 2) @ rot, torch.eye(3).expand(10, 3, 3), atol=1e-5)
     assert find_model(data) == find_model(data / "sparse" / "0") == (data / "sparse" / "0", data)
     assert find_model(data / "train") is None
+
+
+def test_world_is_turned_z_up(tmp_path: Path, data: Path) -> None:
+    """A model whose world has its up along -Y (as COLMAP's often has) loads with the cameras' mean up along +Z."""
+    model = read_model(data / "sparse" / "0")
+    turn = np.eye(4)
+    turn[:3, :3] = Rotation.from_euler("x", 90, degrees=True).as_matrix()  # +Z to -Y
+    for im in model.images.values():
+        im.qvec, im.tvec = c2w_to_colmap(turn @ im.c2w())
+    model.xyz = model.xyz @ turn[:3, :3].T
+    write_model(model, tmp_path / "sparse" / "0")
+    for split in ("train", "val", "test"):
+        shutil.copytree(data / split, tmp_path / split)
+    ds = load_dataset(tmp_path)
+    up = torch.cat([ds.splits["train"].poses, ds.splits["test"].poses])[:, :3, 1].mean(0)  # every image once
+    assert torch.allclose(up / up.norm(), torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
+    assert (ds.splits["train"].poses[:, 2, 3] > 0).all()
 
 
 def test_dataset_folder_with_sparse_and_images(tmp_path: Path, data: Path) -> None:
