@@ -34,7 +34,7 @@ OTHER_MODELS = {5: "OPENCV_FISHEYE", 6: "FULL_OPENCV", 7: "FOV", 8: "SIMPLE_RADI
 NAMES = ("cameras", "images", "points3D")
 MAX_POINTS = 20000  # points3D written from the depth maps of a dataset, at most
 ROBUST_PERCENTILE = 5.0  # the scene box spans these percentiles of the sparse points (5 to 95)
-BOX_PADDING = 0.02  # added to every side of the normalised box ([-1, 1] on its longest axis)
+BOX_PADDING = 0.02  # added to every side of the scene box [-1, 1]^3
 
 
 @dataclass(frozen=True)
@@ -425,7 +425,8 @@ def normalization(xyz: np.ndarray, c2ws: np.ndarray) -> tuple[np.ndarray, np.nda
 
     It turns the mean camera up vector (``c2ws`` ``(N, 4, 4)``, OpenGL axes) to +Z (the world is Z-up), then
     centres and scales the box between the 5th and 95th percentiles of the sparse points ``xyz`` ``(P, 3)``
-    (of the camera positions when there are none) so that its longest side spans [-1, 1].
+    (of the camera positions when there are none) so that its longest side spans [-1, 1]. The scene box is the
+    cube [-1, 1]^3 (padded): flat point clouds (a ground plane) would otherwise give a thin slab.
     """
     up = c2ws[:, :3, 1].mean(axis=0)
     rot = np.eye(3)
@@ -438,8 +439,7 @@ def normalization(xyz: np.ndarray, c2ws: np.ndarray) -> tuple[np.ndarray, np.nda
     sim = np.eye(4)
     sim[:3, :3] = scale * rot
     sim[:3, 3] = -scale * centre
-    box = np.stack([(lo - centre) * scale - BOX_PADDING, (hi - centre) * scale + BOX_PADDING])
-    return sim, box
+    return sim, np.array([[-1.0 - BOX_PADDING] * 3, [1.0 + BOX_PADDING] * 3])
 
 
 def transform_poses(sim: np.ndarray, c2ws: np.ndarray) -> np.ndarray:

@@ -99,9 +99,14 @@ def test_loader_splits_bounds_and_up(data: Path) -> None:
     assert sorted(ds.splits["test"].file_paths) == held == sorted(ds.splits["val"].file_paths)
     assert len(ds.splits["train"]) == 10 and not set(held) & set(ds.splits["train"].file_paths)
     assert ds.bounded is False and ds.scene_file is None
-    # The surface points of the ball span the box's longest side [-1, 1] (plus padding) about the origin.
-    assert torch.allclose(ds.aabb.abs().amax(), torch.tensor(1.02)) and torch.allclose(ds.aabb.sum(0), torch.zeros(3),
-                                                                                        atol=1e-6)
+    # The scene box is the cube [-1, 1]^3 (plus padding); the middle 90% of the surface points of the ball spans
+    # [-1, 1] on its longest axis, centred.
+    assert torch.equal(ds.aabb, torch.tensor([[-1.02] * 3, [1.02] * 3]))
+    model = read_model(data / "sparse" / "0")
+    pts = torch.tensor(model.xyz) @ ds.world_transform[:3, :3].double().T + ds.world_transform[:3, 3].double()
+    lo, hi = torch.quantile(pts, 0.05, dim=0), torch.quantile(pts, 0.95, dim=0)
+    assert torch.allclose((hi - lo).amax(), torch.tensor(2.0, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(lo + hi, torch.zeros(3, dtype=torch.float64), atol=1e-4)
     # Cameras of a hemisphere rig above the ball stay above it: world +Z is up. Rotations stay rotations.
     poses = ds.splits["train"].poses
     assert (poses[:, 2, 3] > 0).all()
