@@ -286,7 +286,9 @@ def load_dataset(
             path = transforms_path(root, name)
             if not path.is_file():
                 if name == "train":
-                    raise InputError(path, None, "file not found (nor a single transforms.json)")
+                    raise InputError(
+                        path, None, "file not found (nor a single transforms.json, nor a COLMAP model in sparse/0/)"
+                    )
                 continue
             t = read_transforms(path)
             sources[name] = (path, t, list(enumerate(t.frames)))
