@@ -1,13 +1,21 @@
 """Datasets on disk (``transforms_<split>.json`` + images + optional depth) into tensors and ray batches.
 
-Reads our layout, the NeRF-synthetic ("Blender") layout and instant-ngp's single ``transforms.json`` with
-explicit intrinsics (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``). Rays always come from
-:mod:`raytrace.camera`, the one place where camera conventions live.
+Reads our layout, the NeRF-synthetic ("Blender") layout, instant-ngp's single ``transforms.json`` with
+explicit intrinsics (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``) and COLMAP sparse models with their
+images (:mod:`raytrace.colmap`). Rays always come from :mod:`raytrace.camera`, the one place where camera
+conventions live.
+
+Scene bounds: ``Dataset.aabb`` is the box where the scene's detail is and ``Dataset.bounded`` says whether
+everything visible lies inside it. From the JSON: ``aabb`` (else :data:`DEFAULT_AABB`) and ``bounded``; when
+``bounded`` is absent, instant-ngp's ``aabb_scale`` > 1 means unbounded (its scene reaches out to the box scaled
+by ``aabb_scale`` about its centre, :meth:`Dataset.outer_aabb`), else bounded. COLMAP models are unbounded
+(photographs see the far world), with the box of their sparse points (see :func:`raytrace.colmap.normalization`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -16,15 +24,17 @@ import torch
 from tqdm import tqdm
 
 from raytrace.camera import Intrinsics, camera_rays, image_rays
+from raytrace.colmap import find_model, model_files, normalization, read_model, transform_poses
 from raytrace.dataset_format import Frame, Transforms, read_transforms, resolve_image, transforms_path
 from raytrace.errors import InputError
 
 DEFAULT_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 """Scene bounds when the JSON states none: the NeRF-synthetic convention (instant-ngp's box for Blender
-scenes, its unit cube at scale 0.33 and offset 0.5). instant-ngp's ``aabb_scale`` is not applied."""
+scenes, its unit cube at scale 0.33 and offset 0.5); instant-ngp's ``aabb_scale`` gives the outer box."""
 
 HOLDOUT_EVERY = 8
-"""With a single ``transforms.json``, frames 0, 8, 16, ... are held out as "val" and "test"."""
+"""With a single ``transforms.json`` or a COLMAP model (images sorted by name, as mip-NeRF 360 does), frames
+0, 8, 16, ... are held out as "val" and "test"."""
 
 _PROGRESS_ABOVE = 50  # show a progress bar when a split has more images than this
 
@@ -52,12 +62,24 @@ class Split:
 
 @dataclass
 class Dataset:
-    """The splits of one dataset, its bounds ``aabb`` ``(2, 3)`` (min, max) and its scene file if any."""
+    """The splits of one dataset, its bounds ``aabb`` ``(2, 3)`` (min, max) and its scene file if any.
+
+    ``bounded``: everything visible lies in ``aabb``; ``aabb_scale``: instant-ngp's (1 when not given);
+    ``world_transform`` ``(4, 4)``: the similarity that took a COLMAP model's world into the dataset's (None:
+    the poses are the files' own)."""
 
     root: Path
     splits: dict[str, Split]
     aabb: torch.Tensor
     scene_file: Path | None
+    bounded: bool = True
+    aabb_scale: float = 1.0
+    world_transform: torch.Tensor | None = None
+
+    def outer_aabb(self) -> torch.Tensor:
+        """``aabb`` scaled by ``aabb_scale`` about its centre: ``(2, 3)``."""
+        centre = self.aabb.mean(dim=0)
+        return centre + (self.aabb - centre) * self.aabb_scale
 
 
 @dataclass
@@ -155,11 +177,12 @@ def _load_split(
     name: str,
     root: Path,
     json_path: Path,
-    transforms: Transforms,
+    intrinsics_for: Callable[[int, int], Intrinsics],
     frames: list[tuple[int, Frame]],
     downscale: int,
 ) -> Split:
-    """Read the images (and depth maps) of ``frames`` (index in the JSON, frame) into one :class:`Split`."""
+    """Read the images (and depth maps) of ``frames`` (index in the JSON, frame) into one :class:`Split`;
+    ``intrinsics_for(width, height)`` gives the camera of the full-size images."""
     if not frames:
         raise InputError(json_path, "frames", f"no frames for split {name!r}")
     with_depth = [fr.depth_path is not None for _, fr in frames]
@@ -196,10 +219,8 @@ def _load_split(
     assert full_size is not None
     height, width = full_size
     # Crop to a multiple of the factor (the principal point does not move), then scale exactly by 1 / factor.
-    intr = transforms.intrinsics(width, height)
-    cropped = Intrinsics(
-        width // downscale * downscale, height // downscale * downscale, intr.fx, intr.fy, intr.cx, intr.cy
-    )
+    intr = intrinsics_for(width, height)
+    cropped = replace(intr, width=width // downscale * downscale, height=height // downscale * downscale)
     poses = torch.tensor(np.stack([fr.transform_matrix for _, fr in frames]), dtype=torch.float32)
     stacked = torch.stack(images)
     stacked_depths = torch.stack(depths) if depths else None
@@ -235,15 +256,20 @@ def load_dataset(
 
     ``transforms_<split>.json`` files are read when present ("train" is required when requested, other
     missing splits are skipped). Without ``transforms_train.json``, a single instant-ngp ``transforms.json``
-    is read: every 8th frame (0, 8, ...) is "val" and "test", the rest "train". ``aabb`` comes from the JSON
-    (train first) or is :data:`DEFAULT_AABB`; ``scene_file`` is ``root / <"scene" key>`` when the JSON names
-    one that exists.
+    is read: every 8th frame (0, 8, ...) is "val" and "test", the rest "train". Without either, a COLMAP
+    model (``root`` being ``DATA/``, ``DATA/sparse/0/`` or ``DATA/sparse/``; see :func:`load_colmap`).
+    ``aabb``, ``bounded`` and ``aabb_scale`` come from the JSON (train first; see the module docstring);
+    ``scene_file`` is ``root / <"scene" key>`` when the JSON names one that exists.
     Bad input raises :class:`InputError` naming the file and the field.
     """
     if not isinstance(downscale, int) or downscale < 1:
         raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
     root = Path(root)
     single = root / "transforms.json"
+    if not transforms_path(root, "train").is_file() and not single.is_file():
+        found = find_model(root)
+        if found is not None:
+            return load_colmap(*found, splits=splits, downscale=downscale)
     sources: dict[str, tuple[Path, Transforms, list[tuple[int, Frame]]]] = {}
     if not transforms_path(root, "train").is_file() and single.is_file():
         t = read_transforms(single)
@@ -260,19 +286,23 @@ def load_dataset(
             path = transforms_path(root, name)
             if not path.is_file():
                 if name == "train":
-                    raise InputError(path, None, "file not found (nor a single transforms.json)")
+                    raise InputError(
+                        path, None, "file not found (nor a single transforms.json, nor a COLMAP model in sparse/0/)"
+                    )
                 continue
             t = read_transforms(path)
             sources[name] = (path, t, list(enumerate(t.frames)))
     loaded = {
-        name: _load_split(name, root, path, t, frames, downscale)
+        name: _load_split(name, root, path, t.intrinsics, frames, downscale)
         for name, (path, t, frames) in sources.items()
     }
-    ordered = sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))
-    aabb = next((t.aabb for _, t, _ in ordered if t.aabb is not None), np.asarray(DEFAULT_AABB))
+    ordered = [t for _, t, _ in sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))]
+    aabb = next((t.aabb for t in ordered if t.aabb is not None), np.asarray(DEFAULT_AABB))
+    aabb_scale = next((t.aabb_scale for t in ordered if t.aabb_scale is not None), 1.0)
+    bounded = next((t.bounded for t in ordered if t.bounded is not None), aabb_scale <= 1.0)
     return Dataset(
-        root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32),
-        scene_file=_scene_file(root, [t for _, t, _ in ordered]),
+        root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32), scene_file=_scene_file(root, ordered),
+        bounded=bounded, aabb_scale=aabb_scale,
     )
 
 
@@ -289,6 +319,38 @@ def dataset_scene_file(root: str | Path) -> Path | None:
     path = transforms_path(root, "train")
     path = path if path.is_file() else root / "transforms.json"
     return _scene_file(root, [read_transforms(path)]) if path.is_file() else None
+
+
+def load_colmap(
+    model_dir: Path, image_dir: Path, splits: tuple[str, ...] | list[str] = ("train", "val", "test"), downscale: int = 1
+) -> Dataset:
+    """A COLMAP sparse model in ``model_dir`` with its images (named relative to ``image_dir``) as a
+    :class:`Dataset`: images sorted by name, every 8th (0, 8, ...) held out as "val" and "test"; the world
+    turned Z-up, centred and scaled by :func:`raytrace.colmap.normalization` (``world_transform``), unbounded.
+    Every image must share one camera."""
+    model = read_model(model_dir)
+    images_file = (model_files(model_dir) or {})["images"]
+    images = sorted(model.images.values(), key=lambda im: im.name)
+    if not images:
+        raise InputError(images_file, None, "no images in the model")
+    camera_ids = sorted({im.camera_id for im in images})
+    if len(camera_ids) > 1:
+        raise InputError(images_file, "CAMERA_ID", f"the images use {len(camera_ids)} cameras ({camera_ids}); "
+                         "only one shared camera is supported")
+    c2ws = np.stack([im.c2w() for im in images])
+    sim, box = normalization(model.xyz, c2ws)
+    poses = transform_poses(sim, c2ws)
+    frames = [(k, Frame(im.name, poses[k])) for k, im in enumerate(images)]
+    available = {"train": [f for f in frames if f[0] % HOLDOUT_EVERY != 0],
+                 "val": frames[::HOLDOUT_EVERY], "test": frames[::HOLDOUT_EVERY]}
+    if "train" in splits and not available["train"]:
+        raise InputError(images_file, None, f"{len(images)} images leave none for training (every "
+                         f"{HOLDOUT_EVERY}th is held out)")
+    camera = model.cameras[camera_ids[0]]
+    loaded = {name: _load_split(name, image_dir, images_file, camera.intrinsics, available[name], downscale)
+              for name in splits if name in available}
+    return Dataset(root=image_dir, splits=loaded, aabb=torch.tensor(box, dtype=torch.float32), scene_file=None,
+                   bounded=False, world_transform=torch.tensor(sim, dtype=torch.float32))
 
 
 class RaySampler:

@@ -69,22 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--merge", action="store_true",
                        help="after every shard is done: check that every frame exists, then write the JSON files "
                        "(give the same scene, folder and settings flags as the shards)")
+    p.add_argument("--colmap", action="store_true",
+                   help="also write the dataset as a COLMAP text model in OUT/sparse/0/ (points3D from the depth "
+                   "maps; not with --shard: give it to --merge)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def run(argv: Sequence[str] | None = None) -> DatasetSummary:
     """Parse ``argv``, render, print where the dataset is; raises :class:`InputError` on bad input."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.colmap and args.shard is not None:
+        parser.error("--colmap needs the whole dataset: give it to --merge")
     scene = load_scene(args.scene)  # validates before anything is written
     out = args.out if args.out is not None else Path("datasets") / args.scene.stem
     settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp)
     if args.merge:
-        summary = merge_dataset(scene, out, settings)
+        summary = merge_dataset(scene, out, settings, colmap=args.colmap)
         print(f"dataset merged in {summary.out_dir}/ ({settings.width}x{settings.height}): every frame present")
         return summary
     summary = write_dataset(scene, out, settings, device=args.device, workers=args.workers,
-                            progress=not args.quiet, shard=args.shard)
+                            progress=not args.quiet, shard=args.shard, colmap=args.colmap)
     if args.shard is not None:
         i, n = args.shard
         print(f"shard {i}/{n} written to {summary.out_dir}/ ({settings.width}x{settings.height}); once every "

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from raytrace.atomic import write_bytes, write_json
 from raytrace.camera import Intrinsics, look_at, rig_positions
+from raytrace.colmap import write_dataset_model
 from raytrace.dataset_format import SPLITS, Frame, Transforms, transforms_path, write_transforms
 from raytrace.errors import InputError
 from raytrace.render import render_image
@@ -286,7 +287,7 @@ def _write_transforms_files(scene: Scene, settings: DatasetSettings, jobs: list[
     for split in SPLITS:
         t = Transforms(camera_angle_x=intr.camera_angle_x, frames=by_split[split], fl_x=intr.fx, fl_y=intr.fy,
                        cx=intr.cx, cy=intr.cy, w=intr.width, h=intr.height,
-                       aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY)
+                       aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY, bounded=scene.bounded)
         write_transforms(transforms_path(out_dir, split), t)
 
 
@@ -302,9 +303,11 @@ def write_dataset(
     workers: int = 1,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    colmap: bool = False,
 ) -> DatasetSummary:
     """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
-    renders frames in that many spawned processes (one torch thread each).
+    renders frames in that many spawned processes (one torch thread each). ``colmap`` also writes the dataset
+    as a COLMAP text model in ``out_dir/sparse/0/`` (:func:`raytrace.colmap.write_dataset_model`).
 
     ``shard`` ``(i, n)`` renders only frames ``i::n`` of the global frame order and writes no JSON (see
     :func:`merge_dataset`); it never deletes another shard's files, so a folder holding a render with another
@@ -347,14 +350,18 @@ def write_dataset(
 
     if shard is None:
         _write_transforms_files(scene, settings, jobs, out_dir)
+        if colmap:
+            write_dataset_model(out_dir)
     counts = dict(settings.counts) if shard is None else {s: sum(j.split == s for j in mine) for s in SPLITS}
     return DatasetSummary(out_dir, counts, len(todo), len(mine) - len(todo), time.perf_counter() - start)
 
 
-def merge_dataset(scene: Scene, out_dir: str | Path, settings: DatasetSettings) -> DatasetSummary:
+def merge_dataset(
+    scene: Scene, out_dir: str | Path, settings: DatasetSettings, colmap: bool = False
+) -> DatasetSummary:
     """Finish a dataset rendered in shards: check that every frame of ``scene`` with ``settings`` exists in
-    ``out_dir`` (rendered with this scene and these settings), then write the JSON files. Raises
-    :class:`InputError` listing the missing frames."""
+    ``out_dir`` (rendered with this scene and these settings), then write the JSON files (and, with ``colmap``,
+    the COLMAP model). Raises :class:`InputError` listing the missing frames."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     old = _read_manifest(out_dir)
@@ -372,6 +379,8 @@ def merge_dataset(scene: Scene, out_dir: str | Path, settings: DatasetSettings) 
                          "shards (or rerun without --shard, which renders only what is missing)")
     _clear_stale(out_dir)
     _write_transforms_files(scene, settings, jobs, out_dir)
+    if colmap:
+        write_dataset_model(out_dir)
     return DatasetSummary(out_dir, dict(settings.counts), 0, len(jobs), time.perf_counter() - start)
 
 

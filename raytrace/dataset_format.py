@@ -8,8 +8,9 @@ Written by ``raytrace`` and read by ``nerf``. A split file is::
 ignored by other NeRF tools and read by ours when present:
 
 - top level: ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` (instant-ngp's explicit intrinsics),
-  ``aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds), ``scene`` (the scene file
-  copied beside the dataset);
+  ``aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds), ``bounded`` (false when
+  something visible lies outside ``aabb``: a sky, an endless ground), ``scene`` (the scene file copied
+  beside the dataset); instant-ngp's ``aabb_scale`` is read too (see :func:`nerf.data.load_dataset`);
 - per frame: ``depth_path`` (``.npy``, float32 ``(H, W)``, metric distance along the unit ray, 0 where
   nothing was hit) and ``normal_path`` (``.npy``, float32 ``(H, W, 3)``, world-space unit normals, 0
   where nothing was hit).
@@ -34,9 +35,9 @@ from raytrace.errors import InputError
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
 _TOP_KEYS = {
-    "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "aabb", "scene",
+    "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "aabb", "scene", "bounded",
     # Keys other tools write that carry nothing we use; accepted so their datasets load.
-    "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "aabb_scale", "scale", "offset",
+    "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "scale", "offset", "aabb_scale",
     "integer_depth_scale", "enable_depth_loading",
 }
 _FRAME_KEYS = {"file_path", "transform_matrix", "depth_path", "normal_path", "rotation", "sharpness"}
@@ -66,6 +67,8 @@ class Transforms:
     h: int | None = None
     aabb: np.ndarray | None = None  # (2, 3) float64
     scene: str | None = None
+    bounded: bool | None = None
+    aabb_scale: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def intrinsics(self, width: int, height: int) -> Intrinsics:
@@ -81,7 +84,7 @@ class Transforms:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"camera_angle_x": self.camera_angle_x}
-        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "scene"):
+        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "scene", "bounded", "aabb_scale"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -172,6 +175,12 @@ def read_transforms(path: str | Path) -> Transforms:
         t.aabb = _matrix(path, "aabb", data["aabb"], (2, 3))
         if not (t.aabb[0] < t.aabb[1]).all():
             raise InputError(path, "aabb", "min corner must be below max corner on every axis")
+    if "bounded" in data:
+        if not isinstance(data["bounded"], bool):
+            raise InputError(path, "bounded", f"expected true or false, got {data['bounded']!r}")
+        t.bounded = data["bounded"]
+    if "aabb_scale" in data:
+        t.aabb_scale = _number(path, "aabb_scale", data["aabb_scale"], positive=True)
     if "scene" in data:
         if not isinstance(data["scene"], str):
             raise InputError(path, "scene", "expected a file name")

@@ -9,7 +9,8 @@ Shading of a hit (``colour`` of the material at the point is its albedo ``a``):
 - emissive: ``color * strength``.
 
 Paths are traced iteratively over a batch of rays with throughput weights, up to ``max_depth`` bounces;
-rays that leave the scene bring the background colour (nothing when the background is transparent).
+rays that leave the scene bring the environment's radiance (:mod:`raytrace.environment`) when the scene has one,
+else the background colour (nothing when the background is transparent).
 Each supersample's linear colour is clamped to [0, 1] before the samples are averaged (anti-aliased
 edges of over-bright emitters).
 """
@@ -23,6 +24,7 @@ import torch
 
 from raytrace.camera import Intrinsics, camera_rays, image_rays, pixel_grid
 from raytrace.colour import linear_to_srgb
+from raytrace.environment import radiance as environment_radiance
 from raytrace.intersect import Hits, SceneGeometry, scene_geometry
 from raytrace.lights import AreaLight, light_samples
 from raytrace.materials import Material, albedo
@@ -74,7 +76,7 @@ def render_image(
         colour[start : start + CHUNK], covered[start : start + CHUNK] = trace(scene, geo, o, d, gen)
     colour = colour.clamp(0.0, 1.0).view(n_pix, spp, 3)
     covered = covered.view(n_pix, spp)
-    if scene.settings.background is None:
+    if scene.settings.background is None and scene.settings.environment is None:
         hits = covered.sum(1, keepdim=True)
         rgb = colour.sum(1) / hits.clamp_min(1)
         alpha = hits.float() / spp
@@ -124,7 +126,9 @@ def trace(
         hit = hits.obj >= 0
         if bounce == 0:
             covered = hit
-        if background is not None:
+        if settings.environment is not None:
+            out.index_add_(0, sid[~hit], w[~hit] * environment_radiance(settings.environment, d[~hit]))
+        elif background is not None:
             out.index_add_(0, sid[~hit], w[~hit] * background)
         idx = hit.nonzero().squeeze(-1)
         o, d, w, sid = o[idx], d[idx], w[idx], sid[idx]

@@ -3,9 +3,13 @@
 Layout (every table but ``[camera]`` optional; see ``datasets/scenes/*.toml`` for complete examples)::
 
     [render]     background = [r, g, b] | "transparent", ambient = [r, g, b], max_depth, spp, seed,
-                 bounds = [[xmin, ymin, zmin], [xmax, ymax, zmax]]
-    [camera]     layout = "sphere" | "hemisphere", radius, target, fov (degrees, horizontal), width, height,
-                 seed, views = {train = n, val = n, test = n}
+                 bounds = [[xmin, ymin, zmin], [xmax, ymax, zmax]], bounded = true | false
+    [environment] type = "sky" | "image"; sky: zenith, horizon, ground (colours), exponent (0.5),
+                 sun = {direction, color, size (angular radius, degrees)}; image: path (equirectangular,
+                 relative to the scene file), strength (1.0)
+    [camera]     layout = "sphere" | "hemisphere", radius (a number, or [near, far]: each view's distance
+                 drawn uniformly between them), target, fov (degrees, horizontal), width, height, seed,
+                 views = {train = n, val = n, test = n}
     [materials.NAME]  type = "diffuse" | "mirror" | "glass" | "emissive", color, checker = {color1,
                  color2, scale, space = "uv" | "object"}, texture = {path, scale = [su, sv]}, ks, shininess,
                  ior, strength
@@ -17,6 +21,12 @@ Layout (every table but ``[camera]`` optional; see ``datasets/scenes/*.toml`` fo
                  directional: direction; area: corner, edge1, edge2, samples, visible
 
 Colours are linear RGB. Every problem raises :class:`InputError` naming the file, the object and the field.
+
+Unbounded scenes: rays that hit nothing see the ``[environment]`` (see :mod:`raytrace.environment`; it lights
+nothing, only ``ambient`` and the lights do), or else the ``background``. With an environment every pixel is
+opaque (alpha 1): the sky is part of the image, as a photograph's is. ``bounded`` (written to the dataset's JSON)
+says whether everything visible lies inside ``bounds``; it defaults to false when the scene has an environment or
+an infinite plane, else true. ``bounds`` is then the inner box where the detail is (required with a plane).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 import torch
 
 from raytrace.colour import srgb_to_linear
+from raytrace.environment import Environment, EnvironmentImage, Sky
 from raytrace.errors import InputError
 from raytrace.geometry import Box, Plane, Sphere, transform_matrix, transformed_aabb
 from raytrace.lights import LIGHT_TYPES, AreaLight, DirectionalLight, Light, PointLight
@@ -61,7 +72,7 @@ class CameraRig:
     """How the dataset's views are placed (the ``[camera]`` table)."""
 
     layout: str  # "sphere" | "hemisphere" (z >= target z; world is Z-up)
-    radius: float
+    radius: float | tuple[float, float]  # fixed, or (near, far) drawn uniformly per view
     target: Vec3
     fov: float  # horizontal field of view in degrees; camera_angle_x = radians(fov)
     width: int
@@ -79,6 +90,7 @@ class RenderSettings:
     max_depth: int  # reflection / refraction bounces after the camera ray
     spp: int  # supersamples per pixel
     seed: int  # seeds the sub-pixel jitter and the area-light samples
+    environment: Environment | None = None  # what rays that leave the scene see (instead of background)
 
 
 @dataclass(eq=False)
@@ -103,6 +115,7 @@ class Scene:
     materials: dict[str, Material]
     objects: list[SceneObject]
     lights: list[Light]
+    bounded: bool = True  # everything visible lies inside ``bounds``
 
 
 def _finite_number(v: Any) -> bool:
@@ -238,7 +251,9 @@ def load_scene(path: str | Path) -> Scene:
         raise InputError(path, None, f"invalid TOML: {e}") from None
     root = _Table(path, "", data)
     rig = _camera(root.table("camera"))
-    settings, bounds_table = _render(root.table("render", {}))
+    render_table = root.table("render", {})
+    environment = _environment(root.table("environment")) if root.has("environment") else None
+    settings, bounds_table, bounded = _render(render_table, environment)
     materials_table = root.table("materials", {})
     materials = {name: _material(materials_table.table(name), name) for name in list(materials_table.data)}
     materials_table.finish()
@@ -246,7 +261,9 @@ def load_scene(path: str | Path) -> Scene:
     lights = [_light(_Table(path, f"lights[{i}]", x), i) for i, x in enumerate(_array(root, "lights"))]
     root.finish()
     bounds = bounds_table if bounds_table is not None else _computed_bounds(path, objects, lights)
-    return Scene(path, rig, bounds, settings, materials, objects, lights)
+    if bounded is None:
+        bounded = environment is None and not any(isinstance(o.shape, Plane) for o in objects)
+    return Scene(path, rig, bounds, settings, materials, objects, lights, bounded)
 
 
 def _array(root: _Table, key: str) -> list[Any]:
@@ -260,9 +277,17 @@ def _camera(t: _Table) -> CameraRig:
     views_t = t.table("views", {})
     views = {s: views_t.integer(s, d, low=0) for s, d in SPLIT_DEFAULTS.items()}
     views_t.finish()
+    radius: float | tuple[float, float]
+    if isinstance(t.raw("radius"), list):
+        near, far = t.vector("radius", size=2, low=0.0, strict=True)
+        if near > far:
+            raise t.error("radius", f"expected [near, far] with near <= far, got {[near, far]}")
+        radius = (near, far)
+    else:
+        radius = t.number("radius", low=0.0, strict=True)
     rig = CameraRig(
         layout=t.string("layout", "hemisphere", LAYOUTS),
-        radius=t.number("radius", low=0.0, strict=True),
+        radius=radius,
         target=t.vector("target", (0.0, 0.0, 0.0)),
         fov=t.number("fov", low=0.0, strict=True, high=180.0),
         width=t.integer("width", low=1),
@@ -274,7 +299,7 @@ def _camera(t: _Table) -> CameraRig:
     return rig
 
 
-def _render(t: _Table) -> tuple[RenderSettings, np.ndarray | None]:
+def _render(t: _Table, environment: Environment | None) -> tuple[RenderSettings, np.ndarray | None, bool | None]:
     bg = t.raw("background", (0.0, 0.0, 0.0))
     if isinstance(bg, str) and bg != "transparent":
         raise t.error("background", f'expected a colour [r, g, b] or "transparent", got {bg!r}')
@@ -298,9 +323,38 @@ def _render(t: _Table) -> tuple[RenderSettings, np.ndarray | None]:
         max_depth=t.integer("max_depth", 5, low=0),
         spp=t.integer("spp", 4, low=1),
         seed=t.integer("seed", 0),
+        environment=environment,
     )
+    bounded = t.boolean("bounded") if t.has("bounded") else None
     t.finish()
-    return settings, bounds
+    return settings, bounds, bounded
+
+
+def _environment(t: _Table) -> Environment:
+    kind = t.string("type", choices=("sky", "image"))
+    env: Environment
+    if kind == "sky":
+        sun_direction, sun_color, sun_size = None, (0.0, 0.0, 0.0), 1.0
+        if t.has("sun"):
+            sun = t.table("sun")
+            d = np.asarray(sun.vector("direction", nonzero=True))
+            sun_direction = tuple(float(x) for x in d / np.linalg.norm(d))
+            sun_color = sun.colour("color", (10.0, 9.0, 7.0))
+            sun_size = sun.number("size", 1.0, low=0.0, strict=True, high=90.0)
+            sun.finish()
+        env = Sky(
+            zenith=t.colour("zenith"),
+            horizon=t.colour("horizon"),
+            ground=t.colour("ground"),
+            exponent=t.number("exponent", 0.5, low=0.0, strict=True),
+            sun_direction=sun_direction,
+            sun_color=sun_color,
+            sun_size=sun_size,
+        )
+    else:
+        env = EnvironmentImage(_linear_image(t, t.string("path")), t.number("strength", 1.0, low=0.0))
+    t.finish()
+    return env
 
 
 def _material(t: _Table, name: str) -> Material:
@@ -343,7 +397,13 @@ def _texture(t: _Table) -> ImageTexture:
     rel = tex.string("path")
     scale = tex.vector("scale", (1.0, 1.0), size=2, low=0.0, strict=True)
     tex.finish()
-    file = t.file.parent / rel
+    return ImageTexture(tex.file.parent / rel, _linear_image(tex, rel), scale)
+
+
+def _linear_image(tex: _Table, rel: str) -> torch.Tensor:
+    """The image at ``rel`` (relative to the scene file; field ``path`` of ``tex``) as ``(H, W, 3)`` float32
+    linear RGB (8/16-bit images are taken as sRGB, float ones as linear)."""
+    file = tex.file.parent / rel
     if not file.is_file():
         raise tex.error("path", f"image file not found: {file}")
     try:
@@ -358,7 +418,7 @@ def _texture(t: _Table) -> ImageTexture:
         linear = srgb_to_linear(torch.from_numpy(rgb.astype(np.float32) / np.iinfo(rgb.dtype).max))
     else:
         linear = torch.from_numpy(rgb.astype(np.float32))
-    return ImageTexture(file, linear.contiguous(), scale)
+    return linear.contiguous()
 
 
 def _object(t: _Table, index: int, materials: dict[str, Material]) -> SceneObject:
