@@ -145,7 +145,7 @@ def time_embree(scene: Scene, poses: np.ndarray, intr: Intrinsics, spp: int) -> 
     rc.cast_rays(batches[0])  # builds the BVH
     t0 = time.perf_counter()
     for rays in batches:
-        rc.cast_rays(rays)["t_hit"].numpy()
+        rc.cast_rays(rays, nthreads=torch.get_num_threads())["t_hit"].numpy()
     return (time.perf_counter() - t0) / len(batches)
 
 
@@ -244,9 +244,11 @@ def time_mitsuba(
     scene: Scene, poses: np.ndarray, intr: Intrinsics, spp: int, variant: str
 ) -> tuple[float, float, float, str]:
     """Seconds per view with ``direct`` and with ``path``, the mean colour (path) and a note."""
+    import drjit as dr
     import mitsuba as mi
 
     mi.set_variant(variant)
+    dr.set_thread_count(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         d, note = mitsuba_scene(mi, scene, poses, intr, spp, Path(tmp))
         mi_scene = mi.load_dict(d)
@@ -309,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--res", type=int, default=200, help="image width and height")
     p.add_argument("--views", type=int, default=3, help="views measured per scene (100 views extrapolated)")
     p.add_argument("--spp", type=int, default=None, help="samples per pixel (default: each scene's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for ours (torch) and for Mitsuba alike (a like-for-like comparison)")
     p.add_argument("--no-mitsuba", action="store_true", help="skip Mitsuba")
     # llvm_ad_rgb is faster where drjit finds a recent libLLVM; with LLVM 14/15 it aborts the process.
     p.add_argument("--mitsuba-variant", default="scalar_rgb", help="scalar_rgb or llvm_ad_rgb")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md",
                    help="file the figures are appended to")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     rows = []
     for name in args.scenes:
@@ -353,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours / theirs (above 1 = ours slower). Embree raw: open3d `cast_rays` of the same number of camera "
         "rays over the scene as triangles (primary visibility only). Mitsuba "
         f"({args.mitsuba_variant}): same cameras, resolution and spp; `direct` integrator and `path` at our "
-        "bounce depth; all CPU threads. Means: linear RGB, a check that both saw the same scene (Mitsuba's "
-        "from `path`; dropped features in the notes).\n\n" + text + "\n"
+        f"bounce depth; {args.threads} CPU thread(s) for each renderer. Means: linear RGB, a check that both "
+        "saw the same scene (Mitsuba's from `path`; dropped features in the notes).\n\n" + text + "\n"
     )
     with open(args.results, "a", encoding="utf-8") as f:
         f.write(section)
