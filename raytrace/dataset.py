@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 import tomllib
 from collections.abc import Iterator
@@ -30,7 +31,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -45,6 +45,7 @@ from raytrace.scene import CameraRig, Scene, load_scene
 MANIFEST = ".raytrace_manifest.json"
 SCENE_COPY = "scene.toml"
 FORMAT_VERSION = 1
+FRAMES_PER_WORKER = 8
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def render_frame(scene: Scene, job: FrameJob, settings: DatasetSettings, out_dir
     img, depth, normal = job.paths(out_dir)
     write_bytes(depth, _npy_bytes(res.depth.detach().cpu().numpy().astype(np.float32)))
     write_bytes(normal, _npy_bytes(res.normal.detach().cpu().numpy().astype(np.float32)))
+    import imageio.v3 as iio
+
     rgba8 = np.clip(np.rint(res.rgba.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
     write_bytes(img, iio.imwrite("<bytes>", rgba8, extension=".png"))
 
@@ -212,8 +215,8 @@ def render_frame(scene: Scene, job: FrameJob, settings: DatasetSettings, out_dir
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str) -> None:
-    torch.set_num_threads(1)
+def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     _WORKER.update(scene=load_scene(scene_path), settings=settings, out_dir=Path(out_dir), device=device)
 
 
@@ -221,18 +224,36 @@ def _worker_render(job: FrameJob) -> None:
     render_frame(_WORKER["scene"], job, _WORKER["settings"], _WORKER["out_dir"], _WORKER["device"])
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(frames: int, threads: int = 1) -> int:
+    """Worker processes for ``frames`` frames: one per available core (``threads`` cores each), at most one per
+    ``FRAMES_PER_WORKER`` frames (a spawned worker pays a few seconds of imports)."""
+    return max(1, min(available_cores() // threads, frames // FRAMES_PER_WORKER))
+
+
 def _run_jobs(
     scene: Scene, jobs: list[FrameJob], settings: DatasetSettings, out_dir: Path, device: str, workers: int,
+    threads: int,
 ) -> Iterator[FrameJob]:
-    """Render ``jobs``, yielding each when done (in this process for one worker, else in spawned ones)."""
+    """Render ``jobs``, yielding each when done (in this process for one worker, else in spawned ones), each
+    worker with ``threads`` torch threads."""
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            render_frame(scene, job, settings, out_dir, device)
-            yield job
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for job in jobs:
+                render_frame(scene, job, settings, out_dir, device)
+                yield job
+        finally:
+            torch.set_num_threads(before)
         return
     ctx = get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(str(scene.path), settings, str(out_dir), device)) as pool:
+                             initargs=(str(scene.path), settings, str(out_dir), device, threads)) as pool:
         pending = {pool.submit(_worker_render, job): job for job in jobs}
         try:
             while pending:
@@ -299,12 +320,14 @@ def write_dataset(
     out_dir: str | Path,
     settings: DatasetSettings,
     device: str = "cpu",
-    workers: int = 1,
+    workers: int | None = 1,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    threads: int = 1,
 ) -> DatasetSummary:
     """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
-    renders frames in that many spawned processes (one torch thread each).
+    renders frames in that many spawned processes (``None``: :func:`default_workers`), each with ``threads``
+    torch threads.
 
     ``shard`` ``(i, n)`` renders only frames ``i::n`` of the global frame order and writes no JSON (see
     :func:`merge_dataset`); it never deletes another shard's files, so a folder holding a render with another
@@ -340,9 +363,11 @@ def write_dataset(
     for split in SPLITS:
         (out_dir / split).mkdir(exist_ok=True)
 
+    if workers is None:
+        workers = default_workers(len(todo), threads)
     desc = f"raytrace {out_dir.name}" + (f" shard {shard[0]}/{shard[1]}" if shard is not None else "")
     with tqdm(total=len(todo), desc=desc, unit="view", disable=not progress) as bar:
-        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers):
+        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers, threads):
             bar.update(1)
 
     if shard is None:

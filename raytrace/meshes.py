@@ -1,14 +1,18 @@
 """Triangle meshes: loading (files and open3d's procedural shapes) and ray casting with open3d's Embree
-``RaycastingScene`` (CPU; results are moved to the caller's torch device)."""
+``RaycastingScene`` (CPU; results are moved to the caller's torch device). open3d is imported where it is used,
+so that scenes without meshes (and the trainer) load without it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import open3d as o3d
 import torch
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 # open3d's procedural meshes: TriangleMesh.create_<name>; parameters are validated against its signature.
 PROCEDURAL_SHAPES = (
@@ -44,6 +48,8 @@ class MeshData:
 
 def procedural_parameters(shape: str) -> dict[str, type]:
     """Parameter names of ``TriangleMesh.create_<shape>`` and their types (float, int or bool)."""
+    import open3d as o3d
+
     doc = getattr(o3d.geometry.TriangleMesh, f"create_{shape}").__doc__.split("\n")[0]
     params = doc[doc.index("(") + 1 : doc.index(") ->")]
     out: dict[str, type] = {}
@@ -58,6 +64,8 @@ def procedural_parameters(shape: str) -> dict[str, type]:
 
 def procedural_mesh(shape: str, params: dict[str, float | int | bool]) -> o3d.geometry.TriangleMesh:
     """``TriangleMesh.create_<shape>(**params)``, with a UV map where open3d can make one."""
+    import open3d as o3d
+
     create = getattr(o3d.geometry.TriangleMesh, f"create_{shape}")
     if "create_uv_map" in (create.__doc__ or "").split("\n")[0]:
         params = {**params, "create_uv_map": True}
@@ -66,6 +74,8 @@ def procedural_mesh(shape: str, params: dict[str, float | int | bool]) -> o3d.ge
 
 def read_mesh_file(path: Path) -> o3d.geometry.TriangleMesh:
     """A ``.ply`` / ``.obj`` (or any format open3d reads) triangle mesh."""
+    import open3d as o3d
+
     return o3d.io.read_triangle_mesh(str(path))
 
 
@@ -89,6 +99,8 @@ class MeshSet:
 
     def __init__(self, meshes: list[tuple[int, MeshData]]) -> None:
         """``meshes``: at least one ``(object index, mesh)``."""
+        import open3d as o3d
+
         self.scene = o3d.t.geometry.RaycastingScene()
         objects, counts, corner_normals, corner_uvs, face_normals = [], [], [], [], []
         for obj, mesh in meshes:
@@ -117,13 +129,15 @@ class MeshSet:
 
     @staticmethod
     def _rays(o: torch.Tensor, d: torch.Tensor) -> o3d.core.Tensor:
+        import open3d as o3d
+
         rays = torch.cat([o, d], -1).detach().to("cpu", torch.float32).contiguous().numpy()
         return o3d.core.Tensor(rays)
 
     def cast(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         """Closest hits of rays ``(N, 3)``: ``t`` (N,) (inf on a miss), ``obj`` (N,) long (-1 on a miss),
         ``ng`` face normals, ``ns`` interpolated shading normals (N, 3), ``uv`` (N, 2), on ``o``'s device."""
-        r = self.scene.cast_rays(self._rays(o, d))
+        r = self.scene.cast_rays(self._rays(o, d), nthreads=torch.get_num_threads())
         t = torch.from_numpy(r["t_hit"].numpy())
         hit = torch.isfinite(t)
         gid = torch.from_numpy(r["geometry_ids"].numpy().astype(np.int64))
@@ -145,5 +159,6 @@ class MeshSet:
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
         """Whether anything lies on each ray between ``T_MIN`` and ``t_max`` (N,): bool on ``o``'s device."""
         scaled = d * t_max.clamp_max(1e6).unsqueeze(-1)  # test_occlusions takes one tfar: measure in t_max
-        hit = self.scene.test_occlusions(self._rays(o, scaled), tnear=0.0, tfar=1.0)
+        rays = self._rays(o, scaled)
+        hit = self.scene.test_occlusions(rays, tnear=0.0, tfar=1.0, nthreads=torch.get_num_threads())
         return torch.from_numpy(hit.numpy()).to(o.device)
