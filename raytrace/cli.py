@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="raytrace",
         description="Raytrace a scene file into a multi-view dataset: transforms_{train,val,test}.json, "
-        "RGBA PNGs, per-frame depth and normals (.npy) and a copy of the scene. Reruns into the same folder "
-        "keep frames already rendered with the same scene and settings.",
+        "RGBA PNGs, per-frame depth (16-bit z-depth PNGs that instant-ngp and nerfstudio read, exact ray distance "
+        "as .npz), optional normals and a copy of the scene. Reruns into the same folder keep frames already "
+        "rendered with the same scene and settings.",
         formatter_class=_HelpFormatter,
     )
     p.add_argument("scene", type=Path, help="scene file (.toml)")
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", type=_positive, default=None,
                    help="image width in pixels; the height keeps the rig's aspect (default: the rig's)")
     p.add_argument("--spp", type=_positive, default=None, help="samples per pixel (default: the scene's)")
+    p.add_argument("--normals", action="store_true",
+                   help="also write world-space normals per frame (<split>/r_<i>_normal.npz, float16)")
     p.add_argument("--device", default="auto", help="torch device to render on (auto: cuda where torch has it)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="frames rendered in parallel processes (default: one per available CPU core, at most one "
@@ -92,7 +95,8 @@ def run(argv: Sequence[str] | None = None) -> DatasetSummary:
 
     scene = load_scene(args.scene)  # validates before anything is written
     out = args.out if args.out is not None else Path("datasets") / args.scene.stem
-    settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp)
+    settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp,
+                            normals=args.normals)
     if args.merge:
         summary = merge_dataset(scene, out, settings)
         print(f"dataset merged in {summary.out_dir}/ ({settings.width}x{settings.height}): every frame present")
