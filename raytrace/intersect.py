@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import weakref
 from dataclasses import dataclass
@@ -9,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raytrace.geometry import AnalyticPrimitive, Quad
+from raytrace.geometry import AnalyticPrimitive, Box, Quad
 from raytrace.lights import AreaLight
 from raytrace.materials import Material
-from raytrace.meshes import MeshData, MeshSet
+from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
 from raytrace.scene import Scene
 
 OCCLUSION_CHUNK = 1 << 15
@@ -30,10 +31,19 @@ class Hits:
     uv: torch.Tensor  # (N, 2) texture coordinates
 
 
-class SceneGeometry:
-    """All the scene's surfaces (its objects, then one parallelogram per visible area light) on ``device``."""
+def embree_available() -> bool:
+    """Whether open3d (and its Embree ray casting) can be imported."""
+    return importlib.util.find_spec("open3d") is not None
 
-    def __init__(self, scene: Scene, device: torch.device) -> None:
+
+class SceneGeometry:
+    """All the scene's surfaces (its objects, then one parallelogram per visible area light) on ``device``.
+
+    Boxes and parallelograms are flat, so with ``embree`` (default: where open3d is installed) they join the
+    triangle meshes in one Embree scene as exact triangles; spheres and infinite planes stay analytic."""
+
+    def __init__(self, scene: Scene, device: torch.device, embree: bool | None = None) -> None:
+        embree = embree_available() if embree is None else embree
         self.device = device
         self.materials: list[Material] = [scene.materials[o.material] for o in scene.objects]
         matrices = [o.matrix for o in scene.objects]
@@ -42,13 +52,18 @@ class SceneGeometry:
         for i, obj in enumerate(scene.objects):
             if isinstance(obj.shape, MeshData):
                 meshes.append((i, obj.shape))
+            elif embree and isinstance(obj.shape, Box):
+                meshes.append((i, box_mesh(obj.shape, obj.matrix)))
             else:
                 self.analytic.append((i, AnalyticPrimitive(obj.shape, obj.matrix, device)))
         for light in scene.lights:
             if isinstance(light, AreaLight) and light.visible:
                 emitter = Material(f"light {light.name}", "emissive", color=light.radiance)
                 quad = Quad(light.corner, light.edge1, light.edge2)
-                self.analytic.append((len(self.materials), AnalyticPrimitive(quad, np.eye(4), device)))
+                if embree:
+                    meshes.append((len(self.materials), quad_mesh(quad)))
+                else:
+                    self.analytic.append((len(self.materials), AnalyticPrimitive(quad, np.eye(4), device)))
                 self.materials.append(emitter)
                 matrices.append(np.eye(4))
         self.meshes = MeshSet(meshes) if meshes else None

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from raytrace.geometry import Box, Quad
+
 if TYPE_CHECKING:
     import open3d as o3d
 
@@ -44,6 +46,44 @@ class MeshData:
     def aabb(self) -> np.ndarray:
         """World bounding box ``(2, 3)``."""
         return np.stack([self.vertices.min(0), self.vertices.max(0)])
+
+
+_UNIT_SQUARE = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+
+
+def _quads_mesh(corners: np.ndarray, uvs: np.ndarray) -> MeshData:
+    """Flat mesh of quads ``corners`` ``(Q, 4, 3)`` (counter-clockwise seen from their front) with corner
+    texture coordinates ``uvs`` ``(Q, 4, 2)``: two triangles each, normals facing the front."""
+    q = len(corners)
+    idx = np.arange(4 * q).reshape(q, 4)
+    tris = np.concatenate([idx[:, [0, 1, 2]], idx[:, [0, 2, 3]]], axis=1).reshape(-1, 3)
+    tri_uvs = np.concatenate([uvs[:, [0, 1, 2]], uvs[:, [0, 2, 3]]], axis=1).reshape(-1, 3, 2)
+    return MeshData(corners.reshape(-1, 3), tris.astype(np.int64), None, tri_uvs)
+
+
+def box_mesh(box: Box, matrix: np.ndarray) -> MeshData:
+    """The box's six faces as 12 world-space triangles with outward normals and the analytic box's texture
+    coordinates (face of axis ``a``: ``u``, ``v`` the relative positions along axes ``a + 1``, ``a + 2``), which
+    are linear on each face, so that barycentric interpolation reproduces them exactly."""
+    lo, hi = np.asarray(box.lo, dtype=np.float64), np.asarray(box.hi, dtype=np.float64)
+    corners, uvs = [], []
+    for a in range(3):
+        i, j = (a + 1) % 3, (a + 2) % 3
+        for side, uv in ((hi, _UNIT_SQUARE), (lo, _UNIT_SQUARE[::-1])):  # e_i x e_j = +e_a: reversed on lo
+            p = np.empty((4, 3))
+            p[:, a] = side[a]
+            p[:, i] = lo[i] + uv[:, 0] * (hi[i] - lo[i])
+            p[:, j] = lo[j] + uv[:, 1] * (hi[j] - lo[j])
+            corners.append(p)
+            uvs.append(uv)
+    local = np.stack(corners)  # scene transforms have positive scales: they keep the winding
+    return _quads_mesh(local @ matrix[:3, :3].T + matrix[:3, 3], np.stack(uvs))
+
+
+def quad_mesh(quad: Quad) -> MeshData:
+    """The parallelogram as two triangles, normal ``edge1 x edge2``, texture coordinates ``(a, b)``."""
+    c, e1, e2 = (np.asarray(v, dtype=np.float64) for v in (quad.corner, quad.edge1, quad.edge2))
+    return _quads_mesh(np.stack([c, c + e1, c + e1 + e2, c + e2])[None], _UNIT_SQUARE[None])
 
 
 def procedural_parameters(shape: str) -> dict[str, type]:
