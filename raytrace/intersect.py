@@ -14,6 +14,7 @@ from raytrace.geometry import AnalyticPrimitive, Box, Quad
 from raytrace.lights import AreaLight
 from raytrace.materials import Material
 from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
+from raytrace.optics import dot
 from raytrace.scene import Scene
 
 OCCLUSION_CHUNK = 1 << 15
@@ -97,7 +98,7 @@ class SceneGeometry:
             if sel.numel():
                 normal, tex = prim.surface(o[sel] + t[sel].unsqueeze(-1) * d[sel])
                 ng[sel], ns[sel], uv[sel] = normal, normal, tex
-        ns = torch.where(((ns * ng).sum(-1, keepdim=True) < 0), -ns, ns)
+        ns = torch.where((dot(ns, ng) < 0).unsqueeze(-1), -ns, ns)
         return Hits(t, obj, ng, ns, uv)
 
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:

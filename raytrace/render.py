@@ -26,7 +26,7 @@ from raytrace.colour import linear_to_srgb
 from raytrace.intersect import Hits, SceneGeometry, scene_geometry
 from raytrace.lights import AreaLight, light_samples
 from raytrace.materials import MATERIAL_TYPES, Material, albedo
-from raytrace.optics import reflect, refract, schlick
+from raytrace.optics import dot, reflect, refract, schlick
 from raytrace.scene import Scene
 
 CHUNK = 1 << 16  # camera rays traced together
@@ -102,7 +102,7 @@ def _depth_normal(geo: SceneGeometry, c2w: torch.Tensor, intr: Intrinsics) -> tu
 
 def _facing(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """``n`` (N, 3) flipped where needed to face against the ray directions ``d``."""
-    return torch.where((n * d).sum(-1, keepdim=True) > 0, -n, n)
+    return n * (1.0 - 2.0 * (dot(n, d) > 0).unsqueeze(-1).to(n.dtype))
 
 
 @dataclass
@@ -212,15 +212,15 @@ def _secondary(
     objects ``obj`` (M,)."""
     tint = table.color[obj]
     glass = table.kind[obj] == _GLASS
-    entering = (d * ng).sum(-1) < 0
+    entering = dot(d, ng) < 0
     sign = torch.where(entering, 1.0, -1.0).unsqueeze(-1)
     ng_f, ns_f = ng * sign, ns * sign
     # Mirrors: the geometric normal where the shading normal turns away from the ray.
-    ns_f = torch.where(~glass.unsqueeze(-1) & ((d * ns_f).sum(-1, keepdim=True) > 0), ng_f, ns_f)
+    ns_f = torch.where(~glass.unsqueeze(-1) & (dot(d, ns_f) > 0).unsqueeze(-1), ng_f, ns_f)
     ior = table.ior[obj]
     n1 = torch.where(entering, 1.0, ior)
     n2 = torch.where(entering, ior, 1.0)
-    cos_i = (-(d * ns_f).sum(-1)).clamp(0.0, 1.0)
+    cos_i = (-dot(d, ns_f)).clamp(0.0, 1.0)
     fresnel = torch.where(glass, schlick(cos_i, n1, n2), 1.0).unsqueeze(-1)
     reflected = w * torch.where(glass.unsqueeze(-1), fresnel, tint)
     parts = [(p + geo.eps * ng_f, reflect(d, ns_f), reflected, sid)]
@@ -250,7 +250,7 @@ def _direct(
     albedo ``a``."""
     ng_f = _facing(ng, d)
     n = _facing(ns, d)
-    n = torch.where((n * ng_f).sum(-1, keepdim=True) < 0, ng_f, n)
+    n = torch.where((dot(n, ng_f) < 0).unsqueeze(-1), ng_f, n)
     origin = p + geo.eps * ng_f
     ks, shininess = table.ks[obj], table.shininess[obj]
     spec = ks * (shininess + 8.0) / (8.0 * math.pi)
@@ -261,8 +261,8 @@ def _direct(
         if isinstance(light, AreaLight):
             rand = torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
         to_light, dist, e = light_samples(light, p, rand)  # (M, S, 3), (M, S), (M, S, 3)
-        cos = (to_light * n.unsqueeze(1)).sum(-1)
-        lit = (cos > 0) & ((to_light * ng_f.unsqueeze(1)).sum(-1) > 0)
+        cos = dot(to_light, n.unsqueeze(1))
+        lit = (cos > 0) & (dot(to_light, ng_f.unsqueeze(1)) > 0)
         m_idx, s_idx = lit.nonzero(as_tuple=True)
         if m_idx.numel() == 0:
             continue
@@ -271,8 +271,8 @@ def _direct(
         brdf = a[m_idx] / math.pi
         if glossy:
             h = ray_d - d[m_idx]
-            h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            lobe = (h * n[m_idx]).sum(-1).clamp_min(0.0) ** shininess[m_idx]
+            h = h / dot(h, h).sqrt().clamp_min(1e-12).unsqueeze(-1)
+            lobe = dot(h, n[m_idx]).clamp_min(0.0) ** shininess[m_idx]
             brdf = brdf + (spec[m_idx] * lobe).unsqueeze(-1)
         contrib = brdf * e[m_idx, s_idx] * (cos[m_idx, s_idx] * ~blocked).unsqueeze(-1)
         total.index_add_(0, m_idx, contrib)
