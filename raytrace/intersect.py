@@ -14,7 +14,6 @@ from raytrace.geometry import AnalyticPrimitive, Box, Quad
 from raytrace.lights import AreaLight
 from raytrace.materials import Material
 from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
-from raytrace.optics import dot
 from raytrace.scene import Scene
 
 OCCLUSION_CHUNK = 1 << 15
@@ -87,7 +86,10 @@ class SceneGeometry:
             closer = ti < t
             t, obj = torch.where(closer, ti, t), torch.where(closer, i, obj)
         ng, ns, uv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros((n, 2), device=o.device)
-        if self.meshes is not None:
+        if self.meshes is not None and not self.analytic:
+            m = self.meshes.cast(o, d)
+            t, obj, ng, ns, uv = m["t"], m["obj"], m["ng"], m["ns"], m["uv"]
+        elif self.meshes is not None:
             m = self.meshes.cast(o, d)
             closer = m["t"] < t
             t, obj = torch.where(closer, m["t"], t), torch.where(closer, m["obj"], obj)
@@ -98,7 +100,6 @@ class SceneGeometry:
             if sel.numel():
                 normal, tex = prim.surface(o[sel] + t[sel].unsqueeze(-1) * d[sel])
                 ng[sel], ns[sel], uv[sel] = normal, normal, tex
-        ns = torch.where((dot(ns, ng) < 0).unsqueeze(-1), -ns, ns)
         return Hits(t, obj, ng, ns, uv)
 
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:

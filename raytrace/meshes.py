@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from raytrace.geometry import Box, Quad
+from raytrace.optics import dot
 
 if TYPE_CHECKING:
     import open3d as o3d
@@ -176,23 +177,32 @@ class MeshSet:
 
     def cast(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         """Closest hits of rays ``(N, 3)``: ``t`` (N,) (inf on a miss), ``obj`` (N,) long (-1 on a miss),
-        ``ng`` face normals, ``ns`` interpolated shading normals (N, 3), ``uv`` (N, 2), on ``o``'s device."""
+        ``ng`` face normals, ``ns`` interpolated shading normals on ``ng``'s side (N, 3), ``uv`` (N, 2) (0 on a
+        miss), on ``o``'s device."""
         r = self.scene.cast_rays(self._rays(o, d), nthreads=torch.get_num_threads())
         t = torch.from_numpy(r["t_hit"].numpy())
-        hit = torch.isfinite(t)
-        gid = torch.from_numpy(r["geometry_ids"].numpy().astype(np.int64))
-        gid = torch.where(hit, gid, torch.zeros_like(gid))
-        tri = self.tri_offset[gid] + torch.from_numpy(r["primitive_ids"].numpy().astype(np.int64)) * hit
-        bary_uv = torch.from_numpy(r["primitive_uvs"].numpy())
-        w = torch.stack([1.0 - bary_uv.sum(-1), bary_uv[:, 0], bary_uv[:, 1]], -1).unsqueeze(-1)  # (N, 3, 1)
-        ns = (self.corner_normals[tri] * w).sum(1)
-        ns = ns / ns.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        idx = torch.isfinite(t).nonzero().squeeze(-1)
+        gid = torch.from_numpy(r["geometry_ids"].numpy())[idx].long()
+        tri = self.tri_offset[gid] + torch.from_numpy(r["primitive_ids"].numpy())[idx].long()
+        bary = torch.from_numpy(r["primitive_uvs"].numpy())[idx]
+        w1, w2 = bary[:, :1], bary[:, 1:]
+        w0 = 1.0 - (w1 + w2)
+
+        def interpolate(corners: torch.Tensor) -> torch.Tensor:
+            c = corners[tri]
+            return c[:, 0] * w0 + c[:, 1] * w1 + c[:, 2] * w2
+
+        ng = self.face_normals[tri]
+        ns = interpolate(self.corner_normals)
+        ns = ns / dot(ns, ns).sqrt().clamp_min(1e-12).unsqueeze(-1)
+        ns = torch.where((dot(ns, ng) < 0).unsqueeze(-1), -ns, ns)
+        n = t.shape[0]
         out = {
             "t": t,
-            "obj": torch.where(hit, self.objects[gid], torch.full_like(gid, -1)),
-            "ng": self.face_normals[tri],
-            "ns": ns,
-            "uv": (self.corner_uvs[tri] * w).sum(1),
+            "obj": torch.full((n,), -1, dtype=torch.long).index_put_((idx,), self.objects[gid]),
+            "ng": torch.zeros(n, 3).index_put_((idx,), ng),
+            "ns": torch.zeros(n, 3).index_put_((idx,), ns),
+            "uv": torch.zeros(n, 2).index_put_((idx,), interpolate(self.corner_uvs)),
         }
         return {k: v.to(o.device) for k, v in out.items()}
 
