@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from raytrace.camera import Intrinsics, camera_rays, image_rays
+from raytrace.camera import Intrinsics, camera_rays, image_rays, z_per_distance
 from raytrace.colmap import find_model, model_files, normalization, read_model, transform_poses
 from raytrace.dataset_format import Frame, Transforms, read_transforms, resolve_image, transforms_path
 from raytrace.errors import InputError
@@ -150,27 +151,68 @@ def _read_image(root: Path, frame: Frame, json_path: Path, where: str) -> tuple[
     return image_path, _to_rgba(np.asarray(img), image_path)
 
 
-def _read_depth(
-    root: Path, frame: Frame, json_path: Path, where: str, shape: tuple[int, int]
-) -> torch.Tensor:
-    assert frame.depth_path is not None
-    depth_path = root / frame.depth_path
-    field_name = f"{where}.depth_path"
-    if depth_path.suffix.lower() != ".npy":
-        raise InputError(json_path, field_name, f"expected a .npy depth file, got {frame.depth_path}")
+def _depth_array(path: Path, json_path: Path, field_name: str, key: str | None) -> np.ndarray:
+    """The array in a ``.npy`` file, array ``key`` of an ``.npz`` file, or the pixels of an image."""
     try:
-        depth = np.load(depth_path, allow_pickle=False)
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                return npz[key]
+        return np.asarray(iio.imread(path))
     except FileNotFoundError:
-        raise InputError(json_path, field_name, f"depth file not found: {depth_path}") from None
-    except (OSError, ValueError) as e:
-        raise InputError(json_path, field_name, f"cannot read depth file {depth_path}: {e}") from None
+        raise InputError(json_path, field_name, f"depth file not found: {path}") from None
+    except KeyError:
+        raise InputError(json_path, field_name, f"{path} holds no array {key!r}") from None
+    except Exception as e:  # numpy and imageio raise many types for unreadable files
+        raise InputError(json_path, field_name, f"cannot read depth file {path}: {e}") from None
+
+
+def frame_has_depth(frame: Frame) -> bool:
+    """Whether a frame names a depth map in any form :func:`_read_depth` reads."""
+    return any(p is not None for p in (frame.distance_path, frame.depth_path, frame.depth_file_path))
+
+
+class DepthScales(NamedTuple):
+    """Metres per unit of a dataset's z-depth images: instant-ngp's and nerfstudio's keys (``None``: absent)."""
+
+    integer_depth_scale: float | None
+    depth_unit_scale_factor: float | None
+
+
+NO_DEPTH_SCALES = DepthScales(None, None)
+
+
+def _read_depth(
+    root: Path, frame: Frame, json_path: Path, where: str, intr: Intrinsics, depth_scales: DepthScales
+) -> torch.Tensor:
+    """Metric distance along each pixel-centre ray ``(H, W)`` float32 (0 = no hit), from the first of: our
+    ``distance_path`` (``.npz``), a format-1 ``depth_path`` ``.npy`` (ray distance), or a z-depth image under
+    ``depth_path`` (instant-ngp, scaled by ``integer_depth_scale``) or ``depth_file_path`` (nerfstudio, scaled
+    by ``depth_unit_scale_factor``, 1e-3 when absent as in nerfstudio); ``intr`` is the full-size camera."""
+    shape = (intr.height, intr.width)
+    if frame.distance_path is not None:
+        key, rel, z_scale = "distance_path", frame.distance_path, None
+    elif frame.depth_path is not None and frame.depth_path.lower().endswith(".npy"):
+        key, rel, z_scale = "depth_path", frame.depth_path, None
+    elif frame.depth_path is not None:
+        if depth_scales.integer_depth_scale is None:
+            raise InputError(json_path, "integer_depth_scale", f"missing: needed to read the depth image of {where}")
+        key, rel, z_scale = "depth_path", frame.depth_path, depth_scales.integer_depth_scale
+    else:
+        assert frame.depth_file_path is not None
+        scale = depth_scales.depth_unit_scale_factor
+        key, rel, z_scale = "depth_file_path", frame.depth_file_path, 1e-3 if scale is None else scale
+    field_name = f"{where}.{key}"
+    depth = _depth_array(root / rel, json_path, field_name, "distance")
     if depth.shape != shape:
-        raise InputError(
-            json_path,
-            field_name,
-            f"depth {depth_path} has shape {depth.shape}, its image has (H, W) = {shape}",
-        )
-    return torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+        raise InputError(json_path, field_name, f"depth {root / rel} has shape {depth.shape}, its image has (H, W) = "
+                         f"{shape}")
+    if z_scale is None:
+        return torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+    z = torch.from_numpy(depth.astype(np.float64)) * z_scale
+    factor = z_per_distance(intr).double()
+    return (z / factor).float()
 
 
 def _load_split(
@@ -180,12 +222,13 @@ def _load_split(
     intrinsics_for: Callable[[int, int], Intrinsics],
     frames: list[tuple[int, Frame]],
     downscale: int,
+    depth_scales: DepthScales = NO_DEPTH_SCALES,
 ) -> Split:
     """Read the images (and depth maps) of ``frames`` (index in the JSON, frame) into one :class:`Split`;
     ``intrinsics_for(width, height)`` gives the camera of the full-size images."""
     if not frames:
         raise InputError(json_path, "frames", f"no frames for split {name!r}")
-    with_depth = [fr.depth_path is not None for _, fr in frames]
+    with_depth = [frame_has_depth(fr) for _, fr in frames]
     if any(with_depth) and not all(with_depth):
         i = frames[with_depth.index(False)][0]
         raise InputError(
@@ -212,8 +255,8 @@ def _load_split(
                 f"{full_size[1]}x{full_size[0]}",
             )
         images.append(downscale_rgba(img, downscale) if downscale > 1 else img)
-        if frame.depth_path is not None:
-            depth = _read_depth(root, frame, json_path, where, size)
+        if frame_has_depth(frame):
+            depth = _read_depth(root, frame, json_path, where, intrinsics_for(size[1], size[0]), depth_scales)
             depths.append(downscale_depth(depth, downscale) if downscale > 1 else depth)
         paths.append(str(image_path))
     assert full_size is not None
@@ -293,7 +336,8 @@ def load_dataset(
             t = read_transforms(path)
             sources[name] = (path, t, list(enumerate(t.frames)))
     loaded = {
-        name: _load_split(name, root, path, t.intrinsics, frames, downscale)
+        name: _load_split(name, root, path, t.intrinsics, frames, downscale,
+                          DepthScales(t.integer_depth_scale, t.depth_unit_scale_factor))
         for name, (path, t, frames) in sources.items()
     }
     ordered = [t for _, t, _ in sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))]

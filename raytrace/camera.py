@@ -7,8 +7,10 @@ Conventions (shared by the raytracer, the trainer and the viewer):
 - The world is Z-up, as in Blender and the NeRF-synthetic datasets.
 - Pixel (i, j) is column i, row j (row 0 at the top); its centre is at (i + 0.5, j + 0.5).
 - Focal length in pixels: ``0.5 * W / tan(0.5 * camera_angle_x)``.
-- Ray directions are unit vectors, so a ray parameter ``t`` is the metric distance along the ray; the
-  datasets' depth maps store that distance.
+- Ray directions are unit vectors, so a ray parameter ``t`` is the metric distance along the ray (our
+  datasets' exact depth, ``distance_path``). The depth other NeRF tools read (instant-ngp, nerfstudio) is the
+  z-depth, the distance along the camera's viewing axis: ``z = t * cos(angle to the axis)``, equal at the
+  image centre and smaller towards the corners; :func:`z_per_distance` gives that factor per pixel.
 - Lens distortion (COLMAP's / OpenCV's model, coefficients ``(k1, k2, p1, p2)``) acts on normalised image
   coordinates ``((x - cx) / fx, (y - cy) / fy)`` with +y down, as in OpenCV; rays undistort the pixel
   positions (the images are never resampled).
@@ -155,6 +157,14 @@ def c2w_to_colmap(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def image_rays(c2w: torch.Tensor, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through every pixel centre of one camera, row-major: origins and directions ``(H*W, 3)``."""
     return camera_rays(c2w, intr, pixel_grid(intr, c2w.device))
+
+
+def z_per_distance(intr: Intrinsics, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(H, W)`` float32: z-depth (along the viewing axis) per unit of distance along each pixel-centre ray,
+    ``1 / |((x - cx) / fx, (y - cy) / fy, 1)|``; ``z = factor * t`` and ``t = z / factor``."""
+    xy = pixel_grid(intr, device).double()
+    x, y = (xy[:, 0] - intr.cx) / intr.fx, (xy[:, 1] - intr.cy) / intr.fy
+    return torch.rsqrt(1.0 + x * x + y * y).float().view(intr.height, intr.width)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:

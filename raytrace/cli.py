@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from raytrace.dataset import DatasetSummary, default_device, merge_dataset, parse_shard, settings_for, write_dataset
 from raytrace.errors import InputError
-from raytrace.scene import load_scene
+
+if TYPE_CHECKING:
+    from raytrace.dataset import DatasetSummary
+
+# Idle OpenMP threads sleep instead of spinning (set before torch loads; spawned workers inherit it), so that
+# renders share a busy machine gracefully.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _positive(text: str) -> int:
@@ -27,6 +34,8 @@ def _count(text: str) -> int:
 
 
 def _shard(text: str) -> tuple[int, int]:
+    from raytrace.dataset import parse_shard
+
     try:
         return parse_shard(text)
     except ValueError as e:
@@ -44,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="raytrace",
         description="Raytrace a scene file into a multi-view dataset: transforms_{train,val,test}.json, "
-        "RGBA PNGs, per-frame depth and normals (.npy) and a copy of the scene. Reruns into the same folder "
-        "keep frames already rendered with the same scene and settings.",
+        "RGBA PNGs, per-frame depth (16-bit z-depth PNGs that instant-ngp and nerfstudio read, exact ray distance "
+        "as .npz), optional normals and a copy of the scene. Reruns into the same folder keep frames already "
+        "rendered with the same scene and settings.",
         formatter_class=_HelpFormatter,
     )
     p.add_argument("scene", type=Path, help="scene file (.toml)")
@@ -59,9 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", type=_positive, default=None,
                    help="image width in pixels; the height keeps the rig's aspect (default: the rig's)")
     p.add_argument("--spp", type=_positive, default=None, help="samples per pixel (default: the scene's)")
-    p.add_argument("--device", default=default_device(), help="torch device to render on")
-    p.add_argument("--workers", type=_positive, default=1,
-                   help="frames rendered in parallel processes (one torch thread each)")
+    p.add_argument("--normals", action="store_true",
+                   help="also write world-space normals per frame (<split>/r_<i>_normal.npz, float16)")
+    p.add_argument("--device", default="auto", help="torch device to render on (auto: cuda where torch has it)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="frames rendered in parallel processes (default: one per available CPU core, at most one "
+                   "per 8 frames to render; 1 renders in this process)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch / Embree threads per worker")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                        help="render only frames I, I+N, I+2N, ... (0 <= I < N) of the dataset, and no JSON, so that "
@@ -82,14 +96,19 @@ def run(argv: Sequence[str] | None = None) -> DatasetSummary:
     args = parser.parse_args(argv)
     if args.colmap and args.shard is not None:
         parser.error("--colmap needs the whole dataset: give it to --merge")
+    from raytrace.dataset import default_device, merge_dataset, settings_for, write_dataset
+    from raytrace.scene import load_scene
+
     scene = load_scene(args.scene)  # validates before anything is written
     out = args.out if args.out is not None else Path("datasets") / args.scene.stem
-    settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp)
+    settings = settings_for(scene, views=args.views, val=args.val, test=args.test, res=args.res, spp=args.spp,
+                            normals=args.normals)
     if args.merge:
         summary = merge_dataset(scene, out, settings, colmap=args.colmap)
         print(f"dataset merged in {summary.out_dir}/ ({settings.width}x{settings.height}): every frame present")
         return summary
-    summary = write_dataset(scene, out, settings, device=args.device, workers=args.workers,
+    device = default_device() if args.device == "auto" else args.device
+    summary = write_dataset(scene, out, settings, device=device, workers=args.workers, threads=args.threads,
                             progress=not args.quiet, shard=args.shard, colmap=args.colmap)
     if args.shard is not None:
         i, n = args.shard

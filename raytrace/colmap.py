@@ -23,7 +23,7 @@ from scipy.spatial.transform import Rotation
 
 from raytrace.atomic import write_bytes
 from raytrace.camera import Distortion, Intrinsics, c2w_to_colmap, colmap_to_c2w, image_rays
-from raytrace.dataset_format import SPLITS, read_transforms, resolve_image, transforms_path
+from raytrace.dataset_format import SPLITS, Frame, read_transforms, resolve_image, transforms_path
 from raytrace.errors import InputError
 
 MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "RADIAL": 3, "OPENCV": 4}
@@ -481,8 +481,8 @@ def dataset_model(out_dir: str | Path, max_points: int = MAX_POINTS) -> ColmapMo
         qvec, tvec = c2w_to_colmap(fr.transform_matrix)
         name = image_path.relative_to(out_dir.resolve()).as_posix()
         xys, pids = np.zeros((0, 2)), np.zeros(0, np.int64)
-        if fr.depth_path is not None and (out_dir / fr.depth_path).is_file():
-            depth = np.load(out_dir / fr.depth_path).reshape(-1)
+        depth = _frame_distance(out_dir, fr)
+        if depth is not None:
             hit = np.flatnonzero(depth > 0)
             pick = hit[:: max(1, len(hit) // per_frame)][:per_frame]
             o, d = image_rays(torch.tensor(fr.transform_matrix, dtype=torch.float64), intr)
@@ -498,6 +498,17 @@ def dataset_model(out_dir: str | Path, max_points: int = MAX_POINTS) -> ColmapMo
     return ColmapModel(cameras, images, np.asarray(ids, dtype=np.int64),
                        np.concatenate(xyz) if xyz else np.zeros((0, 3)),
                        np.concatenate(rgb) if rgb else np.zeros((0, 3), np.uint8), np.zeros(len(ids)), tracks)
+
+
+def _frame_distance(root: Path, frame: Frame) -> np.ndarray | None:
+    """The exact ray distance ``(H * W,)`` of ``frame``: its ``distance_path`` (``.npz``) or a format-1
+    ``depth_path`` (``.npy``); None when it has neither on disk."""
+    if frame.distance_path is not None and (root / frame.distance_path).is_file():
+        with np.load(root / frame.distance_path, allow_pickle=False) as npz:
+            return npz["distance"].reshape(-1)
+    if frame.depth_path is not None and frame.depth_path.endswith(".npy") and (root / frame.depth_path).is_file():
+        return np.load(root / frame.depth_path, allow_pickle=False).reshape(-1)
+    return None
 
 
 def write_dataset_model(out_dir: str | Path) -> Path:

@@ -1,13 +1,14 @@
 """Writing a raytraced multi-view dataset in the NeRF-synthetic layout (see :mod:`raytrace.dataset_format`).
 
 Layout under ``out_dir``: ``transforms_{train,val,test}.json``, per frame ``<split>/r_<i>.png`` (8-bit RGBA),
-``<split>/r_<i>_depth.npy`` (float32 ``(H, W)``) and ``<split>/r_<i>_normal.npy`` (float32 ``(H, W, 3)``),
+``<split>/r_<i>_depth.png`` (16-bit z-depth, for instant-ngp and nerfstudio), ``<split>/r_<i>_distance.npz``
+(float32 ray distance) and, with ``normals``, ``<split>/r_<i>_normal.npz`` (float16 ``(H, W, 3)``),
 ``scene.toml`` (a copy of the scene, with the files it references copied beside it) and
 ``.raytrace_manifest.json`` (a hash of the scene and the render settings).
 
 Every file is written atomically. The JSON files are written last, after every frame of every split exists,
 and removed at the start of a run, so an interrupted run never leaves a dataset that looks complete. A rerun
-with the same manifest skips frames whose three files exist; a different manifest re-renders everything.
+with the same manifest skips frames whose files all exist; a different manifest re-renders everything.
 
 Several machines (or a job array) can render one dataset into a shared folder: shard ``i`` of ``n`` renders
 frames ``i, i + n, i + 2n, ...`` of the global order (train, val, test; by index) and writes no JSON;
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 import tomllib
 from collections.abc import Iterator
@@ -30,13 +32,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from raytrace.atomic import write_bytes, write_json
-from raytrace.camera import Intrinsics, look_at, rig_positions
+from raytrace.camera import Intrinsics, look_at, rig_positions, z_per_distance
 from raytrace.colmap import write_dataset_model
 from raytrace.dataset_format import SPLITS, Frame, Transforms, transforms_path, write_transforms
 from raytrace.errors import InputError
@@ -45,7 +46,9 @@ from raytrace.scene import CameraRig, Scene, load_scene
 
 MANIFEST = ".raytrace_manifest.json"
 SCENE_COPY = "scene.toml"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: float32 .npy depth (ray distance) and normals
+DEPTH_UNIT = 1e-3  # metres per unit of the 16-bit depth PNGs (nerfstudio's default) unless the scene needs more
+FRAMES_PER_WORKER = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class DatasetSettings:
     fov_deg: float  # horizontal
     spp: int  # samples per pixel
     counts: dict[str, int]  # views per split
+    normals: bool = False  # also write world-space normals
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -88,10 +92,24 @@ class FrameJob:
     index: int
     c2w: np.ndarray  # (4, 4) float64
 
-    def paths(self, out_dir: Path) -> tuple[Path, Path, Path]:
-        """Image, depth and normal files."""
+    def paths(self, out_dir: Path, normals: bool) -> FramePaths:
+        """The frame's files (``normal`` None without ``normals``)."""
         base = out_dir / self.split / f"r_{self.index}"
-        return base.with_suffix(".png"), Path(f"{base}_depth.npy"), Path(f"{base}_normal.npy")
+        normal = Path(f"{base}_normal.npz") if normals else None
+        return FramePaths(base.with_suffix(".png"), Path(f"{base}_depth.png"), Path(f"{base}_distance.npz"), normal)
+
+
+@dataclass(frozen=True)
+class FramePaths:
+    """Where one frame's files go."""
+
+    image: Path
+    depth: Path  # 16-bit z-depth PNG
+    distance: Path
+    normal: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.image, self.depth, self.distance, self.normal) if p is not None]
 
 
 def rig_poses(rig: CameraRig, counts: dict[str, int]) -> dict[str, np.ndarray]:
@@ -117,6 +135,7 @@ def settings_for(
     test: int | None = None,
     res: int | None = None,
     spp: int | None = None,
+    normals: bool = False,
 ) -> DatasetSettings:
     """The scene rig's settings with command-line overrides.
 
@@ -140,7 +159,7 @@ def settings_for(
     if res is not None:
         width, height = res, max(1, round(res * rig.height / rig.width))
     spp = spp if spp is not None else scene.settings.spp
-    return DatasetSettings(width, height, float(rig.fov), spp, counts)
+    return DatasetSettings(width, height, float(rig.fov), spp, counts, normals)
 
 
 def scene_files(scene_path: Path) -> list[str]:
@@ -192,29 +211,51 @@ def _frame_jobs(scene: Scene, settings: DatasetSettings) -> list[FrameJob]:
     return jobs
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, a)
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
+
+
+def depth_unit(scene: Scene) -> float:
+    """Metres per unit of the 16-bit depth PNGs: ``DEPTH_UNIT``, or coarser where the farthest corner of the
+    scene's bounds seen from the farthest camera lies beyond 65535 of them."""
+    rig, bounds = scene.rig, np.asarray(scene.bounds, dtype=np.float64)
+    far = max(np.atleast_1d(rig.radius)) + float(np.linalg.norm(bounds - np.asarray(rig.target), axis=1).max())
+    return max(DEPTH_UNIT, far / 65535.0)
+
+
+def z_depth_png(distance: torch.Tensor, intr: Intrinsics, unit: float) -> bytes:
+    """A 16-bit PNG of the z-depth of ``distance`` ``(H, W)`` (along the ray) in ``unit`` metres; 0 where nothing
+    was hit or the depth exceeds the PNG's range."""
+    import imageio.v3 as iio
+
+    z = (distance.double() * z_per_distance(intr, distance.device).double() / unit).round().cpu().numpy()
+    return iio.imwrite("<bytes>", np.where(z <= 65535, z, 0).astype(np.uint16), extension=".png")
 
 
 def render_frame(scene: Scene, job: FrameJob, settings: DatasetSettings, out_dir: Path, device: str) -> None:
     """Render one frame and write its depth, normals and (last) its PNG, each atomically. The renderer is
     deterministic (its sampling is seeded by the scene): a frame's bytes do not depend on who renders it."""
+    import imageio.v3 as iio
+
     c2w = torch.as_tensor(job.c2w, dtype=torch.float32)
     res = render_image(scene, c2w, settings.intrinsics, device=device, spp=settings.spp)
-    img, depth, normal = job.paths(out_dir)
-    write_bytes(depth, _npy_bytes(res.depth.detach().cpu().numpy().astype(np.float32)))
-    write_bytes(normal, _npy_bytes(res.normal.detach().cpu().numpy().astype(np.float32)))
+    paths = job.paths(out_dir, settings.normals)
+    distance = res.depth.detach().cpu()
+    write_bytes(paths.depth, z_depth_png(distance, settings.intrinsics, depth_unit(scene)))
+    write_bytes(paths.distance, _npz_bytes(distance=distance.numpy().astype(np.float32)))
+    if paths.normal is not None:
+        write_bytes(paths.normal, _npz_bytes(normal=res.normal.detach().cpu().numpy().astype(np.float16)))
     rgba8 = np.clip(np.rint(res.rgba.detach().cpu().numpy() * 255.0), 0, 255).astype(np.uint8)
-    write_bytes(img, iio.imwrite("<bytes>", rgba8, extension=".png"))
+    write_bytes(paths.image, iio.imwrite("<bytes>", rgba8, extension=".png"))
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str) -> None:
-    torch.set_num_threads(1)
+def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     _WORKER.update(scene=load_scene(scene_path), settings=settings, out_dir=Path(out_dir), device=device)
 
 
@@ -222,18 +263,36 @@ def _worker_render(job: FrameJob) -> None:
     render_frame(_WORKER["scene"], job, _WORKER["settings"], _WORKER["out_dir"], _WORKER["device"])
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(frames: int, threads: int = 1) -> int:
+    """Worker processes for ``frames`` frames: one per available core (``threads`` cores each), at most one per
+    ``FRAMES_PER_WORKER`` frames (a spawned worker pays a few seconds of imports)."""
+    return max(1, min(available_cores() // threads, frames // FRAMES_PER_WORKER))
+
+
 def _run_jobs(
     scene: Scene, jobs: list[FrameJob], settings: DatasetSettings, out_dir: Path, device: str, workers: int,
+    threads: int,
 ) -> Iterator[FrameJob]:
-    """Render ``jobs``, yielding each when done (in this process for one worker, else in spawned ones)."""
+    """Render ``jobs``, yielding each when done (in this process for one worker, else in spawned ones), each
+    worker with ``threads`` torch threads."""
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            render_frame(scene, job, settings, out_dir, device)
-            yield job
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for job in jobs:
+                render_frame(scene, job, settings, out_dir, device)
+                yield job
+        finally:
+            torch.set_num_threads(before)
         return
     ctx = get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(str(scene.path), settings, str(out_dir), device)) as pool:
+                             initargs=(str(scene.path), settings, str(out_dir), device, threads)) as pool:
         pending = {pool.submit(_worker_render, job): job for job in jobs}
         try:
             while pending:
@@ -280,19 +339,27 @@ def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
 def _write_transforms_files(scene: Scene, settings: DatasetSettings, jobs: list[FrameJob], out_dir: Path) -> None:
     intr = settings.intrinsics
     by_split: dict[str, list[Frame]] = {s: [] for s in SPLITS}
+
+    def rel(p: Path | None) -> str | None:
+        return None if p is None else "./" + p.relative_to(out_dir).as_posix()
+
     for job in jobs:
-        img, depth, normal = (p.relative_to(out_dir).as_posix() for p in job.paths(out_dir))
-        frame = Frame(f"./{img.removesuffix('.png')}", job.c2w, f"./{depth}", f"./{normal}")
+        paths = job.paths(out_dir, settings.normals)
+        depth = rel(paths.depth)
+        frame = Frame(rel(paths.image).removesuffix(".png"), job.c2w, depth_path=depth, depth_file_path=depth,
+                      distance_path=rel(paths.distance), normal_path=rel(paths.normal))
         by_split[job.split].append(frame)
+    unit = depth_unit(scene)
     for split in SPLITS:
         t = Transforms(camera_angle_x=intr.camera_angle_x, frames=by_split[split], fl_x=intr.fx, fl_y=intr.fy,
                        cx=intr.cx, cy=intr.cy, w=intr.width, h=intr.height,
-                       aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY, bounded=scene.bounded)
+                       aabb=np.asarray(scene.bounds, dtype=np.float64), scene=SCENE_COPY, bounded=scene.bounded,
+                       integer_depth_scale=unit, depth_unit_scale_factor=unit)
         write_transforms(transforms_path(out_dir, split), t)
 
 
-def _missing_frames(jobs: list[FrameJob], out_dir: Path) -> list[FrameJob]:
-    return [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir))]
+def _missing_frames(jobs: list[FrameJob], out_dir: Path, normals: bool) -> list[FrameJob]:
+    return [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir, normals).all())]
 
 
 def write_dataset(
@@ -300,14 +367,16 @@ def write_dataset(
     out_dir: str | Path,
     settings: DatasetSettings,
     device: str = "cpu",
-    workers: int = 1,
+    workers: int | None = 1,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    threads: int = 1,
     colmap: bool = False,
 ) -> DatasetSummary:
     """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
-    renders frames in that many spawned processes (one torch thread each). ``colmap`` also writes the dataset
-    as a COLMAP text model in ``out_dir/sparse/0/`` (:func:`raytrace.colmap.write_dataset_model`).
+    renders frames in that many spawned processes (``None``: :func:`default_workers`), each with ``threads``
+    torch threads. ``colmap`` also writes the dataset as a COLMAP text model in ``out_dir/sparse/0/``
+    (:func:`raytrace.colmap.write_dataset_model`).
 
     ``shard`` ``(i, n)`` renders only frames ``i::n`` of the global frame order and writes no JSON (see
     :func:`merge_dataset`); it never deletes another shard's files, so a folder holding a render with another
@@ -327,7 +396,7 @@ def write_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(out_dir, temporaries=shard is None)
     if old == manifest:
-        todo = _missing_frames(mine, out_dir)
+        todo = _missing_frames(mine, out_dir, settings.normals)
     else:
         if shard is None:
             (out_dir / MANIFEST).unlink(missing_ok=True)
@@ -343,9 +412,11 @@ def write_dataset(
     for split in SPLITS:
         (out_dir / split).mkdir(exist_ok=True)
 
+    if workers is None:
+        workers = default_workers(len(todo), threads)
     desc = f"raytrace {out_dir.name}" + (f" shard {shard[0]}/{shard[1]}" if shard is not None else "")
     with tqdm(total=len(todo), desc=desc, unit="view", disable=not progress) as bar:
-        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers):
+        for _ in _run_jobs(scene, todo, settings, out_dir, device, workers, threads):
             bar.update(1)
 
     if shard is None:
@@ -371,7 +442,7 @@ def merge_dataset(
         raise InputError(out_dir / MANIFEST, None, "the shards rendered another scene or other settings than "
                          "these (give merge the same scene and flags as the shards)")
     jobs = _frame_jobs(scene, settings)
-    missing = _missing_frames(jobs, out_dir)
+    missing = _missing_frames(jobs, out_dir, settings.normals)
     if missing:
         names = [f"{j.split}/r_{j.index}" for j in missing]
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")

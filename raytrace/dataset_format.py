@@ -4,16 +4,23 @@ Written by ``raytrace`` and read by ``nerf``. A split file is::
 
     {"camera_angle_x": 0.69, "frames": [{"file_path": "./train/r_0", "transform_matrix": [[...4x4...]]}]}
 
-``file_path`` has no extension; images are 8-bit RGBA PNGs (alpha = coverage). Optional keys, all
-ignored by other NeRF tools and read by ours when present:
+``file_path`` has no extension; images are 8-bit RGBA PNGs (alpha = coverage). Optional keys, read by ours
+when present (and named as instant-ngp and nerfstudio name them, so that they read our depth too):
 
 - top level: ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` (instant-ngp's explicit intrinsics),
-  ``aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds), ``bounded`` (false when
-  something visible lies outside ``aabb``: a sky, an endless ground), ``scene`` (the scene file copied
-  beside the dataset); instant-ngp's ``aabb_scale`` is read too (see :func:`nerf.data.load_dataset`);
-- per frame: ``depth_path`` (``.npy``, float32 ``(H, W)``, metric distance along the unit ray, 0 where
-  nothing was hit) and ``normal_path`` (``.npy``, float32 ``(H, W, 3)``, world-space unit normals, 0
-  where nothing was hit).
+  ``scene_aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds; older datasets wrote it as
+  ``aabb``, which instant-ngp reads as its own rendering box, so it is still read but no longer written),
+  ``bounded`` (false when something visible lies outside the box: a sky, an endless ground),
+  ``scene`` (the scene file copied beside the dataset), ``integer_depth_scale`` (instant-ngp) and
+  ``depth_unit_scale_factor`` (nerfstudio; its dataparser takes it as an option, 1e-3 by default): metres per
+  unit of the 16-bit depth PNGs; instant-ngp's ``aabb_scale`` is read too (see :func:`nerf.data.load_dataset`);
+- per frame: ``depth_path`` (instant-ngp) and ``depth_file_path`` (nerfstudio), both naming one 16-bit PNG of
+  z-depth (along the camera's viewing axis, see :func:`raytrace.camera.z_per_distance`) in units of the scale
+  above, 0 where nothing was hit or the depth exceeds the PNG's range; ``distance_path`` (``.npz`` holding
+  float32 ``distance`` ``(H, W)``: our exact depth, the metric distance along the unit pixel-centre ray, 0
+  where nothing was hit); ``normal_path`` (``.npz`` holding float16 ``normal`` ``(H, W, 3)``, world-space
+  unit normals, 0 where nothing was hit). Datasets of format 1 had ``depth_path`` naming a float32 ``.npy``
+  of ray distance and ``normal_path`` a float32 ``.npy``; both are still read.
 
 Paths are relative to the folder of the JSON file.
 """
@@ -35,12 +42,13 @@ from raytrace.errors import InputError
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
 _TOP_KEYS = {
-    "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "aabb", "scene", "bounded",
+    "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "scene_aabb", "aabb",
+    "scene", "bounded", "integer_depth_scale", "depth_unit_scale_factor", "aabb_scale",
     # Keys other tools write that carry nothing we use; accepted so their datasets load.
-    "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "scale", "offset", "aabb_scale",
-    "integer_depth_scale", "enable_depth_loading",
+    "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "scale", "offset", "enable_depth_loading",
 }
-_FRAME_KEYS = {"file_path", "transform_matrix", "depth_path", "normal_path", "rotation", "sharpness"}
+_FRAME_PATHS = ("depth_path", "depth_file_path", "distance_path", "normal_path")
+_FRAME_KEYS = {"file_path", "transform_matrix", *_FRAME_PATHS, "rotation", "sharpness"}
 
 
 @dataclass
@@ -49,8 +57,10 @@ class Frame:
 
     file_path: str
     transform_matrix: np.ndarray  # (4, 4) float64, camera-to-world, OpenGL axes
-    depth_path: str | None = None
+    depth_path: str | None = None  # instant-ngp's 16-bit z-depth PNG (format 1: our float32 .npy distance)
     normal_path: str | None = None
+    depth_file_path: str | None = None  # nerfstudio's name for the 16-bit z-depth PNG
+    distance_path: str | None = None  # exact distance along the ray (.npz)
 
 
 @dataclass
@@ -65,10 +75,12 @@ class Transforms:
     cy: float | None = None
     w: int | None = None
     h: int | None = None
-    aabb: np.ndarray | None = None  # (2, 3) float64
+    aabb: np.ndarray | None = None  # (2, 3) float64, written as scene_aabb
     scene: str | None = None
     bounded: bool | None = None
     aabb_scale: float | None = None
+    integer_depth_scale: float | None = None  # metres per unit of the depth PNGs (instant-ngp's key)
+    depth_unit_scale_factor: float | None = None  # the same for nerfstudio
     extra: dict[str, Any] = field(default_factory=dict)
 
     def intrinsics(self, width: int, height: int) -> Intrinsics:
@@ -84,20 +96,20 @@ class Transforms:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"camera_angle_x": self.camera_angle_x}
-        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "scene", "bounded", "aabb_scale"):
+        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "scene", "bounded", "aabb_scale", "integer_depth_scale",
+                    "depth_unit_scale_factor"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
         if self.aabb is not None:
-            out["aabb"] = np.asarray(self.aabb, dtype=float).tolist()
+            out["scene_aabb"] = np.asarray(self.aabb, dtype=float).tolist()
         out.update(self.extra)
         frames = []
         for fr in self.frames:
             d: dict[str, Any] = {"file_path": fr.file_path, "transform_matrix": fr.transform_matrix.tolist()}
-            if fr.depth_path is not None:
-                d["depth_path"] = fr.depth_path
-            if fr.normal_path is not None:
-                d["normal_path"] = fr.normal_path
+            for key in _FRAME_PATHS:
+                if getattr(fr, key) is not None:
+                    d[key] = getattr(fr, key)
             frames.append(d)
         out["frames"] = frames
         return out
@@ -171,16 +183,18 @@ def read_transforms(path: str | Path) -> Transforms:
         t.camera_angle_x = 2.0 * math.atan(0.5 * t.w / t.fl_x)
     else:
         raise InputError(path, "w", "needed with fl_x when camera_angle_x is absent")
-    if "aabb" in data:
-        t.aabb = _matrix(path, "aabb", data["aabb"], (2, 3))
+    box_key = "scene_aabb" if "scene_aabb" in data else "aabb"
+    if box_key in data:
+        t.aabb = _matrix(path, box_key, data[box_key], (2, 3))
         if not (t.aabb[0] < t.aabb[1]).all():
-            raise InputError(path, "aabb", "min corner must be below max corner on every axis")
+            raise InputError(path, box_key, "min corner must be below max corner on every axis")
     if "bounded" in data:
         if not isinstance(data["bounded"], bool):
             raise InputError(path, "bounded", f"expected true or false, got {data['bounded']!r}")
         t.bounded = data["bounded"]
-    if "aabb_scale" in data:
-        t.aabb_scale = _number(path, "aabb_scale", data["aabb_scale"], positive=True)
+    for key in ("aabb_scale", "integer_depth_scale", "depth_unit_scale_factor"):
+        if key in data:
+            setattr(t, key, _number(path, key, data[key], positive=True))
     if "scene" in data:
         if not isinstance(data["scene"], str):
             raise InputError(path, "scene", "expected a file name")
@@ -207,7 +221,7 @@ def read_transforms(path: str | Path) -> Transforms:
         if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-3) or np.linalg.det(rot) < 0:
             raise InputError(path, f"{where}.transform_matrix", "rotation part is not a proper rotation")
         extras = {}
-        for key in ("depth_path", "normal_path"):
+        for key in _FRAME_PATHS:
             if key in fr:
                 if not isinstance(fr[key], str):
                     raise InputError(path, f"{where}.{key}", "expected a path string")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from raytrace.optics import dot
+
 T_MIN = 1e-5  # hits closer than this along the ray are ignored (rays leave surfaces from offset origins)
 _TINY = 1e-30  # stands in for exactly zero direction components (finite reciprocal)
 
@@ -20,9 +22,9 @@ _TINY = 1e-30  # stands in for exactly zero direction components (finite recipro
 def ray_sphere(o: torch.Tensor, d: torch.Tensor, center: torch.Tensor, radius: float) -> torch.Tensor:
     """Nearest ``t > T_MIN`` where ``|o + t d - center| = radius``: ``(N,)``."""
     oc = o - center
-    a = (d * d).sum(-1)
-    b = (oc * d).sum(-1)
-    c = (oc * oc).sum(-1) - radius * radius
+    a = dot(d, d)
+    b = dot(oc, d)
+    c = dot(oc, oc) - radius * radius
     disc = b * b - a * c
     sq = disc.clamp_min(0.0).sqrt()
     t0, t1 = (-b - sq) / a, (-b + sq) / a
@@ -32,8 +34,8 @@ def ray_sphere(o: torch.Tensor, d: torch.Tensor, center: torch.Tensor, radius: f
 
 def ray_plane(o: torch.Tensor, d: torch.Tensor, point: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     """``t > T_MIN`` where the ray meets the plane through ``point`` with ``normal`` (3,): ``(N,)``."""
-    denom = (d * normal).sum(-1)
-    t = ((point - o) * normal).sum(-1) / torch.where(denom == 0, _TINY, denom)
+    denom = dot(d, normal)
+    t = dot(point - o, normal) / torch.where(denom == 0, _TINY, denom)
     return torch.where((denom != 0) & (t > T_MIN), t, math.inf)
 
 
@@ -60,8 +62,8 @@ def quad_coordinates(q: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor) -> tor
     """``(a, b)`` ``(N, 2)`` with ``q = a e1 + b e2`` for points ``q`` (N, 3) in the plane of the edges."""
     n = torch.linalg.cross(e1, e2)
     n2 = (n * n).sum()
-    a = (torch.linalg.cross(q, e2.expand_as(q)) * n).sum(-1) / n2
-    b = (torch.linalg.cross(e1.expand_as(q), q) * n).sum(-1) / n2
+    a = dot(torch.linalg.cross(q, e2.expand_as(q)), n) / n2
+    b = dot(torch.linalg.cross(e1.expand_as(q), q), n) / n2
     return torch.stack([a, b], -1)
 
 
@@ -208,7 +210,7 @@ class AnalyticPrimitive:
         elif isinstance(s, Plane):
             nl = self.normal.expand_as(pl)
             q = pl - self.point
-            uv = torch.stack([(q * self.tangents[0]).sum(-1), (q * self.tangents[1]).sum(-1)], -1)
+            uv = torch.stack([dot(q, self.tangents[0]), dot(q, self.tangents[1])], -1)
         else:
             nl = box_normal(pl, self.lo, self.hi)
             rel = (pl - self.lo) / (self.hi - self.lo)

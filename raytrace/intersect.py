@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import weakref
 from dataclasses import dataclass
@@ -9,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raytrace.geometry import AnalyticPrimitive, Quad
+from raytrace.geometry import AnalyticPrimitive, Box, Quad
 from raytrace.lights import AreaLight
 from raytrace.materials import Material
-from raytrace.meshes import MeshData, MeshSet
+from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
 from raytrace.scene import Scene
 
 OCCLUSION_CHUNK = 1 << 15
@@ -30,10 +31,19 @@ class Hits:
     uv: torch.Tensor  # (N, 2) texture coordinates
 
 
-class SceneGeometry:
-    """All the scene's surfaces (its objects, then one parallelogram per visible area light) on ``device``."""
+def embree_available() -> bool:
+    """Whether open3d (and its Embree ray casting) can be imported."""
+    return importlib.util.find_spec("open3d") is not None
 
-    def __init__(self, scene: Scene, device: torch.device) -> None:
+
+class SceneGeometry:
+    """All the scene's surfaces (its objects, then one parallelogram per visible area light) on ``device``.
+
+    Boxes and parallelograms are flat, so with ``embree`` (default: where open3d is installed) they join the
+    triangle meshes in one Embree scene as exact triangles; spheres and infinite planes stay analytic."""
+
+    def __init__(self, scene: Scene, device: torch.device, embree: bool | None = None) -> None:
+        embree = embree_available() if embree is None else embree
         self.device = device
         self.materials: list[Material] = [scene.materials[o.material] for o in scene.objects]
         matrices = [o.matrix for o in scene.objects]
@@ -42,13 +52,18 @@ class SceneGeometry:
         for i, obj in enumerate(scene.objects):
             if isinstance(obj.shape, MeshData):
                 meshes.append((i, obj.shape))
+            elif embree and isinstance(obj.shape, Box):
+                meshes.append((i, box_mesh(obj.shape, obj.matrix)))
             else:
                 self.analytic.append((i, AnalyticPrimitive(obj.shape, obj.matrix, device)))
         for light in scene.lights:
             if isinstance(light, AreaLight) and light.visible:
                 emitter = Material(f"light {light.name}", "emissive", color=light.radiance)
                 quad = Quad(light.corner, light.edge1, light.edge2)
-                self.analytic.append((len(self.materials), AnalyticPrimitive(quad, np.eye(4), device)))
+                if embree:
+                    meshes.append((len(self.materials), quad_mesh(quad)))
+                else:
+                    self.analytic.append((len(self.materials), AnalyticPrimitive(quad, np.eye(4), device)))
                 self.materials.append(emitter)
                 matrices.append(np.eye(4))
         self.meshes = MeshSet(meshes) if meshes else None
@@ -71,7 +86,10 @@ class SceneGeometry:
             closer = ti < t
             t, obj = torch.where(closer, ti, t), torch.where(closer, i, obj)
         ng, ns, uv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros((n, 2), device=o.device)
-        if self.meshes is not None:
+        if self.meshes is not None and not self.analytic:
+            m = self.meshes.cast(o, d)
+            t, obj, ng, ns, uv = m["t"], m["obj"], m["ng"], m["ns"], m["uv"]
+        elif self.meshes is not None:
             m = self.meshes.cast(o, d)
             closer = m["t"] < t
             t, obj = torch.where(closer, m["t"], t), torch.where(closer, m["obj"], obj)
@@ -82,7 +100,6 @@ class SceneGeometry:
             if sel.numel():
                 normal, tex = prim.surface(o[sel] + t[sel].unsqueeze(-1) * d[sel])
                 ng[sel], ns[sel], uv[sel] = normal, normal, tex
-        ns = torch.where(((ns * ng).sum(-1, keepdim=True) < 0), -ns, ns)
         return Hits(t, obj, ng, ns, uv)
 
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from raytrace.optics import dot
+
 Vec3 = tuple[float, float, float]
 LIGHT_TYPES = ("point", "directional", "area")
 DIRECTIONAL_DISTANCE = 1e6  # shadow rays towards a directional light test this far
@@ -87,7 +89,7 @@ def light_samples(
         return to_light, dist, colour.expand(p.shape[0], 1, 3)
     if isinstance(light, PointLight):
         offset = (vec(light.position) - p).unsqueeze(1)
-        dist = offset.norm(dim=-1)
+        dist = dot(offset, offset).sqrt()
         return offset / dist.unsqueeze(-1), dist, colour / (dist**2).unsqueeze(-1)
     assert rand is not None, "area lights need random numbers"
     e1, e2 = vec(light.edge1), vec(light.edge2)
@@ -96,8 +98,8 @@ def light_samples(
     ab = stratified(rand)
     q = vec(light.corner) + ab[..., :1] * e1 + ab[..., 1:] * e2  # (M, S, 3)
     offset = q - p.unsqueeze(1)
-    dist = offset.norm(dim=-1)
+    dist = dot(offset, offset).sqrt()
     to_light = offset / dist.unsqueeze(-1)
-    cos_l = (to_light * n_raw / area).sum(-1).abs()
+    cos_l = dot(to_light, n_raw / area).abs()
     e = colour * (cos_l * area / (light.samples * dist**2)).unsqueeze(-1)
     return to_light, dist, e

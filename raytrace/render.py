@@ -27,8 +27,8 @@ from raytrace.colour import linear_to_srgb
 from raytrace.environment import radiance as environment_radiance
 from raytrace.intersect import Hits, SceneGeometry, scene_geometry
 from raytrace.lights import AreaLight, light_samples
-from raytrace.materials import Material, albedo
-from raytrace.optics import reflect, refract, schlick
+from raytrace.materials import MATERIAL_TYPES, Material, albedo
+from raytrace.optics import dot, reflect, refract, schlick
 from raytrace.scene import Scene
 
 CHUNK = 1 << 16  # camera rays traced together
@@ -104,7 +104,39 @@ def _depth_normal(geo: SceneGeometry, c2w: torch.Tensor, intr: Intrinsics) -> tu
 
 def _facing(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """``n`` (N, 3) flipped where needed to face against the ray directions ``d``."""
-    return torch.where((n * d).sum(-1, keepdim=True) > 0, -n, n)
+    return n * (1.0 - 2.0 * (dot(n, d) > 0).unsqueeze(-1).to(n.dtype))
+
+
+@dataclass
+class MaterialTable:
+    """Every object's material as per-object tensors, so that all hits of one kind shade in one batch."""
+
+    kind: torch.Tensor  # (O,) long, index into MATERIAL_TYPES
+    color: torch.Tensor  # (O, 3) albedo / tint
+    emission: torch.Tensor  # (O, 3) emitted radiance (0 unless emissive)
+    ks: torch.Tensor  # (O,)
+    shininess: torch.Tensor  # (O,)
+    ior: torch.Tensor  # (O,)
+    patterned: list[int]  # objects whose albedo varies over the surface (texture or checker)
+
+    @classmethod
+    def of(cls, materials: list[Material], device: torch.device) -> MaterialTable:
+        def tensor(values: list) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).reshape(len(materials), -1)
+
+        emission = [[c * m.strength for c in m.color] if m.kind == "emissive" else [0.0] * 3 for m in materials]
+        return cls(
+            kind=torch.tensor([MATERIAL_TYPES.index(m.kind) for m in materials], device=device),
+            color=tensor([list(m.color) for m in materials]),
+            emission=tensor(emission),
+            ks=tensor([m.ks for m in materials]).squeeze(-1),
+            shininess=tensor([m.shininess for m in materials]).squeeze(-1),
+            ior=tensor([m.ior for m in materials]).squeeze(-1),
+            patterned=[i for i, m in enumerate(materials) if m.texture is not None or m.checker is not None],
+        )
+
+
+_DIFFUSE, _MIRROR, _GLASS, _EMISSIVE = (MATERIAL_TYPES.index(k) for k in ("diffuse", "mirror", "glass", "emissive"))
 
 
 def trace(
@@ -112,12 +144,14 @@ def trace(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Linear radiance ``(N, 3)`` along camera rays ``o``, ``d`` (N, 3) and whether each hit a surface (N,).
 
-    ``gen`` (a CPU generator) draws the area-light samples."""
+    ``gen`` (a CPU generator) draws the area-light samples. Each bounce shades all hits of one material kind
+    together (diffuse, emissive; mirror and glass spawn the next bounce's rays)."""
     settings = scene.settings
     n = o.shape[0]
     out = torch.zeros(n, 3, device=o.device)
     background = None if settings.background is None else torch.tensor(settings.background, device=o.device)
     ambient = torch.tensor(settings.ambient, device=o.device)
+    table = MaterialTable.of(geo.materials, o.device)
     sid = torch.arange(n, device=o.device)  # which camera ray each path belongs to
     w = torch.ones(n, 3, device=o.device)
     covered = torch.zeros(n, dtype=torch.bool, device=o.device)
@@ -134,70 +168,81 @@ def trace(
         o, d, w, sid = o[idx], d[idx], w[idx], sid[idx]
         hits = Hits(*(getattr(hits, f)[idx] for f in ("t", "obj", "ng", "ns", "uv")))
         p = o + hits.t.unsqueeze(-1) * d
-        spawned: list[tuple[torch.Tensor, ...]] = []
-        for k in hits.obj.unique().tolist():
-            sel = (hits.obj == k).nonzero().squeeze(-1)
-            mat = geo.materials[k]
-            args = (p[sel], d[sel], hits.ng[sel], hits.ns[sel])
-            if mat.kind == "emissive":
-                out.index_add_(0, sid[sel], w[sel] * torch.tensor(mat.color, device=o.device) * mat.strength)
-            elif mat.kind == "diffuse":
-                local = geo.to_local(p[sel], hits.obj[sel])
-                a = albedo(mat, hits.uv[sel], local)
-                radiance = a * ambient + _direct(scene, geo, mat, a, *args, gen)
-                out.index_add_(0, sid[sel], w[sel] * radiance)
-            elif bounce < settings.max_depth:
-                spawned += _secondary(geo, mat, *args, w[sel], sid[sel])
-        if not spawned:
+        kind = table.kind[hits.obj]
+        sel = (kind == _EMISSIVE).nonzero().squeeze(-1)
+        if sel.numel():
+            out.index_add_(0, sid[sel], w[sel] * table.emission[hits.obj[sel]])
+        sel = (kind == _DIFFUSE).nonzero().squeeze(-1)
+        if sel.numel():
+            obj = hits.obj[sel]
+            a = _albedo(geo, table, obj, hits.uv[sel], p[sel])
+            radiance = a * ambient + _direct(scene, geo, table, obj, a, p[sel], d[sel], hits.ng[sel], hits.ns[sel], gen)
+            out.index_add_(0, sid[sel], w[sel] * radiance)
+        sel = ((kind == _MIRROR) | (kind == _GLASS)).nonzero().squeeze(-1)
+        if bounce == settings.max_depth or sel.numel() == 0:
             break
-        o, d, w, sid = (torch.cat(parts) for parts in zip(*spawned, strict=True))
+        o, d, w, sid = _secondary(geo, table, hits.obj[sel], p[sel], d[sel], hits.ng[sel], hits.ns[sel], w[sel],
+                                  sid[sel])
         keep = (w.amax(-1) > MIN_THROUGHPUT).nonzero().squeeze(-1)
         o, d, w, sid = o[keep], d[keep], w[keep], sid[keep]
     return out, covered
 
 
+def _albedo(
+    geo: SceneGeometry, table: MaterialTable, obj: torch.Tensor, uv: torch.Tensor, p: torch.Tensor
+) -> torch.Tensor:
+    """Linear albedo ``(M, 3)`` at diffuse hits on objects ``obj`` (M,) with texture coordinates ``uv`` and world
+    points ``p``: the colour, or each patterned material's texture / checker."""
+    a = table.color[obj]
+    for k in table.patterned:
+        sel = (obj == k).nonzero().squeeze(-1)
+        if sel.numel():
+            a[sel] = albedo(geo.materials[k], uv[sel], geo.to_local(p[sel], obj[sel]))
+    return a
+
+
 def _secondary(
     geo: SceneGeometry,
-    mat: Material,
+    table: MaterialTable,
+    obj: torch.Tensor,
     p: torch.Tensor,
     d: torch.Tensor,
     ng: torch.Tensor,
     ns: torch.Tensor,
     w: torch.Tensor,
     sid: torch.Tensor,
-) -> list[tuple[torch.Tensor, ...]]:
-    """Reflected (and refracted) rays ``(origin, direction, weight, camera ray)`` from mirror / glass hits."""
-    tint = torch.tensor(mat.color, device=p.device)
-    if mat.kind == "mirror":
-        ng_f, ns_f = _facing(ng, d), _facing(ns, d)
-        ns_f = torch.where((ns_f * ng_f).sum(-1, keepdim=True) < 0, ng_f, ns_f)
-        return [(p + geo.eps * ng_f, reflect(d, ns_f), w * tint, sid)]
-    entering = (d * ng).sum(-1) < 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reflected (and refracted) rays ``(origin, direction, weight, camera ray)`` from mirror / glass hits on
+    objects ``obj`` (M,)."""
+    tint = table.color[obj]
+    glass = table.kind[obj] == _GLASS
+    entering = dot(d, ng) < 0
     sign = torch.where(entering, 1.0, -1.0).unsqueeze(-1)
     ng_f, ns_f = ng * sign, ns * sign
-    n1 = torch.where(entering, 1.0, mat.ior)
-    n2 = torch.where(entering, mat.ior, 1.0)
-    cos_i = (-(d * ns_f).sum(-1)).clamp(0.0, 1.0)
-    fresnel = schlick(cos_i, n1, n2).unsqueeze(-1)
-    t_dir, tir = refract(d, ns_f, n1 / n2)
-    rays = [(p + geo.eps * ng_f, reflect(d, ns_f), w * fresnel, sid)]
-    through = (~tir).nonzero().squeeze(-1)
-    if through.numel():
-        rays.append(
-            (
-                p[through] - geo.eps * ng_f[through],
-                t_dir[through],
-                (w * (1 - fresnel) * tint)[through],
-                sid[through],
-            )
-        )
-    return rays
+    # Mirrors: the geometric normal where the shading normal turns away from the ray.
+    ns_f = torch.where(~glass.unsqueeze(-1) & (dot(d, ns_f) > 0).unsqueeze(-1), ng_f, ns_f)
+    ior = table.ior[obj]
+    n1 = torch.where(entering, 1.0, ior)
+    n2 = torch.where(entering, ior, 1.0)
+    cos_i = (-dot(d, ns_f)).clamp(0.0, 1.0)
+    fresnel = torch.where(glass, schlick(cos_i, n1, n2), 1.0).unsqueeze(-1)
+    reflected = w * torch.where(glass.unsqueeze(-1), fresnel, tint)
+    parts = [(p + geo.eps * ng_f, reflect(d, ns_f), reflected, sid)]
+    g = glass.nonzero().squeeze(-1)
+    if g.numel():
+        t_dir, tir = refract(d[g], ns_f[g], n1[g] / n2[g])
+        through = g[~tir]
+        parts.append((p[through] - geo.eps * ng_f[through], t_dir[~tir], (w * (1 - fresnel) * tint)[through],
+                      sid[through]))
+    o2, d2, w2, sid2 = (torch.cat(x) for x in zip(*parts, strict=True))
+    return o2, d2, w2, sid2
 
 
 def _direct(
     scene: Scene,
     geo: SceneGeometry,
-    mat: Material,
+    table: MaterialTable,
+    obj: torch.Tensor,
     a: torch.Tensor,
     p: torch.Tensor,
     d: torch.Tensor,
@@ -205,30 +250,34 @@ def _direct(
     ns: torch.Tensor,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """Radiance ``(M, 3)`` reflected towards ``-d`` by lights at diffuse points ``p`` with albedo ``a``."""
+    """Radiance ``(M, 3)`` reflected towards ``-d`` by lights at diffuse points ``p`` on objects ``obj`` (M,) with
+    albedo ``a``."""
     ng_f = _facing(ng, d)
     n = _facing(ns, d)
-    n = torch.where((n * ng_f).sum(-1, keepdim=True) < 0, ng_f, n)
+    n = torch.where((dot(n, ng_f) < 0).unsqueeze(-1), ng_f, n)
     origin = p + geo.eps * ng_f
-    spec = mat.ks * (mat.shininess + 8.0) / (8.0 * math.pi)
+    ks, shininess = table.ks[obj], table.shininess[obj]
+    spec = ks * (shininess + 8.0) / (8.0 * math.pi)
+    glossy = bool((ks > 0).any())
     total = torch.zeros_like(p)
     for light in scene.lights:
         rand = None
         if isinstance(light, AreaLight):
             rand = torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
         to_light, dist, e = light_samples(light, p, rand)  # (M, S, 3), (M, S), (M, S, 3)
-        cos = (to_light * n.unsqueeze(1)).sum(-1)
-        lit = (cos > 0) & ((to_light * ng_f.unsqueeze(1)).sum(-1) > 0)
+        cos = dot(to_light, n.unsqueeze(1))
+        lit = (cos > 0) & (dot(to_light, ng_f.unsqueeze(1)) > 0)
         m_idx, s_idx = lit.nonzero(as_tuple=True)
         if m_idx.numel() == 0:
             continue
         ray_d = to_light[m_idx, s_idx]
         blocked = geo.occluded(origin[m_idx], ray_d, dist[m_idx, s_idx] - 2 * geo.eps)
         brdf = a[m_idx] / math.pi
-        if spec > 0:
+        if glossy:
             h = ray_d - d[m_idx]
-            h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            brdf = brdf + spec * (h * n[m_idx]).sum(-1, keepdim=True).clamp_min(0.0) ** mat.shininess
+            h = h / dot(h, h).sqrt().clamp_min(1e-12).unsqueeze(-1)
+            lobe = dot(h, n[m_idx]).clamp_min(0.0) ** shininess[m_idx]
+            brdf = brdf + (spec[m_idx] * lobe).unsqueeze(-1)
         contrib = brdf * e[m_idx, s_idx] * (cos[m_idx, s_idx] * ~blocked).unsqueeze(-1)
         total.index_add_(0, m_idx, contrib)
     return total

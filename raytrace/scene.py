@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 
@@ -407,6 +406,8 @@ def _linear_image(tex: _Table, rel: str) -> torch.Tensor:
     if not file.is_file():
         raise tex.error("path", f"image file not found: {file}")
     try:
+        import imageio.v3 as iio
+
         img = iio.imread(file)
     except Exception as e:  # imageio raises many types for unreadable images
         raise tex.error("path", f"cannot read image {file}: {e}") from None

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import open3d as o3d
 
 from raytrace.geometry import Box, Plane, Sphere
 from raytrace.meshes import MeshData
 from raytrace.scene import Scene
 
+if TYPE_CHECKING:
+    import open3d as o3d
+
 
 def _o3d(vertices: np.ndarray, triangles: np.ndarray) -> o3d.geometry.TriangleMesh:
+    import open3d as o3d
+
     return o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
 
 
@@ -21,6 +27,8 @@ def _placed(mesh: o3d.geometry.TriangleMesh, matrix: np.ndarray) -> o3d.geometry
 
 def _plane_in_bounds(plane: Plane, matrix: np.ndarray, bounds: np.ndarray) -> o3d.geometry.TriangleMesh:
     """The part of an infinite plane inside ``bounds``: a large square clipped to the box by open3d."""
+    import open3d as o3d
+
     point = matrix[:3, :3] @ np.asarray(plane.point) + matrix[:3, 3]
     normal = np.linalg.inv(matrix[:3, :3]).T @ np.asarray(plane.normal)
     normal /= np.linalg.norm(normal)
@@ -43,6 +51,8 @@ def scene_mesh(scene: Scene, sphere_resolution: int = 48) -> o3d.geometry.Triang
 
     Spheres and boxes are tessellated, meshes are taken as placed, infinite planes are cut to ``scene.bounds``.
     """
+    import open3d as o3d
+
     out = o3d.geometry.TriangleMesh()
     for obj in scene.objects:
         shape = obj.shape

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from raytrace.camera import Intrinsics, camera_rays, focal_from_fov, image_rays, look_at, rig_positions
+from raytrace.camera import (
+    Intrinsics,
+    camera_rays,
+    focal_from_fov,
+    image_rays,
+    look_at,
+    rig_positions,
+    z_per_distance,
+)
 
 
 def test_focal_from_fov_matches_nerf_synthetic_formula():
@@ -59,3 +67,17 @@ def test_rig_positions_on_upper_hemisphere():
     pos = rig_positions(200, 4.0, np.array([0.0, 0.0, 0.5]), True, np.random.default_rng(0))
     np.testing.assert_allclose(np.linalg.norm(pos - [0, 0, 0.5], axis=1), 4.0)
     assert (pos[:, 2] >= 0.5).all()
+
+
+def test_z_per_distance_projects_ray_hits_on_the_viewing_axis():
+    c2w = torch.tensor(look_at([3.0, -2.0, 1.5], [0.2, 0.1, -0.3]), dtype=torch.float64)
+    intr = Intrinsics(7, 5, 4.0, 5.0, 3.1, 2.4)
+    o, d = image_rays(c2w.float(), intr)
+    t = torch.linspace(1.0, 3.0, 35)
+    points = o.double() + t.double().unsqueeze(-1) * d.double()
+    z = ((points - c2w[:3, 3]) @ -c2w[:3, 2]).view(5, 7)  # distance along the camera's -Z axis
+    factor = z_per_distance(intr)
+    torch.testing.assert_close(factor.double() * t.double().view(5, 7), z, atol=1e-6, rtol=1e-6)
+    # A 90-degree square image: the corner pixels' rays are the farthest from the axis.
+    wide = z_per_distance(Intrinsics.from_fov(2, 2, math.radians(90)))
+    torch.testing.assert_close(wide, torch.full((2, 2), 1 / math.sqrt(1.5)))

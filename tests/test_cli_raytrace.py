@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,28 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--workers" in text and "(default: 1)" in text and "--views" in text and "--res" in text
+
+
+def test_cli_imports_lazily(tmp_path: Path) -> None:
+    """``--help`` loads neither torch nor open3d; a scene without meshes, boxes or area lights loads without
+    open3d; idle OpenMP threads sleep (set before torch loads)."""
+    scene = write_scene(tmp_path / "s.toml")
+    code = (
+        "import os, sys\n"
+        "import raytrace.cli\n"
+        "print('torch' in sys.modules, 'open3d' in sys.modules, os.environ['OMP_WAIT_POLICY'])\n"
+        "from raytrace.scene import load_scene\n"
+        f"load_scene({str(scene)!r})\n"
+        "print('open3d' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.stdout.split() == ["False", "False", "PASSIVE", "False"], proc.stderr
+
+
+def test_default_workers_fill_the_cores_but_not_small_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import raytrace.dataset as ds
+
+    monkeypatch.setattr(ds, "available_cores", lambda: 4)
+    assert [ds.default_workers(n) for n in (1, 7, 8, 16, 31, 130)] == [1, 1, 1, 2, 3, 4]
+    assert ds.default_workers(130, threads=2) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import raytrace.dataset as ds
-from raytrace.camera import Intrinsics, image_rays
+from raytrace.camera import Intrinsics, image_rays, z_per_distance
 from raytrace.dataset_format import SPLITS, read_transforms, resolve_image, transforms_path, write_transforms
 from raytrace.errors import InputError
 from raytrace.scene import CameraRig, load_scene
@@ -63,9 +64,9 @@ def write_scene(folder: Path, text: str = SPHERE_SCENE, name: str = "sphere.toml
     return path
 
 
-def render(scene_path: Path, out: Path, **kw) -> ds.DatasetSummary:
+def render(scene_path: Path, out: Path, normals: bool = True, **kw) -> ds.DatasetSummary:
     scene = load_scene(scene_path)
-    return ds.write_dataset(scene, out, ds.settings_for(scene), progress=False, **kw)
+    return ds.write_dataset(scene, out, ds.settings_for(scene, normals=normals), progress=False, **kw)
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -153,9 +154,15 @@ def test_dataset_layout_and_json(tiny: Tiny, tmp_path: Path) -> None:
             img = iio.imread(img_path)
             assert img.dtype == np.uint8 and img.shape == (17, 17, 4)
             assert 0 < (img[..., 3] > 0).sum() < 17 * 17  # the sphere covers part of the image
-            depth, normal = np.load(out / fr.depth_path), np.load(out / fr.normal_path)
-            assert depth.dtype == np.float32 and depth.shape == (17, 17)
-            assert normal.dtype == np.float32 and normal.shape == (17, 17, 3)
+            assert fr.depth_path == fr.depth_file_path == f"./{split}/r_{i}_depth.png"
+            z = iio.imread(out / fr.depth_path)
+            assert z.dtype == np.uint16 and z.shape == (17, 17)
+            distance, normal = np.load(out / fr.distance_path)["distance"], np.load(out / fr.normal_path)["normal"]
+            assert distance.dtype == np.float32 and distance.shape == (17, 17)
+            assert normal.dtype == np.float16 and normal.shape == (17, 17, 3)
+        data = json.loads(path.read_text())
+        assert "scene_aabb" in data and "aabb" not in data  # instant-ngp would rescale the scene by `aabb`
+        assert data["integer_depth_scale"] == data["depth_unit_scale_factor"] == ds.DEPTH_UNIT
     copied = load_scene(out / "scene.toml")
     assert (out / "scene.toml").read_bytes() == scene_path.read_bytes()
     np.testing.assert_array_equal(copied.bounds, scene.bounds)
@@ -169,22 +176,26 @@ def test_depth_and_normals_match_the_analytic_sphere(tiny: Tiny) -> None:
         intr = Intrinsics.from_fov(17, 17, t.camera_angle_x)
         for fr in t.frames:
             c2w = torch.from_numpy(fr.transform_matrix)
-            depth = torch.from_numpy(np.load(out / fr.depth_path)).reshape(-1).double()
-            normal = torch.from_numpy(np.load(out / fr.normal_path)).reshape(-1, 3).double()
-            alpha = torch.from_numpy(iio.imread(out / f"{fr.file_path}.png")[..., 3]).reshape(-1)
-            # Odd size: the centre pixel's ray is the camera axis, through the sphere's centre.
-            assert depth[8 * 17 + 8].item() == pytest.approx(RIG_RADIUS - RADIUS, abs=1e-4)
             o, d = image_rays(c2w, intr)
             oc = o - c
             b = (oc * d).sum(-1)
             disc = b * b - ((oc * oc).sum(-1) - RADIUS**2)
             t_hit = -b - disc.clamp(min=0).sqrt()
+            depth = torch.from_numpy(np.load(out / fr.distance_path)["distance"]).reshape(-1).double()
+            normal = torch.from_numpy(np.load(out / fr.normal_path)["normal"]).reshape(-1, 3).double()
+            z = torch.from_numpy(iio.imread(out / fr.depth_path).astype(np.float64)).reshape(-1) * t.integer_depth_scale
+            z_true = t_hit * z_per_distance(intr).reshape(-1).double()
+            alpha = torch.from_numpy(iio.imread(out / f"{fr.file_path}.png")[..., 3]).reshape(-1)
+            # Odd size: the centre pixel's ray is the camera axis, through the sphere's centre.
+            assert depth[8 * 17 + 8].item() == pytest.approx(RIG_RADIUS - RADIUS, abs=1e-4)
             hit = disc > 1e-3  # rays grazing the silhouette are left out of the exact comparison
             miss = disc < -1e-3
             torch.testing.assert_close(depth[hit], t_hit[hit], atol=1e-4, rtol=0)
-            assert (depth[miss] == 0).all() and (alpha[miss] == 0).all() and (alpha[hit] > 0).all()
+            torch.testing.assert_close(z[hit], z_true[hit], atol=0.5 * t.integer_depth_scale + 1e-4, rtol=0)
+            assert (depth[miss] == 0).all() and (z[miss] == 0).all()
+            assert (alpha[miss] == 0).all() and (alpha[hit] > 0).all()
             n_true = (o[hit] + t_hit[hit, None] * d[hit] - c) / RADIUS
-            torch.testing.assert_close(normal[hit], n_true, atol=1e-4, rtol=0)
+            torch.testing.assert_close(normal[hit], n_true, atol=2e-3, rtol=0)  # float16
             assert (normal[miss] == 0).all()
 
 
@@ -200,7 +211,7 @@ def test_rerun_renders_only_missing_frames(tiny: Tiny, tmp_path: Path) -> None:
     work = tmp_path / "data"
     shutil.copytree(out, work)
     (work / "train" / "r_1.png").unlink()
-    (work / "test" / "r_0_normal.npy").unlink()
+    (work / "test" / "r_0_normal.npz").unlink()
     transforms_path(work, "val").unlink()
     summary = render(scene_path, work)
     assert (summary.rendered, summary.skipped) == (2, 5)
@@ -246,7 +257,7 @@ def test_failure_mid_run_leaves_no_transforms(
     with pytest.raises(RuntimeError, match="simulated crash"):
         render(scene_path, work)
     assert not list(work.glob("transforms_*.json"))
-    assert len(list(work.rglob("r_*.png"))) == 3
+    assert len(list(work.rglob("r_*_distance.npz"))) == 3
     assert not list(work.rglob("*.tmp*"))
     # Over a complete dataset too: a crashed rerun removes the JSONs before rendering anything.
     shutil.rmtree(work)
