@@ -6,7 +6,7 @@
 # DATA_DIR: a dataset to train on (normal maps not needed); SECONDS: the timed training's budget (default 60).
 # Phases: env (nvidia-smi, torch), native (the C++/CUDA kernels, for the GPU present), tcnn (tinycudann's Encoding
 # from a carried .tcnn-src/, see tools/build_tcnn.sh), tests (-k "cuda or tcnn or native"), kernels
-# (bench/kernels_bench.py), profile (bench/profile_step.py), train (nerf-train with the time budget, then its
+# (bench/kernels_bench.py, its NeRF step on DATA_DIR), profile (bench/profile_step.py), train (nerf-train with the time budget, then its
 # evaluation). One failing phase does not stop the next. Without CUDA (e.g. on a laptop) the CUDA-only phases are
 # skipped, saying so, and the benches run reduced.
 # Writes gpu_check.log (all output), summary.md (the table, also printed) and metrics.json (the training's) to $OUT,
@@ -116,11 +116,11 @@ fi
 phase tests 420 "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/ -k "cuda or tcnn or native"
 
 if [[ $CUDA == 1 ]]; then
-    phase kernels 300 "$PY" bench/kernels_bench.py --no-append
+    phase kernels 300 "$PY" bench/kernels_bench.py --no-append --nerf-data "$DATA"
     phase profile 240 "$PY" bench/profile_step.py "$DATA"
 else
-    phase kernels 300 "$PY" bench/kernels_bench.py --no-append --device cpu --log2-points 12 --rounds 1 --no-compile \
-        --nerf-res 16 --nerf-warmup 4 --nerf-rounds 2
+    phase kernels 300 "$PY" bench/kernels_bench.py --no-append --nerf-data "$DATA" --device cpu --log2-points 12 \
+        --rounds 1 --no-compile --nerf-warmup 4 --nerf-rounds 2
     skip profile "no CUDA device (it profiles CUDA kernels)"
 fi
 
