@@ -6,9 +6,9 @@
 # DATA_DIR: a dataset to train on (normal maps not needed); SECONDS: the timed training's budget (default 60).
 # Phases: env (nvidia-smi, torch), native (the C++/CUDA kernels, for the GPU present), tcnn (tinycudann's Encoding
 # from a carried .tcnn-src/, see tools/build_tcnn.sh), tests (-k "cuda or tcnn or native"), kernels
-# (bench/kernels_bench.py, its NeRF step on DATA_DIR), profile (bench/profile_step.py), train (nerf-train with the time budget, then its
-# evaluation). One failing phase does not stop the next. Without CUDA (e.g. on a laptop) the CUDA-only phases are
-# skipped, saying so, and the benches run reduced.
+# (bench/kernels_bench.py, its NeRF step on DATA_DIR), profile (bench/profile_step.py), train (nerf-train with the
+# time budget, then its evaluation). One failing phase does not stop the next. Without CUDA (e.g. on a laptop) the
+# CUDA-only phases are skipped, saying so, and the benches run reduced.
 # Writes gpu_check.log (all output), summary.md (the table, also printed) and metrics.json (the training's) to $OUT,
 # or to bench/gpu_check_out/ when OUT is unset. PYTHON (default python3): the Python with torch.
 set -euo pipefail
