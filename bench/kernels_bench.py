@@ -171,19 +171,23 @@ def bar_lines(results: dict[str, dict[int, dict[str, float] | str]], sizes: list
 
 
 def nerf_step_rates(
-    labels: list[str], device: torch.device, res: int, warm_steps: int, rounds: int, bar: tqdm
+    labels: list[str], device: torch.device, res: int, warm_steps: int, rounds: int, bar: tqdm,
+    data: Path | None = None,
 ) -> dict[str, float | str]:
     """Rays per second of ``train_step`` per backend label (median of ``rounds``, backends taking turns).
 
     The object scene is raytraced at ``res`` pixels into a temporary folder and trained ``warm_steps`` steps with
     the default backend (so the occupancy grid has carved the empty space, as in a real run); every backend then
-    resumes that checkpoint with its own optimiser and takes the same sequence of batches.
+    resumes that checkpoint with its own optimiser and takes the same sequence of batches. With ``data``, that
+    dataset is trained on instead (no raytracing, so no open3d needed).
     """
     with tempfile.TemporaryDirectory(prefix="kernels_bench_") as tmp:
-        scene = load_scene(SCENE)
-        bar.set_postfix_str(f"raytracing the object scene at {res} px")
-        write_dataset(scene, Path(tmp) / "object", settings_for(scene, views=40, res=res), progress=False)
-        cfg = TrainConfig(data=str(Path(tmp) / "object"), device=str(device), out=str(Path(tmp) / "runs"))
+        if data is None:
+            scene = load_scene(SCENE)
+            bar.set_postfix_str(f"raytracing the object scene at {res} px")
+            data = Path(tmp) / "object"
+            write_dataset(scene, data, settings_for(scene, views=40, res=res), progress=False)
+        cfg = TrainConfig(data=str(data), device=str(device), out=str(Path(tmp) / "runs"))
         session = open_session(cfg)
         for step in range(warm_steps):
             bar.set_postfix_str(f"warm-up training {step + 1}/{warm_steps}")
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="timed calls per backend and mode (best kept)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     parser.add_argument("--nerf-res", type=int, default=64, help="width of the object scene for the NeRF step")
+    parser.add_argument("--nerf-data", type=Path, default=None,
+                        help="dataset for the NeRF step instead of raytracing the object scene (default: raytrace)")
     parser.add_argument("--nerf-warmup", type=int, default=100, help="training steps before the NeRF step is timed")
     parser.add_argument("--nerf-rounds", type=int, default=15, help="timed NeRF steps per backend (median kept)")
     parser.add_argument("--no-nerf", action="store_true", help="skip the full NeRF training step")
@@ -253,10 +259,12 @@ def main(argv: list[str] | None = None) -> None:
         nerf_text = ""
         if not args.no_nerf:
             labels = [label for label, _ in runs]
-            rates = nerf_step_rates(labels, device, args.nerf_res, args.nerf_warmup, args.nerf_rounds, bar)
+            rates = nerf_step_rates(labels, device, args.nerf_res, args.nerf_warmup, args.nerf_rounds, bar,
+                                    args.nerf_data)
             bar.update()
             nerf_text = (
-                f"\n\nFull NeRF training step (`nerf.train.train_step`, {args.nerf_res}px object scene after "
+                f"\n\nFull NeRF training step (`nerf.train.train_step`, "
+                f"{args.nerf_data or f'{args.nerf_res}px object scene'} after "
                 f"{args.nerf_warmup} warm-up steps, the preset's batch, median of {args.nerf_rounds}):\n\n"
                 + format_nerf_table(rates)
             )

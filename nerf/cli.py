@@ -233,7 +233,8 @@ def train_main(argv: list[str] | None = None) -> int:
         if world is not None:
             shutdown(world)
     print(json.dumps(summary))
-    print(f"run folder: {result.run_dir} (metrics.json, renders/, turntable.mp4, checkpoints/, tb/ for TensorBoard)")
+    video = "turntable.mp4, " if (result.run_dir / "turntable.mp4").exists() else ""
+    print(f"run folder: {result.run_dir} (metrics.json, renders/, {video}checkpoints/, tb/ for TensorBoard)")
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -92,11 +94,30 @@ def turntable_poses(split: Split, center: torch.Tensor, n_frames: int) -> torch.
     return torch.tensor(np.stack(poses), dtype=torch.float32)
 
 
+MP4_OPTIONS = {"plugin": "FFMPEG", "extension": ".mp4", "fps": 24, "codec": "libx264", "macro_block_size": 1}
+
+
+def mp4_writer_error() -> str | None:
+    """Why imageio cannot write MP4 here (no imageio-ffmpeg, no ffmpeg binary), or None when it can."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            iio.imwrite(Path(tmp) / "probe.mp4", np.zeros((2, 16, 16, 3), np.uint8), **MP4_OPTIONS)
+        except (ImportError, OSError, RuntimeError) as err:
+            return f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return None
+
+
 @torch.no_grad()
 def render_turntable(
     model: Model, split: Split, path: Path, n_frames: int = 48, intr: Intrinsics | None = None, quiet: bool = False
-) -> None:
-    """Write an MP4 turntable of the model around the scene centre (background as in :func:`evaluate`)."""
+) -> bool:
+    """Write an MP4 turntable of the model around the scene centre (background as in :func:`evaluate`).
+
+    Where no MP4 encoder exists, prints one warning line instead and returns False."""
+    why = mp4_writer_error()
+    if why is not None:
+        print(f"warning: no {path.name} written: imageio cannot write MP4 here ({why})", file=sys.stderr)
+        return False
     device = model.march.aabb.device
     intr = intr or split.intrinsics
     center = model.march.aabb.mean(dim=0)
@@ -105,4 +126,5 @@ def render_turntable(
     for pose in tqdm(turntable_poses(split, center, n_frames), desc="turntable", disable=quiet, leave=False):
         frames.append(to_uint8(render_image(model.field, model.grid, pose, intr, model.march, background)["rgb"]))
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=24, codec="libx264", macro_block_size=1)
+        iio.imwrite(tmp, np.stack(frames), **MP4_OPTIONS)
+    return True

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import open3d as o3d
 import torch
 from scipy.ndimage import binary_fill_holes
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
 from raytrace.atomic import atomic_path
+
+if TYPE_CHECKING:  # open3d is imported where meshes are made, written or measured, so nerf runs without it
+    import open3d as o3d
 
 
 @torch.no_grad()
@@ -70,6 +73,8 @@ def extract_mesh(
     verts, faces, _, _ = marching_cubes(
         volume, level=threshold, spacing=spacing, gradient_direction="descent"
     )
+    import open3d as o3d
+
     mesh = o3d.geometry.TriangleMesh()
     mesh.vertices = o3d.utility.Vector3dVector(verts.astype(np.float64) + lo)
     # skimage winds faces clockwise seen from the low side; open3d wants counter-clockwise: reverse them.
@@ -81,6 +86,8 @@ def extract_mesh(
 def write_mesh(path: str | Path, mesh: o3d.geometry.TriangleMesh) -> None:
     """Write ``mesh`` atomically; the format follows the suffix (``.ply`` for PLY). Raises ``OSError`` when
     open3d cannot write it (unknown suffix, empty mesh), leaving any existing file as it was."""
+    import open3d as o3d
+
     with atomic_path(path) as tmp:
         if not o3d.io.write_triangle_mesh(str(tmp), mesh):
             raise OSError(f"{path}: open3d could not write the mesh")
@@ -98,6 +105,8 @@ def chamfer_distance(
     for name, mesh in (("a", a), ("b", b)):
         if not mesh.has_triangles():
             raise ValueError(f"chamfer_distance: mesh {name} has no triangles")
+    import open3d as o3d
+
     o3d.utility.random.seed(seed)
     pa = a.sample_points_uniformly(number_of_points=n_points)
     pb = b.sample_points_uniformly(number_of_points=n_points)

@@ -15,8 +15,6 @@ import torch
 from nerf.config import MarchConfig, TrainConfig
 from nerf.hashgrid import HashGridConfig
 from nerf.train import train
-from raytrace.dataset import settings_for, write_dataset
-from raytrace.scene import load_scene
 
 
 def available_devices() -> list[str]:
@@ -120,6 +118,9 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
 @pytest.fixture(scope="session")
 def ball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny dataset raytraced from SCENE: 32x32 views of a checkered ball (tests never write into it)."""
+    from raytrace.dataset import settings_for, write_dataset  # imported here: collecting needs no raytracer
+    from raytrace.scene import load_scene
+
     root = tmp_path_factory.mktemp("ball")
     (root / "ball.toml").write_text(SCENE)
     scene = load_scene(root / "ball.toml")

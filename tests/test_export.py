@@ -1,11 +1,12 @@
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 import pytest
 import torch
 
 from nerf.export import chamfer_distance, extract_mesh, write_mesh
+
+o3d = pytest.importorskip("open3d")
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 RES = 48

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 import pytest
 import torch
 
@@ -143,6 +142,7 @@ material = "m"
 
 
 def test_open3d_box_mesh_hits_match_the_analytic_box(tmp_path: Path) -> None:
+    pytest.importorskip("open3d")
     scene = make_scene(
         tmp_path,
         SCENE_OBJECTS
@@ -170,6 +170,7 @@ material = "m"
 
 
 def test_mesh_file_interpolates_vertex_normals(tmp_path: Path) -> None:
+    o3d = pytest.importorskip("open3d")
     mesh = o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector([[0, 0, 0], [1, 0, 0], [0, 1, 0]]), o3d.utility.Vector3iVector([[0, 1, 2]])
     )

@@ -7,8 +7,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 import pytest
+
+pytest.importorskip("open3d")
+
+import open3d as o3d
 import torch
 
 from nerf.cli import export_main

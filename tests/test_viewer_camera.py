@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("PyQt5")  # viewer.worker's ResolutionController is a QObject module's
+
 from raytrace.camera import Intrinsics, image_rays, look_at
 from viewer.camera import OrbitCamera, frustum_points, project
 from viewer.recorder import CameraPath, matrix_to_quaternion, quaternion_to_matrix

@@ -5,6 +5,10 @@ from __future__ import annotations
 import imageio.v3 as iio
 import numpy as np
 import pytest
+
+pytest.importorskip("PyQt5")
+pytest.importorskip("pytestqt")
+
 import torch
 from PyQt5.QtCore import QEvent, QPointF, Qt
 from PyQt5.QtGui import QMouseEvent

@@ -45,6 +45,7 @@ sys.exit(app.exec_())
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed")
 def test_real_window_screenshot_under_xvfb(tiny_run, tmp_path):
+    pytest.importorskip("PyQt5")
     _, result = tiny_run
     out = tmp_path / "window.png"
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
