@@ -67,14 +67,14 @@ class ViewWidget(QWidget):
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(40, 40, 40))
-        if self.image is None:
+        if self.image is not None:
+            p.drawImage(self.rect(), self.image)
+            if self.frustums:
+                p.setPen(QPen(QColor(255, 200, 0), 1))
+                p.drawLines(self.frustums)
+        elif not self.message:
             p.setPen(QColor(200, 200, 200))
             p.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.placeholder)
-        else:
-            p.drawImage(self.rect(), self.image)
-        if self.frustums and self.image is not None:
-            p.setPen(QPen(QColor(255, 200, 0), 1))
-            p.drawLines(self.frustums)
         if self.divider is not None:
             x = self.divider * self.width()
             p.setPen(QPen(QColor(255, 255, 255), 2))
