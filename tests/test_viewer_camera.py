@@ -14,7 +14,7 @@ pytest.importorskip("PyQt5")  # viewer.worker's ResolutionController is a QObjec
 from raytrace.camera import Intrinsics, image_rays, look_at
 from viewer.camera import OrbitCamera, frustum_points, project
 from viewer.recorder import CameraPath, matrix_to_quaternion, quaternion_to_matrix
-from viewer.worker import ResolutionController
+from viewer.worker import ResolutionController, refine_scales
 
 TARGET = np.array([0.3, -0.2, 0.1])
 
@@ -147,3 +147,13 @@ def test_resolution_controller_finds_the_scale_that_holds_the_target_rate():
     fast = ResolutionController(target_fps=20.0)
     fast.record(100, 1e-9)
     assert fast.scale_for(full) == 1.0
+
+
+def test_refining_passes_double_from_the_first_scale_up_to_full_resolution():
+    assert refine_scales(1.0 / 16.0) == [1.0 / 16.0, 1.0 / 8.0, 1.0 / 4.0, 1.0 / 2.0, 1.0]
+    assert refine_scales(0.3) == [0.3, 0.6, 1.0]
+    assert refine_scales(0.4) == [0.4, 1.0]  # 0.8 is too close to full resolution to be worth a pass
+    assert refine_scales(0.7) == [1.0]
+    assert refine_scales(1.0) == [1.0]
+    # before any frame is timed, the first pass is the coarsest: a first image at once on any machine
+    assert refine_scales(ResolutionController(target_fps=4.0).scale_for(640 * 480))[0] == 1.0 / 16.0

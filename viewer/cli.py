@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from nerf.backends import BACKENDS
+
+DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")  # any one set: Qt has somewhere to draw
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -37,13 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_display_message(argv: Sequence[str], environ: dict[str, str] | None = None) -> str | None:
+    """On Linux without a display (no DISPLAY, WAYLAND_DISPLAY or QT_QPA_PLATFORM), the one line that says how to
+    run ``nerf-view argv`` under a virtual one; ``None`` where Qt can open a window. Checked before Qt starts, which
+    would abort the process."""
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux") or any(env.get(k) for k in DISPLAY_VARIABLES):
+        return None
+    command = shlex.join(["xvfb-run", "-a", "nerf-view", *argv])
+    return f"nerf-view: no display (DISPLAY and WAYLAND_DISPLAY are unset); run it on a virtual one: {command}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if (args.run is None) == (args.train is None):
         build_parser().error("give either a run folder / checkpoint or --train DATASET")
+    message = no_display_message(argv)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 1
     from PyQt5.QtWidgets import QApplication
 
-    from viewer.window import open_run, open_training
+    from viewer.launch import open_run, open_training
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if args.train is not None:

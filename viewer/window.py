@@ -1,48 +1,32 @@
-"""The viewer's main window: the image with its overlays, the controls dock and the status bar.
+"""The viewer's main window: wires the view (:mod:`viewer.view`), the controls dock (:mod:`viewer.controls`) and
+the status bar (:mod:`viewer.status`) to the render and training workers (:mod:`viewer.worker`).
 
 Widgets only turn input into changes of the :class:`~viewer.camera.OrbitCamera` and into render requests;
-rendering happens in :class:`~viewer.worker.RenderWorker` on its own thread.
+rendering happens in :class:`~viewer.worker.RenderWorker` on its own thread, in progressive passes whose frames
+this window shows as they come (never a frame of another mode than the one selected).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PyQt5.QtCore import QLineF, QPointF, Qt, QThread, QTimer, pyqtSignal
-from PyQt5.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
-from PyQt5.QtWidgets import (
-    QCheckBox,
-    QColorDialog,
-    QComboBox,
-    QDockWidget,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QMainWindow,
-    QProgressDialog,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from PyQt5.QtCore import QLineF, QPointF, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QColor
+from PyQt5.QtWidgets import QApplication, QColorDialog, QFileDialog, QMainWindow
 
-from nerf.data import Dataset, load_dataset
-from nerf.evaluate import to_uint8, write_png
+from nerf.data import Dataset
+from nerf.evaluate import write_png
 from nerf.train import Session
 from raytrace.camera import Intrinsics
-from raytrace.errors import InputError
-from raytrace.scene import load_scene
 from viewer.camera import OrbitCamera, frustum_points, project
-from viewer.recorder import CameraPath, write_video
+from viewer.controls import Controls
+from viewer.jobs import VideoJob, start_video
+from viewer.recorder import CameraPath
+from viewer.status import StatusLine, timing_text
+from viewer.view import ViewWidget, composed_image, to_qimage
 from viewer.worker import (
     MODE_LABELS,
     Frame,
@@ -53,160 +37,8 @@ from viewer.worker import (
     ViewRenderer,
 )
 
-ORBIT_RADIANS_PER_PIXEL = 0.01
-ZOOM_PER_WHEEL_STEP = 0.9  # distance factor per wheel notch (15 degrees)
-FLY_STEP = 0.05  # fraction of the orbit distance per key press
-SETTLE_MS = 200  # the camera counts as still this long after the last change; then full resolution
-DIVIDER_GRAB_PX = 6
-
-
-def to_qimage(image: np.ndarray) -> QImage:
-    """uint8 ``(H, W, 3)`` -> a QImage that owns a copy of the pixels."""
-    image = np.ascontiguousarray(image)
-    h, w, _ = image.shape
-    return QImage(image.data, w, h, 3 * w, QImage.Format_RGB888).copy()
-
-
-def composed_image(frame: Frame, divider: float, show_error: bool) -> np.ndarray:
-    """What the view shows for ``frame``, uint8 ``(h, w, 3)``: the mode's image, or in ground-truth mode the
-    NeRF left of ``divider`` (fraction of the width) and the ground truth (or the error map) right of it."""
-    if frame.gt is None:
-        return frame.display
-    right = frame.error if show_error else to_uint8(frame.gt)
-    split = round(float(np.clip(divider, 0.0, 1.0)) * frame.display.shape[1])
-    return np.concatenate([frame.display[:, :split], right[:, split:]], axis=1)
-
-
-class ViewWidget(QWidget):
-    """Shows the rendered image; drags, the wheel and keys move ``camera`` and emit ``cameraChanged``.
-
-    Left-drag orbits, right- or middle-drag pans, the wheel zooms, W/S/A/D/Q/E fly, R resets. In split view a
-    left-drag that starts on the divider moves it instead."""
-
-    cameraChanged = pyqtSignal()
-    resetRequested = pyqtSignal()
-    dividerMoved = pyqtSignal(float)
-    resized = pyqtSignal()
-
-    def __init__(self, camera: OrbitCamera, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.camera = camera
-        self.image: QImage | None = None
-        self.message = ""
-        self.divider: float | None = None  # fraction of the width, when the split view is on
-        self.frustums: list[QLineF] = []
-        self._last: QPointF | None = None
-        self._button = Qt.NoButton
-        self._dragging_divider = False
-        self.setFocusPolicy(Qt.StrongFocus)
-        self.setMinimumSize(16, 16)
-        self.setMouseTracking(False)
-
-    def paintEvent(self, event) -> None:
-        p = QPainter(self)
-        p.fillRect(self.rect(), QColor(40, 40, 40))
-        if self.image is not None:
-            p.drawImage(self.rect(), self.image)
-        if self.frustums:
-            p.setPen(QPen(QColor(255, 200, 0), 1))
-            p.drawLines(self.frustums)
-        if self.divider is not None:
-            x = self.divider * self.width()
-            p.setPen(QPen(QColor(255, 255, 255), 2))
-            p.drawLine(QLineF(x, 0, x, self.height()))
-        if self.message:
-            p.setPen(QColor(255, 120, 120))
-            p.drawText(self.rect().adjusted(12, 12, -12, -12), Qt.AlignCenter | Qt.TextWordWrap, self.message)
-        p.end()
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self.resized.emit()
-
-    def _on_divider(self, x: float) -> bool:
-        return self.divider is not None and abs(x - self.divider * self.width()) <= DIVIDER_GRAB_PX
-
-    def mousePressEvent(self, event: QMouseEvent) -> None:
-        self.setFocus()
-        self._last = QPointF(event.pos())
-        self._button = event.button()
-        self._dragging_divider = event.button() == Qt.LeftButton and self._on_divider(event.pos().x())
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if self._last is None:
-            return
-        pos = QPointF(event.pos())
-        dx, dy = pos.x() - self._last.x(), pos.y() - self._last.y()
-        self._last = pos
-        if self._dragging_divider:
-            self.divider = float(np.clip(pos.x() / max(self.width(), 1), 0.0, 1.0))
-            self.dividerMoved.emit(self.divider)
-            return
-        if self._button == Qt.LeftButton:
-            self.camera.orbit(-dx * ORBIT_RADIANS_PER_PIXEL, dy * ORBIT_RADIANS_PER_PIXEL)
-        elif self._button in (Qt.RightButton, Qt.MiddleButton):
-            # one pixel of drag moves the target by one pixel's width at the target's distance
-            per_pixel = 2.0 * math.tan(0.5 * self.camera.fov_x) / max(self.width(), 1)
-            self.camera.pan(-dx * per_pixel, dy * per_pixel)
-        else:
-            return
-        self.cameraChanged.emit()
-
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        self._last = None
-        self._button = Qt.NoButton
-        self._dragging_divider = False
-
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        steps = event.angleDelta().y() / 120.0
-        if steps:
-            self.camera.zoom(ZOOM_PER_WHEEL_STEP**steps)
-            self.cameraChanged.emit()
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        step = FLY_STEP * self.camera.distance
-        moves = {
-            Qt.Key_W: (step, 0, 0), Qt.Key_S: (-step, 0, 0), Qt.Key_D: (0, step, 0), Qt.Key_A: (0, -step, 0),
-            Qt.Key_E: (0, 0, step), Qt.Key_Q: (0, 0, -step),
-        }
-        if event.key() in moves:
-            self.camera.fly(*moves[event.key()])
-            self.cameraChanged.emit()
-        elif event.key() == Qt.Key_R:
-            self.resetRequested.emit()
-        else:
-            super().keyPressEvent(event)
-
-
-class VideoJob(QThread):
-    """Renders a camera path to MP4 off the interface thread; ``progress(frames done)``, ``done(ok, text)``."""
-
-    progress = pyqtSignal(int)
-    done = pyqtSignal(bool, str)
-
-    def __init__(self, renderer: ViewRenderer, requests: list[RenderRequest], path: Path, fps: int) -> None:
-        super().__init__()
-        self.renderer, self.requests, self.path, self.fps = renderer, requests, path, fps
-        self.cancelled = False
-
-    def run(self) -> None:
-        def frames():
-            for req in self.requests:
-                frame = self.renderer.render(req, 1.0, cancelled=lambda: self.cancelled)
-                if frame is None:
-                    return
-                yield frame.display
-
-        def progress(i: int) -> bool:
-            self.progress.emit(i + 1)
-            return not self.cancelled
-
-        try:
-            ok = write_video(self.path, frames(), self.fps, progress) and not self.cancelled
-        except (OSError, RuntimeError, ValueError) as err:
-            self.done.emit(False, f"video failed: {err}")
-            return
-        self.done.emit(ok, f"video written to {self.path}" if ok else "video cancelled")
+SETTLE_MS = 200  # the camera counts as still this long after the last change; then the refining passes
+WINDOW_FRAME_PX = (16, 48)  # room left on the screen for the window manager's frame and title bar
 
 
 class ViewerWindow(QMainWindow):
@@ -246,13 +78,16 @@ class ViewerWindow(QMainWindow):
         self.last_frame: Frame | None = None
         self.path = CameraPath()
         self.serial = 0
+        self._requested_size: tuple[int, int] | None = None
+        self._pass_text = ""
         self._screenshot_path: Path | None = None
         self._video: VideoJob | None = None
         self._train_stats = ""
-        self._last_train_render = 0.0
+        self._model_changed = False
 
         self.view = ViewWidget(self.camera)
         self.view.resize(*size)
+        self.view.placeholder = "rendering the first view..." if renderer is not None else ""
         self.setCentralWidget(self.view)
         self.view.cameraChanged.connect(self._camera_moved)
         self.view.resetRequested.connect(self.reset_camera)
@@ -272,12 +107,14 @@ class ViewerWindow(QMainWindow):
         if session is not None and lock is not None:
             self.trainer = TrainWorker(session, lock)
             self.trainer.stats.connect(self._on_train_stats)
-        dock = self._build_controls()
-        hint = dock.sizeHint()
-        self.resize(size[0] + hint.width(), max(size[1], hint.height()) + self.statusBar().sizeHint().height())
+        self.status = StatusLine(self.statusBar())
+        self.controls = self._build_controls()
+        dock = self.controls.dock()
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        self._fit_to_screen(size[0] + dock.sizeHint().width(), size[1] + self.statusBar().sizeHint().height())
         if error:
             self.view.message = error
-            self.statusBar().showMessage(error)
+            self.status.show_message(error)
         self._update_overlay()
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -299,106 +136,55 @@ class ViewerWindow(QMainWindow):
         distance = float(np.dot(self._center() - pose[:3, 3], -pose[:3, 2]))
         return OrbitCamera.from_c2w(pose, distance if distance > 1e-3 else 1.0, intr.camera_angle_x)
 
-    def _build_controls(self) -> QDockWidget:
-        panel = QWidget()
-        layout = QVBoxLayout(panel)
-        form = QFormLayout()
-        self.mode_box = QComboBox()
+    def _build_controls(self) -> Controls:
         modes = ["rgb", "depth", "opacity"]
         if self.renderer is not None and self.renderer.scene is not None:
             modes.append("gt")
-        for m in modes:
-            self.mode_box.addItem(MODE_LABELS[m], m)
-        self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(self.mode_box.itemData(i)))
-        form.addRow("Mode", self.mode_box)
-        self.error_box = QCheckBox("error heat map (ground truth side)")
-        self.error_box.toggled.connect(self._set_show_error)
-        form.addRow(self.error_box)
-        self.fov_box = QDoubleSpinBox()
-        self.fov_box.setRange(5.0, 150.0)
-        self.fov_box.setSuffix(" deg")
-        self.fov_box.setValue(math.degrees(self.camera.fov_x))
-        self.fov_box.valueChanged.connect(self._fov_changed)
-        form.addRow("Field of view", self.fov_box)
-        self.bg_button = QPushButton("Background...")
-        self.bg_button.clicked.connect(self._pick_background)
-        form.addRow(self.bg_button)
-        self.frustum_box = QCheckBox("training cameras")
-        self.frustum_box.setChecked(self.show_frustums)
-        self.frustum_box.toggled.connect(self._set_frustums)
-        form.addRow(self.frustum_box)
-        layout.addLayout(form)
-
-        layout.addWidget(QLabel("Snap to camera"))
-        self.camera_list = QListWidget()
-        for name, _, _ in self.cameras:
-            self.camera_list.addItem(name)
-        self.camera_list.currentRowChanged.connect(self.snap_to)
-        layout.addWidget(self.camera_list)
-
-        row = QHBoxLayout()
-        shot = QPushButton("Screenshot...")
-        shot.clicked.connect(self._ask_screenshot)
-        reset = QPushButton("Reset (R)")
-        reset.clicked.connect(self.reset_camera)
-        row.addWidget(shot)
-        row.addWidget(reset)
-        layout.addLayout(row)
-
-        rec = QGroupBox("Camera path")
-        rec_layout = QFormLayout(rec)
-        self.keyframe_label = QLabel("0 keyframes")
-        add_key = QPushButton("Add keyframe")
-        add_key.clicked.connect(self.add_keyframe)
-        clear_keys = QPushButton("Clear")
-        clear_keys.clicked.connect(self._clear_keyframes)
-        self.frames_box = QSpinBox()
-        self.frames_box.setRange(2, 10000)
-        self.frames_box.setValue(90)
-        self.fps_box = QSpinBox()
-        self.fps_box.setRange(1, 120)
-        self.fps_box.setValue(30)
-        video = QPushButton("Render video...")
-        video.clicked.connect(self._ask_video)
-        rec_layout.addRow(self.keyframe_label)
-        rec_layout.addRow(add_key, clear_keys)
-        rec_layout.addRow("Frames", self.frames_box)
-        rec_layout.addRow("FPS", self.fps_box)
-        rec_layout.addRow(video)
-        layout.addWidget(rec)
-
+        c = Controls(modes, [name for name, _, _ in self.cameras], training=self.trainer is not None)
+        c.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(c.mode_box.itemData(i)))
+        c.error_box.toggled.connect(self._set_show_error)
+        c.fov_box.setValue(math.degrees(self.camera.fov_x))
+        c.fov_box.valueChanged.connect(self._fov_changed)
+        c.bg_button.clicked.connect(self._pick_background)
+        c.frustum_box.setChecked(self.show_frustums)
+        c.frustum_box.toggled.connect(self._set_frustums)
+        c.camera_list.currentRowChanged.connect(self.snap_to)
+        c.screenshot_button.clicked.connect(self._ask_screenshot)
+        c.reset_button.clicked.connect(self.reset_camera)
+        c.add_key_button.clicked.connect(self.add_keyframe)
+        c.clear_keys_button.clicked.connect(self._clear_keyframes)
+        c.video_button.clicked.connect(self._ask_video)
         if self.trainer is not None:
-            box = QGroupBox("Training")
-            tl = QVBoxLayout(box)
-            self.train_label = QLabel("starting...")
-            self.pause_button = QPushButton("Pause")
-            self.pause_button.clicked.connect(self.toggle_pause)
-            step = QPushButton("Step")
-            step.clicked.connect(self.trainer.step_once)
-            save = QPushButton("Save checkpoint")
-            save.clicked.connect(lambda: self.statusBar().showMessage(f"saved {self.trainer.save()}", 5000))
-            for w in (self.train_label, self.pause_button, step, save):
-                tl.addWidget(w)
-            layout.addWidget(box)
-        layout.addStretch(1)
-        panel.setEnabled(self.renderer is not None)
-        dock = QDockWidget("Controls")
-        dock.setObjectName("controls")
-        dock.setWidget(panel)
-        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
-        self.addDockWidget(Qt.RightDockWidgetArea, dock)
-        self.status = QLabel()
-        self.statusBar().addPermanentWidget(self.status)
-        return dock
+            c.pause_button.clicked.connect(self.toggle_pause)
+            c.step_button.clicked.connect(self.trainer.step_once)
+            c.save_button.clicked.connect(lambda: self.status.show_message(f"saved {self.trainer.save()}", 5000))
+        c.setEnabled(self.renderer is not None)
+        return c
+
+    def _fit_to_screen(self, width: int, height: int) -> None:
+        """Resize to ``width`` x ``height``, or less where the screen (with the window's frame) is smaller."""
+        screen = QApplication.primaryScreen()
+        if screen is not None:
+            avail = screen.availableGeometry()
+            width = min(width, avail.width() - WINDOW_FRAME_PX[0])
+            height = min(height, avail.height() - WINDOW_FRAME_PX[1])
+        self.resize(width, height)
+
+    def showEvent(self, event) -> None:
+        """The first image is asked for as soon as the window shows (its coarse pass takes a fraction of a
+        second), not after the settle delay."""
+        super().showEvent(event)
+        if self.last_frame is None and self._requested_size is None:
+            self.request_render(moving=False)
 
     # -- camera and settings ------------------------------------------------------------------------------------
 
     def _set_camera(self, camera: OrbitCamera) -> None:
         self.camera.rotation, self.camera.eye = camera.rotation.copy(), camera.eye.copy()
         self.camera.distance, self.camera.fov_x = camera.distance, camera.fov_x
-        self.fov_box.blockSignals(True)
-        self.fov_box.setValue(math.degrees(camera.fov_x))
-        self.fov_box.blockSignals(False)
+        self.controls.fov_box.blockSignals(True)
+        self.controls.fov_box.setValue(math.degrees(camera.fov_x))
+        self.controls.fov_box.blockSignals(False)
         self._camera_moved()
 
     def snap_to(self, index: int) -> None:
@@ -411,8 +197,13 @@ class ViewerWindow(QMainWindow):
         self._set_camera(self.home)
 
     def set_mode(self, mode: str) -> None:
+        """Show ``mode``: the view clears at once (no image of the previous mode under the new label) and the
+        new mode's coarse pass follows."""
         self.mode = mode
         self.view.divider = 0.5 if mode == "gt" else None
+        self.view.image = None
+        self.view.placeholder = f"rendering {MODE_LABELS[mode]}..."
+        self.view.update()
         self.request_render(moving=False)
 
     def set_background(self, rgb: tuple[float, float, float]) -> None:
@@ -443,7 +234,8 @@ class ViewerWindow(QMainWindow):
 
     def _view_resized(self) -> None:
         self._update_overlay()
-        self._settle.start()
+        if self._requested_size is not None and self._requested_size != self._view_size():
+            self._settle.start()
 
     def _update_overlay(self) -> None:
         """Frustums of the training cameras, projected through the current camera."""
@@ -466,60 +258,74 @@ class ViewerWindow(QMainWindow):
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
+    def _view_size(self) -> tuple[int, int]:
+        return max(1, self.view.width()), max(1, self.view.height())
+
     def current_request(self, moving: bool = False) -> RenderRequest:
         self.serial += 1
-        return RenderRequest(self.camera.c2w(), self.camera.fov_x, max(1, self.view.width()),
-                             max(1, self.view.height()), self.mode, self.background, moving, self.serial)
+        self._requested_size = self._view_size()
+        return RenderRequest(self.camera.c2w(), self.camera.fov_x, *self._requested_size, self.mode,
+                             self.background, moving, self.serial)
 
     def request_render(self, moving: bool = False) -> None:
         if self.worker is not None:
             self.worker.submit(self.current_request(moving))
 
+    def _latest_done(self) -> bool:
+        f = self.last_frame
+        return bool(self.error) or (f is not None and f.complete and f.request.serial == self.serial)
+
+    def rendering_done(self) -> bool:
+        """The latest request's full-resolution pass is shown (or rendering failed), of the model as it is."""
+        return self._latest_done() and not self._model_changed
+
     def _on_frame(self, frame: Frame) -> None:
-        if frame.request.serial < (self.last_frame.request.serial if self.last_frame else 0):
+        if frame.request.mode != self.mode:
+            return
+        if self.last_frame is not None and frame.request.serial < self.last_frame.request.serial:
             return
         self.last_frame = frame
+        self._pass_text = f"pass {frame.pass_index}/{frame.passes}, {frame.intr.width}x{frame.intr.height}"
         self._show(frame)
         self._update_status()
         self.frameShown.emit(frame)
         if self._screenshot_path is not None and frame.complete and frame.request.serial == self.serial:
             path, self._screenshot_path = self._screenshot_path, None
             self._write_screenshot(path, frame)
+        if self._model_changed and self._latest_done():
+            self._refresh_training_view()
 
     def _show(self, frame: Frame | None) -> None:
-        if frame is None:
+        if frame is None or frame.request.mode != self.mode:
             return
         divider = self.view.divider if self.view.divider is not None else 1.0
         self.view.image = to_qimage(composed_image(frame, divider, self.show_error))
         self.view.message = self.error
         self.view.update()
 
-    def _on_progress(self, fraction: float) -> None:
+    def _on_progress(self, index: int, passes: int, width: int, height: int, fraction: float) -> None:
+        self._pass_text = f"pass {index}/{passes}, {width}x{height}"
         if fraction < 1.0:
-            self.statusBar().showMessage(f"refining {100 * fraction:.0f}%", 1000)
+            self._pass_text += f" {100 * fraction:.0f}%"
+        self._update_status()
 
     def _on_failed(self, text: str) -> None:
         self.error = text
         self.view.message = text
-        self.statusBar().showMessage(text)
+        self.status.show_message(text)
         self.view.update()
 
     def _update_status(self) -> None:
         f = self.last_frame
-        if f is None or self.renderer is None:
+        if self.renderer is None:
             return
-        fps = 1.0 / max(f.seconds, 1e-6)
-        parts = [
-            f"{fps:.1f} fps",
-            f"{f.intr.width}x{f.intr.height} ({100 * f.scale:.0f}%)",
-            str(self.renderer.device),
-            self.renderer.model.backend,
-        ]
-        if f.psnr is not None:
+        parts = [timing_text(f.seconds)] if f is not None else []
+        parts += [self._pass_text, str(self.renderer.device), self.renderer.model.backend]
+        if f is not None and f.psnr is not None:
             parts.append(f"PSNR {f.psnr:.2f} dB vs ground truth")
         if self._train_stats:
             parts.append(self._train_stats)
-        self.status.setText("  |  ".join(parts))
+        self.status.set_status("  |  ".join(p for p in parts if p))
 
     # -- screenshot and video -----------------------------------------------------------------------------------
 
@@ -539,9 +345,9 @@ class ViewerWindow(QMainWindow):
         try:
             write_png(path, composed_image(frame, divider, self.show_error))
         except OSError as err:
-            self.statusBar().showMessage(f"screenshot failed: {err}", 10000)
+            self.status.show_message(f"screenshot failed: {err}", 10000)
             return
-        self.statusBar().showMessage(f"screenshot written to {path}", 5000)
+        self.status.show_message(f"screenshot written to {path}", 5000)
         self.screenshotSaved.emit(str(path))
 
     def _ask_screenshot(self) -> None:
@@ -551,61 +357,52 @@ class ViewerWindow(QMainWindow):
 
     def add_keyframe(self) -> None:
         self.path.add(self.camera.c2w(), self.camera.fov_x)
-        self.keyframe_label.setText(f"{len(self.path)} keyframes")
+        self.controls.keyframe_label.setText(f"{len(self.path)} keyframes")
 
     def _clear_keyframes(self) -> None:
         self.path.clear()
-        self.keyframe_label.setText("0 keyframes")
+        self.controls.keyframe_label.setText("0 keyframes")
 
     def _ask_video(self) -> None:
         if len(self.path) < 2:
-            self.statusBar().showMessage("add at least two keyframes first", 5000)
+            self.status.show_message("add at least two keyframes first", 5000)
             return
         name, _ = QFileDialog.getSaveFileName(self, "Video", "path.mp4", "MP4 video (*.mp4)")
         if name:
-            self.render_video(name, self.frames_box.value(), self.fps_box.value())
+            self.render_video(name, self.controls.frames_box.value(), self.controls.fps_box.value())
 
     def render_video(self, path: str | Path, frames: int, fps: int = 30) -> VideoJob:
         """Render the keyframe path to an MP4 on a background thread, with a progress dialog."""
         assert self.renderer is not None
-        w, h = max(1, self.view.width()), max(1, self.view.height())
+        w, h = self._view_size()
         requests = [RenderRequest(k.c2w, k.fov_x, w - w % 2, h - h % 2, self.mode if self.mode != "gt" else "rgb",
                                   self.background) for k in self.path.sample(frames)]
-        job = VideoJob(self.renderer, requests, Path(path), fps)
-        dialog = QProgressDialog("Rendering video...", "Cancel", 0, frames, self)
-        dialog.setWindowModality(Qt.WindowModal)
-        dialog.setMinimumDuration(0)
-        job.progress.connect(dialog.setValue)
-        dialog.canceled.connect(lambda: setattr(job, "cancelled", True))
-
-        def finished(ok: bool, text: str) -> None:
-            dialog.reset()
-            self.statusBar().showMessage(text, 10000)
-
-        job.done.connect(finished)
-        self._video = job
-        job.start()
-        return job
+        self._video = start_video(self, self.renderer, requests, Path(path), fps,
+                                  lambda text: self.status.show_message(text, 10000))
+        return self._video
 
     # -- live training ------------------------------------------------------------------------------------------
 
     def toggle_pause(self) -> None:
         if self.trainer is not None:
             self.trainer.paused = not self.trainer.paused
-            self.pause_button.setText("Resume" if self.trainer.paused else "Pause")
+            self.controls.pause_button.setText("Resume" if self.trainer.paused else "Pause")
 
     def _on_train_stats(self, stats: dict) -> None:
+        """The model changed: a new progressive render starts once the current one has reached full resolution
+        (so the view keeps refining while training runs) and unless the camera is moving."""
         self._train_stats = f"step {stats['step']}  loss {stats['loss']:.4f}  PSNR {stats['psnr']:.2f} dB"
-        self.train_label.setText(self._train_stats.replace("  ", "\n"))
-        self.pause_button.setText("Resume" if self.trainer.paused else "Pause")
+        self.controls.train_label.setText(self._train_stats.replace("  ", "\n"))
+        self.controls.pause_button.setText("Resume" if self.trainer.paused else "Pause")
         self._update_status()
-        now = time.perf_counter()
-        if now - self._last_train_render > 0.5 and not self._settle.isActive():
-            self._last_train_render = now
-            self.request_render(moving=not self.trainer.paused)
-            if self.trainer.paused:
-                return
-            self._settle.start()
+        self._model_changed = True
+        if self._latest_done():
+            self._refresh_training_view()
+
+    def _refresh_training_view(self) -> None:
+        if not self._settle.isActive():
+            self._model_changed = False
+            self.request_render(moving=False)
 
     def closeEvent(self, event) -> None:
         if self._video is not None:
@@ -616,74 +413,3 @@ class ViewerWindow(QMainWindow):
         if self.worker is not None:
             self.worker.stop()
         super().closeEvent(event)
-
-
-def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
-    try:
-        return load_dataset(cfg_data, splits=("train", "test"), downscale=downscale), ""
-    except InputError as err:
-        return None, f"dataset not loaded, no camera list or ground truth: {err}"
-
-
-def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = None) -> tuple[ViewRenderer, str]:
-    scene, note = None, ""
-    if dataset is not None and dataset.scene_file is not None:
-        try:
-            scene = load_scene(dataset.scene_file)
-        except InputError as err:
-            note = f"no ground truth: {err}"
-    gt_device = "cuda" if torch.cuda.is_available() else "cpu"
-    return ViewRenderer(model, scene, lock, gt_device=gt_device), note
-
-
-def open_run(
-    run: str | Path, device: str = "auto", backend: str | None = None, target_fps: float | None = None,
-    size: tuple[int, int] = (640, 480),
-) -> ViewerWindow:
-    """A window on a trained run folder or checkpoint file; a load error is shown in the window."""
-    from nerf.backends import BackendUnavailable
-    from nerf.model import load_run
-    from viewer.worker import default_target_fps
-
-    try:
-        cfg, model, _ = load_run(run, device, backend)
-    except (InputError, BackendUnavailable) as err:
-        return ViewerWindow(None, error=f"cannot open {run}: {err}", size=size)
-    dataset, note = _load_cameras(cfg.data, cfg.downscale)
-    renderer, gt_note = _renderer_for(model, dataset)
-    fps = target_fps or default_target_fps(renderer.device)
-    window = ViewerWindow(renderer, dataset, target_fps=fps, size=size)
-    if note or gt_note:
-        window.statusBar().showMessage(note or gt_note)
-    return window
-
-
-def open_training(
-    data: str | Path, device: str = "auto", backend: str = "auto", target_fps: float | None = None,
-    size: tuple[int, int] = (640, 480), out: str = "runs",
-) -> ViewerWindow:
-    """A window that trains a new run on dataset ``data`` in the background and shows it as it learns."""
-    from nerf.backends import BackendUnavailable
-    from nerf.config import TrainConfig
-    from nerf.train import open_session
-
-    try:
-        session = open_session(TrainConfig(data=str(data), device=device, backend=backend, out=out))
-    except (InputError, BackendUnavailable) as err:
-        return ViewerWindow(None, error=f"cannot train on {data}: {err}", size=size)
-    return window_for_session(session, target_fps, size)
-
-
-def window_for_session(
-    session: Session, target_fps: float | None = None, size: tuple[int, int] = (640, 480)
-) -> ViewerWindow:
-    """A window that trains ``session`` on a background thread (paused once it reaches its step count)."""
-    from viewer.worker import default_target_fps
-
-    lock = threading.Lock()
-    renderer, note = _renderer_for(session.model, session.dataset, lock)
-    fps = target_fps or default_target_fps(renderer.device)
-    window = ViewerWindow(renderer, session.dataset, target_fps=fps, size=size, session=session, lock=lock)
-    if note:
-        window.statusBar().showMessage(note)
-    return window

@@ -4,8 +4,10 @@
   frame rate while the camera moves.
 - :class:`ViewRenderer` (no Qt): one view of the model in a display mode, rendered in horizontal strips so a
   long render can be abandoned between two strips; optionally the raytraced ground truth of the same view.
-- :class:`RenderWorker` (a ``QObject`` on its own ``QThread``): takes the latest request, renders it, emits
-  the frame. Requests arriving while it renders replace each other, so the worker never falls behind.
+- :class:`RenderWorker` (a ``QObject`` on its own ``QThread``): takes the latest request and renders it in
+  progressive passes (:func:`refine_scales`: a coarse pass that fits one frame period first, then each pass twice
+  as sharp up to full resolution), emitting each pass's frame. Requests arriving while it renders replace each
+  other, so the worker never falls behind.
 - :class:`TrainWorker`: live training on another thread, sharing the model through a lock.
 """
 
@@ -66,12 +68,23 @@ class ResolutionController:
             self.seconds_per_pixel += self.smoothing * (sample - self.seconds_per_pixel)
 
     def scale_for(self, full_pixels: int) -> float:
-        """Scale in [min_scale, 1] for a view of ``full_pixels`` pixels at full resolution (0.25 until a frame
-        has been recorded)."""
+        """Scale in [min_scale, 1] for a view of ``full_pixels`` pixels at full resolution (``min_scale`` until a
+        frame has been recorded, so that the first image comes quickly on any machine)."""
         if self.seconds_per_pixel is None:
-            return max(self.min_scale, 0.25)
+            return self.min_scale
         pixels = (1.0 / self.target_fps) / max(self.seconds_per_pixel, 1e-12)
         return float(np.clip(math.sqrt(pixels / max(full_pixels, 1)), self.min_scale, 1.0))
+
+
+def refine_scales(first: float) -> list[float]:
+    """The scales of the progressive passes of a still view: ``first``, then doubled until full resolution
+    (e.g. ``1/16 -> [1/16, 1/8, 1/4, 1/2, 1]``); a pass closer than a factor 1.5 to full resolution is skipped."""
+    scales = []
+    scale = float(first)
+    while scale * 1.5 < 1.0:
+        scales.append(scale)
+        scale *= 2.0
+    return [*scales, 1.0]
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,8 @@ class RenderRequest:
 class Frame:
     """A rendered view at ``intr``'s size: NeRF colour ``rgb`` ``(h, w, 3)`` float32, ``depth`` and
     ``opacity`` ``(h, w)``; ``display`` ``(h, w, 3)`` uint8 in the request's mode; in ground-truth mode ``gt``
-    ``(h, w, 3)`` float32 (composited over the background), the ``error`` heat map (uint8) and ``psnr``."""
+    ``(h, w, 3)`` float32 (composited over the background), the ``error`` heat map (uint8) and ``psnr``;
+    ``pass_index`` of ``passes``: which progressive pass of its request it is (1-based)."""
 
     request: RenderRequest
     scale: float
@@ -110,6 +124,8 @@ class Frame:
     gt: np.ndarray | None = None
     error: np.ndarray | None = None
     psnr: float | None = None
+    pass_index: int = 1
+    passes: int = 1
 
     @property
     def complete(self) -> bool:
@@ -215,11 +231,12 @@ class ViewRenderer:
 
 
 class RenderWorker(QObject):
-    """Renders the most recent request on its own thread: previews at the controller's scale while the camera
-    moves, full resolution otherwise (abandoned as soon as a newer request arrives)."""
+    """Renders the most recent request on its own thread: one preview at the controller's scale while the camera
+    moves; otherwise progressive passes from that scale up to full resolution (abandoned as soon as a newer
+    request arrives)."""
 
-    frameReady = pyqtSignal(object)  # Frame
-    progress = pyqtSignal(float)  # fraction of a full-resolution render done
+    frameReady = pyqtSignal(object)  # Frame, once per pass
+    progress = pyqtSignal(int, int, int, int, float)  # pass (1-based), passes, width, height, fraction done
     failed = pyqtSignal(str)
     _wake = pyqtSignal()
 
@@ -257,24 +274,34 @@ class RenderWorker(QObject):
             req, self._pending = self._pending, None
         if req is None or self._closing:
             return
-        scale = self.controller.scale_for(req.width * req.height) if req.moving else 1.0
-        try:
-            frame = self.renderer.render(
-                req, scale,
-                cancelled=(lambda: self._closing) if req.moving else self._cancelled,
-                progress=None if req.moving else self.progress.emit,
-            )
-        except Exception as err:  # a render error is shown in the window, never kills the thread
-            self.failed.emit(f"render failed: {type(err).__name__}: {err}")
-            return
-        if frame is None:
-            return
-        self.controller.record(frame.intr.width * frame.intr.height, frame.seconds)
-        self.frameReady.emit(frame)
+        first = self.controller.scale_for(req.width * req.height)
+        scales = [first] if req.moving else refine_scales(first)
+        for index, scale in enumerate(scales, start=1):
+            intr = req.intrinsics(scale)
+
+            def progress(fraction: float, index: int = index, intr: Intrinsics = intr) -> None:
+                self.progress.emit(index, len(scales), intr.width, intr.height, fraction)
+
+            try:
+                frame = self.renderer.render(
+                    req, scale, cancelled=(lambda: self._closing) if req.moving else self._cancelled,
+                    progress=progress,
+                )
+            except Exception as err:  # a render error is shown in the window, never kills the thread
+                self.failed.emit(f"render failed: {type(err).__name__}: {err}")
+                return
+            if frame is None:
+                return
+            frame.pass_index, frame.passes = index, len(scales)
+            self.controller.record(frame.intr.width * frame.intr.height, frame.seconds)
+            self.frameReady.emit(frame)
+            if self._cancelled():
+                return
 
 
 class TrainWorker(QObject):
-    """Trains ``session`` on its own thread until its step count, with pause / resume / single step.
+    """Trains ``session`` on its own thread until its step count, with pause / resume / single step. Once
+    ``paused`` is set, holding ``lock`` waits for the step in flight and no other starts.
 
     ``stats`` carries ``{"step", "loss", "psnr", "samples"}`` about ten times a second."""
 
@@ -313,20 +340,28 @@ class TrainWorker(QObject):
     @pyqtSlot()
     def _run(self) -> None:
         last = 0.0
+        unreported: dict | None = None
         steps = self.session.cfg.steps or 0
         while not self._stop:
-            if self.session.step >= steps and not self._single_steps:
-                self.paused = True
-            if self.paused and not self._single_steps:
+            with self.lock:  # pausing is decided under the lock: once paused is seen set, no step starts
+                if self.session.step >= steps and not self._single_steps:
+                    self.paused = True
+                run = not self.paused or self._single_steps > 0
+                if run:
+                    self._single_steps = max(0, self._single_steps - 1)
+                    t0 = time.perf_counter()
+                    row = self.session.advance()
+                    self.seconds += time.perf_counter() - t0
+            if not run:
+                if unreported is not None:  # the last step before a pause is always reported
+                    self.stats.emit(unreported)
+                    unreported = None
                 QThread.msleep(20)
                 continue
-            self._single_steps = max(0, self._single_steps - 1)
-            t0 = time.perf_counter()
-            with self.lock:
-                row = self.session.advance()
-            self.seconds += time.perf_counter() - t0
+            unreported = {"step": self.session.step, **row}
             now = time.perf_counter()
             if now - last >= self.report_every or self.paused:
                 last = now
-                self.stats.emit({"step": self.session.step, **row})
+                self.stats.emit(unreported)
+                unreported = None
         self.finished.emit()
