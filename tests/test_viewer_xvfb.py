@@ -19,7 +19,7 @@ SCRIPT = """
 import sys
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication
-from viewer.window import open_run
+from viewer.launch import open_run
 
 app = QApplication(sys.argv[:1])
 window = open_run(sys.argv[1], device="cpu", size=(160, 120))
