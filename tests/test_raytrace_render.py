@@ -189,3 +189,68 @@ def test_alpha_is_coverage_on_a_transparent_background(tmp_path: Path) -> None:
     )
     assert (solid.rgba[..., 3] == 1).all()
     torch.testing.assert_close(solid.rgba[..., :3], res.rgba[..., :3] * alpha.unsqueeze(-1))
+
+
+MIRROR_AND_GLASS = """
+[render]
+background = [0.0, 0.0, 0.0]
+ambient = [0.0, 0.0, 0.0]
+max_depth = 2
+bounds = [[-5, -5, -5], [5, 5, 5]]
+[materials.lamp]
+type = "emissive"
+color = [1.0, 0.5, 0.25]
+strength = 2.0
+[materials.mirror]
+type = "mirror"
+color = [0.9, 0.8, 0.7]
+[materials.glass]
+type = "glass"
+color = [0.9, 0.8, 0.7]
+ior = 1.5
+[[objects]]
+name = "lamp behind the slab, seen through it"
+type = "box"
+min = [-1.0, -1.0, -3.0]
+max = [1.0, 1.0, -2.9]
+material = "lamp"
+[[objects]]
+name = "lamp above the slab, seen in its reflection"
+type = "box"
+min = [-1.0, -1.0, 2.5]
+max = [1.0, 1.0, 2.6]
+material = "lamp"
+[[objects]]
+name = "glass slab"
+type = "box"
+min = [-1.0, -1.0, -0.5]
+max = [1.0, 1.0, 0.0]
+material = "glass"
+[[objects]]
+name = "mirror tilted 45 degrees: a ray along +x turns to -z"
+type = "plane"
+point = [3.0, 0.0, 0.0]
+normal = [-1.0, 0.0, -1.0]
+material = "mirror"
+[[objects]]
+name = "lamp below the mirror"
+type = "box"
+min = [2.0, -1.0, -3.0]
+max = [3.0, 1.0, -2.9]
+material = "lamp"
+"""
+
+
+def test_mirror_and_glass_weights_at_normal_incidence(tmp_path: Path) -> None:
+    """A glass slab at normal incidence reflects F0 = ((n - 1) / (n + 1))^2 of the lamp above it (untinted) and
+    passes the lamp below through two interfaces, each passing (1 - F0) tinted by the glass colour (internal
+    reflections need more bounces than max_depth). Off a mirror: the mirror's colour times what it reflects."""
+    scene = make_scene(tmp_path, MIRROR_AND_GLASS)
+    o = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.5]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    colour, hit = trace(scene, scene_geometry(scene, torch.device("cpu")), o, d, torch.Generator().manual_seed(0))
+    assert hit.all()
+    lamp, tint = torch.tensor([2.0, 1.0, 0.5]), torch.tensor([0.9, 0.8, 0.7])
+    f0 = ((1.5 - 1.0) / (1.5 + 1.0)) ** 2
+    torch.testing.assert_close(colour[0], lamp * (f0 + ((1 - f0) * tint) ** 2))
+    torch.testing.assert_close(colour[1], lamp * tint)
