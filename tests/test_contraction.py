@@ -8,13 +8,15 @@ import math
 import pytest
 import torch
 
+from nerf.checkpoint import save_checkpoint
 from nerf.config import MarchConfig, TrainConfig
 from nerf.contraction import FAR_NORM, box_norm, contract, far_box, resolve_contraction, uncontract, unit_coords
 from nerf.field import NGPField
 from nerf.hashgrid import HashGridConfig
 from nerf.marching import StepRule, march_rays
-from nerf.model import UNBOUNDED_CONE_ANGLE, build_model, resolve_scene
+from nerf.model import UNBOUNDED_CONE_ANGLE, build_model, load_run, resolve_scene
 from nerf.occupancy import OccupancyGrid
+from nerf.render import MarchSettings, render_rays
 
 AABB = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 1.0]])
 
@@ -130,3 +132,40 @@ def test_unbounded_dataset_builds_a_contracted_model() -> None:
     assert model.march.max_step == pytest.approx(math.sqrt(16 + 16 + 1) / cfg.march.grid_resolution)
     plain = build_model(bounded, AABB, torch.device("cpu"))
     assert not plain.field.contracted and plain.march.rule.uniform
+
+
+class FarShell(torch.nn.Module):
+    """A field whose only matter is a grey shell beyond ``n = 100`` box half-widths (a sky)."""
+
+    def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (box_norm(x, AABB) > 100.0).float() * 50.0, x.new_zeros(x.shape[0], 1)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(x)[0], torch.full_like(x, 0.5)
+
+
+@pytest.mark.parametrize("contracted", [True, False])
+def test_rays_leaving_the_box_reach_the_sky(contracted: bool) -> None:
+    """A contracted march carries rays past the box to the far shell (opaque, far depth); a bounded one stops."""
+    march = MarchSettings(AABB, 64, contracted=contracted, cone_angle=UNBOUNDED_CONE_ANGLE if contracted else 0.0)
+    o = torch.tensor([[0.0, 1.0, 0.5], [5.0, 20.0, 0.5]])
+    d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.3, 0.2], [0.0, 1.0, 0.0]]), dim=-1)
+    out = render_rays(FarShell(), None, o, d, march, torch.zeros(3))
+    if contracted:
+        torch.testing.assert_close(out["opacity"], torch.ones(2), atol=1e-3, rtol=0)
+        torch.testing.assert_close(out["rgb"], torch.full((2, 3), 0.5), atol=1e-3, rtol=0)
+        assert (box_norm(o + d * out["depth"][:, None], AABB) > 100.0).all()
+    else:
+        assert (out["opacity"] == 0).all()
+
+
+def test_contracted_checkpoint_loads_contracted(tmp_path) -> None:
+    cfg = resolve_scene(TrainConfig(backend="torch", hash=HashGridConfig(levels=2, log2_table_size=8)).resolved("cpu"),
+                        bounded=False)
+    model = build_model(cfg, AABB, torch.device("cpu"))
+    save_checkpoint(tmp_path / "step.pt", step=1, model_state=model.field.state_dict(), optimizer_state=None,
+                    grid_state=model.grid.state_dict(), config=cfg.to_dict(), extra={"aabb": AABB.tolist()})
+    loaded_cfg, loaded, _ = load_run(tmp_path / "step.pt", "cpu")
+    assert loaded_cfg.march.scene_contraction == "mipnerf360"
+    assert loaded.field.contracted and loaded.grid.contracted and loaded.march.contracted
+    assert (loaded.march.cone_angle, loaded.march.max_step) == (model.march.cone_angle, model.march.max_step)
