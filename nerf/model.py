@@ -92,10 +92,11 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
 
 
 def load_run(
-    run_dir: str | Path, device: str = "auto", backend: str | None = None
+    run_dir: str | Path, device: str = "auto", backend: str | None = None, cone_angle: float | None = None
 ) -> tuple[TrainConfig, Model, dict]:
     """Load a run's config, model and latest checkpoint (or the checkpoint file ``run_dir``):
-    ``(cfg, model, checkpoint dict)``. ``backend`` (default: the config's) overrides the run's.
+    ``(cfg, model, checkpoint dict)``. ``backend`` (default: the config's) overrides the run's; so does
+    ``cone_angle`` (default: the run's), the march's step growth (fewer far samples when viewing).
 
     Raises :class:`InputError` naming the checkpoint when it does not describe a model this version can build."""
     run_dir = Path(run_dir)
@@ -109,6 +110,11 @@ def load_run(
         raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
     if backend is not None:
         cfg.backend = backend
+    if cone_angle is not None:
+        try:
+            cfg.march = dataclasses.replace(cfg.march, cone_angle=cone_angle)
+        except ValueError as e:
+            raise InputError(None, "--cone-angle", str(e)) from None
     dev = resolve_device(device)
     extra = ckpt.get("extra") or {}
     aabb = extra.get("aabb") if isinstance(extra, dict) else None

@@ -17,6 +17,7 @@ from nerf.marching import StepRule, march_rays
 from nerf.model import UNBOUNDED_CONE_ANGLE, build_model, load_run, resolve_scene
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
+from raytrace.errors import InputError
 
 AABB = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 1.0]])
 
@@ -169,3 +170,7 @@ def test_contracted_checkpoint_loads_contracted(tmp_path) -> None:
     assert loaded_cfg.march.scene_contraction == "mipnerf360"
     assert loaded.field.contracted and loaded.grid.contracted and loaded.march.contracted
     assert (loaded.march.cone_angle, loaded.march.max_step) == (model.march.cone_angle, model.march.max_step)
+    _, viewing, _ = load_run(tmp_path / "step.pt", "cpu", cone_angle=0.01)
+    assert viewing.march.cone_angle == 0.01 and viewing.march.contracted
+    with pytest.raises(InputError, match="--cone-angle: cone_angle must be in"):
+        load_run(tmp_path / "step.pt", "cpu", cone_angle=-1.0)
