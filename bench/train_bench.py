@@ -1,4 +1,5 @@
-"""Learned quality against wall time: PSNR / SSIM / depth error on held-out views for every shipped scene.
+"""Learned quality against wall time: PSNR / SSIM / depth error on held-out views for every shipped scene
+(unbounded ones, whitted and garden, contracted: see ``nerf/contraction.py``).
 
 For each scene, the hash-grid model (CPU or GPU preset, by the device) and, in the same run on the same data, sampler
 and time budget, the 2020 positional-encoding NeRF as the baseline. Test PSNR is measured on a few views every
@@ -33,7 +34,7 @@ from nerf.train import open_session  # noqa: E402
 from raytrace.dataset import settings_for, write_dataset  # noqa: E402
 from raytrace.scene import load_scene  # noqa: E402
 
-SCENES = ("object", "whitted", "cornell")
+SCENES = ("object", "whitted", "cornell", "garden")
 MODELS = {"ngp": {}, "nerf": {"optim": OptimConfig(lr=5e-4, eps=1e-8), "batch_rays": 1024}}
 
 

@@ -26,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from nerf.hashgrid import EncodeFn, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
-from nerf.marching import CandidatesFn, Samples, march_candidates
+from nerf.marching import CandidatesFn, Samples, StepRule, march_candidates
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
 
@@ -286,7 +286,7 @@ def native_march_candidates(
     counts: torch.Tensor,
     a: int,
     b: int,
-    step_size: float,
+    rule: StepRule,
     grid: OccupancyGrid | None,
 ) -> Samples:
     """:func:`nerf.marching.march_candidates` on the native kernels (float32 rays): the same samples, bit for
@@ -302,7 +302,11 @@ def native_march_candidates(
         counts[a:b],
         None if grid is None else grid.mask,
         o.new_zeros(2, 3) if grid is None else grid.aabb,
-        step_size,
+        grid is not None and grid.contracted,
+        rule.step,
+        rule.cone_angle,
+        rule.max_step,
+        rule.contract_aabb,
         a,
     )
     return Samples(ray_indices, t_starts, t_ends)

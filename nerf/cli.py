@@ -50,6 +50,9 @@ _HELP = {
     "march.grid_threshold": "occupancy threshold on the optical thickness of one marching step",
     "march.grid_update_every": "update the occupancy grid every N steps",
     "march.grid_warmup": "steps during which every occupancy cell is updated",
+    "march.scene_contraction": "auto (from the dataset's bounded), none, or mipnerf360: space outside the box "
+    "contracted into the grids, rays marched to infinity",
+    "march.cone_angle": "marching step grows as clamp(t * cone_angle, step, cell); none: 1/256 contracted, else 0",
     "optim.lr": "Adam learning rate",
     "optim.lr_final_factor": "the learning rate decays exponentially to lr times this at the last step",
     "optim.betas": "Adam betas",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nerf.contraction import CONTRACTIONS
 from nerf.field import FieldConfig
 from nerf.hashgrid import HashGridConfig
 from raytrace.atomic import write_json
@@ -32,6 +33,15 @@ class MarchConfig:
     grid_threshold: float = 0.01
     grid_update_every: int = 16
     grid_warmup: int = 256
+    scene_contraction: str = "auto"  # auto (from the dataset's bounded) | none | mipnerf360 (see nerf.contraction)
+    cone_angle: float | None = None  # step = clamp(t * cone_angle, step, cell); None: 1/256 if contracted, else 0
+
+    def __post_init__(self) -> None:
+        if self.scene_contraction not in ("auto", *CONTRACTIONS):
+            raise ValueError(f"scene_contraction must be one of auto, {', '.join(CONTRACTIONS)}, "
+                             f"got {self.scene_contraction!r}")
+        if self.cone_angle is not None and not 0.0 <= self.cone_angle < 1.0:
+            raise ValueError(f"cone_angle must be in [0, 1), got {self.cone_angle}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nerf.contraction import unit_coords
 from nerf.hashgrid import EncodeFn, HashGrid, HashGridConfig, hash_encode
 from nerf.sh import sh_encode
 
@@ -64,7 +65,8 @@ class NGPField(nn.Module):
     """``density(x) -> (sigma (N,), geo (N, geo_features))``; ``forward(x, d) -> (sigma (N,), rgb (N, 3))``.
 
     ``x`` are world points ``(N, 3)``, normalised into ``aabb`` ``(2, 3)`` (min, max corners); points outside
-    it get density 0. ``d`` are unit directions ``(N, 3)``. ``encode_fn`` is the backend's hash encoding.
+    it get density 0, unless ``contracted``: then all of space maps into the grid (:mod:`nerf.contraction`).
+    ``d`` are unit directions ``(N, 3)``. ``encode_fn`` is the backend's hash encoding.
     """
 
     def __init__(
@@ -73,17 +75,20 @@ class NGPField(nn.Module):
         aabb: torch.Tensor,
         hash_cfg: HashGridConfig | None = None,
         encode_fn: EncodeFn = hash_encode,
+        contracted: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.contracted = contracted
         self.register_buffer("aabb", check_aabb(aabb))
         self.encoding = HashGrid(hash_cfg or HashGridConfig(), encode_fn)
         self.density_mlp = mlp(self.encoding.output_dim, cfg.hidden, 1, 1 + cfg.geo_features)
         self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features, cfg.color_hidden, cfg.color_layers, 3)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """World points ``(N, 3)`` -> aabb coordinates ``(N, 3)`` (``[0, 1]`` inside)."""
-        return (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        """World points ``(N, 3)`` -> grid coordinates ``(N, 3)`` (``[0, 1]`` inside the aabb, or everywhere when
+        contracted)."""
+        return unit_coords(x, self.aabb, self.contracted)
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``sigma (N,)`` and geometry features ``(N, geo_features)`` at world points ``x`` ``(N, 3)``."""

@@ -1,13 +1,16 @@
-"""Ray marching through the aabb with occupancy-grid empty-space skipping, producing packed samples."""
+"""Ray marching through the aabb (or, in a contracted scene, out to "infinity") with occupancy-grid empty-space
+skipping, producing packed samples."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from nerf.contraction import box_norm, far_box
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import early_terminated, render_weights
 
@@ -70,6 +73,31 @@ class Samples:
         return Samples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep])
 
 
+@dataclass(frozen=True)
+class StepRule:
+    """How long the step from ``t`` is: ``dt = clamp(t * cone_angle, step, max_step)`` (instant-NGP's cone-angle
+    growth), times ``n**2`` outside the box ``contract_aabb`` ``(2, 3)`` of a contracted scene (``n``:
+    :func:`nerf.contraction.box_norm` at ``t``; evenly spaced in disparity). ``uniform`` (``cone_angle = 0``, no
+    contraction): sample ``k`` starts at ``t0 + k * step``; otherwise every step starts where the last one ended."""
+
+    step: float
+    cone_angle: float = 0.0
+    max_step: float = math.inf
+    contract_aabb: torch.Tensor | None = None
+
+    @property
+    def uniform(self) -> bool:
+        return self.cone_angle == 0.0 and self.contract_aabb is None
+
+    def lengths(self, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``dt`` ``(N,)`` of the steps from ``t`` ``(N,)`` along rays ``o, d`` ``(N, 3)``."""
+        dt = (t * self.cone_angle).clamp(self.step, self.max_step)
+        if self.contract_aabb is None:
+            return dt
+        n = box_norm(o + d * t[:, None], self.contract_aabb).clamp(min=1.0)
+        return dt * (n * n)
+
+
 def _chunks(counts: torch.Tensor, budget: int) -> list[tuple[int, int]]:
     """Split rays into consecutive ranges of at most ``budget`` samples each (or a single longer ray)."""
     n = counts.numel()
@@ -90,24 +118,63 @@ def march_candidates(
     counts: torch.Tensor,
     a: int,
     b: int,
-    step_size: float,
+    rule: StepRule,
     grid: OccupancyGrid | None,
 ) -> Samples:
     """The kept samples of rays ``a .. b-1`` (of ``o, d`` ``(N, 3)``; ``t0, t_far`` ``(N,)``, ``counts`` ``(N,)``
-    long): ray ``r``'s candidate ``k < counts[r]`` is ``[s, min(s + step, t_far[r])]`` with
-    ``s = t0[r] + k * step``, kept where its mid-point is occupied in ``grid`` (always without a grid)."""
+    long): ray ``r``'s candidate ``k < counts[r]`` is ``[s, min(s + dt, t_far[r])]``, kept where its mid-point is
+    occupied in ``grid`` (always without a grid). ``rule.uniform``: ``s = t0[r] + k * step``, ``dt = step``;
+    otherwise ``s`` starts at ``t0[r]`` and moves on by ``dt = rule.lengths(s)`` while ``s < t_far[r]``."""
+    if not rule.uniform:
+        return _march_sequential(o, d, t0, t_far, counts, a, b, rule, grid)
     c = counts[a:b]
     rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
     first = torch.cumsum(c, 0) - c
     k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
-    starts = t0[rays] + k.to(o.dtype) * step_size
-    ends = torch.minimum(starts + step_size, t_far[rays])
+    starts = t0[rays] + k.to(o.dtype) * rule.step
+    ends = torch.minimum(starts + rule.step, t_far[rays])
     s = Samples(rays, starts, ends)
     return s if grid is None else s.select(grid.occupied(s.positions(o, d)))
 
 
+def _march_sequential(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    t0: torch.Tensor,
+    t_far: torch.Tensor,
+    counts: torch.Tensor,
+    a: int,
+    b: int,
+    rule: StepRule,
+    grid: OccupancyGrid | None,
+) -> Samples:
+    """:func:`march_candidates` with steps that depend on ``t``: all rays step together, one step per loop."""
+    o, d, t_far, cap = o[a:b], d[a:b], t_far[a:b], counts[a:b]
+    s = t0[a:b].clone()
+    active = ((cap > 0) & (s < t_far)).nonzero().squeeze(-1)
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    k = 0
+    while active.numel():
+        start, ro, rd = s[active], o[active], d[active]
+        nxt = start + rule.lengths(ro, rd, start)
+        end = torch.minimum(nxt, t_far[active])
+        mid = 0.5 * (start + end)
+        x = ro + rd * mid[:, None]
+        keep = torch.ones_like(start, dtype=torch.bool) if grid is None else grid.occupied(x)
+        parts.append((active[keep], start[keep], end[keep]))
+        s[active] = nxt
+        k += 1
+        active = active[(cap[active] > k) & (nxt < t_far[active])]
+    if not parts:
+        empty = s.new_empty(0)
+        return Samples(cap.new_empty(0), empty, empty.clone())
+    rays, starts, ends = (torch.cat(p) for p in zip(*parts, strict=True))
+    order = torch.sort(rays, stable=True).indices
+    return Samples(rays[order] + a, starts[order], ends[order])
+
+
 CandidatesFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, float, OccupancyGrid | None],
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, StepRule, OccupancyGrid | None],
     Samples,
 ]
 """The signature of :func:`march_candidates` (the native twin: :func:`nerf.backends.native_march_candidates`)."""
@@ -118,31 +185,39 @@ def march_rays(
     d: torch.Tensor,
     aabb: torch.Tensor,
     grid: OccupancyGrid | None,
-    step_size: float,
+    step_size: float | StepRule,
     max_steps: int,
     jitter: bool = False,
     generator: torch.Generator | None = None,
     near: float = 0.0,
     candidates_fn: CandidatesFn = march_candidates,
 ) -> Samples:
-    """March rays ``o, d`` ``(N, 3)`` through ``aabb`` ``(2, 3)`` in steps of ``step_size``.
+    """March rays ``o, d`` ``(N, 3)`` through ``aabb`` ``(2, 3)`` in steps of ``step_size`` (a float: a uniform
+    :class:`StepRule`).
 
-    Ray ``r`` gets the intervals ``[t0 + k * step, t0 + (k + 1) * step]`` (the last one clipped to
+    Uniform: ray ``r`` gets the intervals ``[t0 + k * step, t0 + (k + 1) * step]`` (the last one clipped to
     ``t_far``) for ``k < ceil((t_far - t0) / step)``, at most ``max_steps`` of them, where
     ``t0 = max(t_near, near)`` plus, with ``jitter``, a uniform offset in ``[0, step)`` per ray (drawn from
-    ``generator`` on the rays' device). Only intervals whose mid-point lies in an occupied cell of ``grid``
-    are kept (all of them if ``grid`` is None). ``candidates_fn`` generates and tests the candidates.
+    ``generator`` on the rays' device). Otherwise the steps follow the rule, at most ``max_steps``; a contracted
+    rule marches every ray from ``near`` to where it leaves :func:`nerf.contraction.far_box` ("infinity") and
+    ignores ``aabb``. Only intervals whose mid-point lies in an occupied cell of ``grid`` are kept (all of them if
+    ``grid`` is None). ``candidates_fn`` generates and tests the candidates.
     """
-    if step_size <= 0.0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+    rule = step_size if isinstance(step_size, StepRule) else StepRule(step_size)
+    if not rule.step > 0.0:
+        raise ValueError(f"step_size must be > 0, got {rule.step}")
     n = o.shape[0]
-    t_near, t_far, hit = ray_aabb(o, d, aabb.to(o))
+    box = aabb if rule.contract_aabb is None else far_box(rule.contract_aabb)
+    t_near, t_far, hit = ray_aabb(o, d, box.to(o))
     t0 = t_near.clamp(min=near)
     if jitter:
-        t0 = t0 + torch.rand(n, device=o.device, dtype=o.dtype, generator=generator) * step_size
-    counts = torch.ceil((t_far - t0) / step_size).clamp(0, max_steps).long()
+        t0 = t0 + torch.rand(n, device=o.device, dtype=o.dtype, generator=generator) * rule.step
+    if rule.uniform:
+        counts = torch.ceil((t_far - t0) / rule.step).clamp(0, max_steps).long()
+    else:
+        counts = torch.full((n,), max_steps, dtype=torch.long, device=o.device)
     counts = torch.where(hit, counts, torch.zeros_like(counts))
-    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, step_size, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
+    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, rule, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
     if not parts:
         empty = torch.empty(0, device=o.device, dtype=o.dtype)
         return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 from nerf.backends import BackendUnavailable, resolve_backend
 from nerf.checkpoint import latest_checkpoint, load_checkpoint
 from nerf.config import TrainConfig
+from nerf.contraction import resolve_contraction
 from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
@@ -32,6 +34,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
+"""instant-NGP's cone angle for scenes with ``aabb_scale`` > 1: the default of contracted scenes."""
+
+
+def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
+    """A copy of a resolved config whose march names its contraction and cone angle (``auto`` / ``None`` decided
+    by ``bounded``: unbounded scenes are contracted, except for ``--model nerf``, and step with
+    :data:`UNBOUNDED_CONE_ANGLE`; bounded ones do not), so that the run's config and checkpoints record them."""
+    if cfg.march is None:
+        raise ValueError("resolve_scene needs a resolved config (TrainConfig.resolved)")
+    contraction = resolve_contraction(cfg.march.scene_contraction, bounded or cfg.model == "nerf")
+    cone = cfg.march.cone_angle
+    if cone is None:
+        cone = UNBOUNDED_CONE_ANGLE if contraction != "none" else 0.0
+    march = dataclasses.replace(cfg.march, scene_contraction=contraction, cone_angle=cone)
+    return dataclasses.replace(cfg, march=march)
+
+
 @dataclass
 class Model:
     """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched
@@ -47,9 +67,12 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
     """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`) on ``device``.
 
     The backend is resolved once into one bundle: its hash encoding goes to the field, its marching and
-    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle."""
+    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle. A
+    contraction or cone angle left ``auto`` is a bounded scene's (see :func:`resolve_scene`)."""
     if cfg.hash is None or cfg.march is None:
         raise ValueError("build_model needs a resolved config (TrainConfig.resolved)")
+    m = resolve_scene(cfg, bounded=True).march
+    contracted = m.scene_contraction != "none"
     aabb = aabb.to(device=device, dtype=torch.float32)
     if cfg.model not in ("ngp", "nerf"):
         raise InputError(None, "--model", f"unknown model {cfg.model!r}; choose ngp or nerf")
@@ -57,17 +80,23 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
         backend = resolve_backend(cfg.backend if cfg.model == "ngp" else "torch", device, cfg.hash)
     except BackendUnavailable as e:
         raise InputError(None, "--backend", str(e)) from None
-    field = NGPField(cfg.field, aabb, cfg.hash, backend.encode) if cfg.model == "ngp" else PENeRFField(aabb)
-    grid = OccupancyGrid(aabb, cfg.march.grid_resolution, cfg.march.grid_decay, cfg.march.grid_threshold, cfg.seed)
-    march = MarchSettings(aabb, cfg.march.steps, backend.composite, backend.march_candidates)
+    if cfg.model == "nerf" and contracted:
+        raise InputError(None, "--scene-contraction", "--model nerf has no contraction; use --scene-contraction none")
+    field = (NGPField(cfg.field, aabb, cfg.hash, backend.encode, contracted) if cfg.model == "ngp"
+             else PENeRFField(aabb))
+    grid = OccupancyGrid(aabb, m.grid_resolution, m.grid_decay, m.grid_threshold, cfg.seed, contracted)
+    max_step = float((aabb[1] - aabb[0]).norm()) / m.grid_resolution
+    march = MarchSettings(aabb, m.steps, backend.composite, backend.march_candidates, contracted, m.cone_angle,
+                          max_step)
     return Model(field.to(device), grid.to(device), march, backend.name)
 
 
 def load_run(
-    run_dir: str | Path, device: str = "auto", backend: str | None = None
+    run_dir: str | Path, device: str = "auto", backend: str | None = None, cone_angle: float | None = None
 ) -> tuple[TrainConfig, Model, dict]:
     """Load a run's config, model and latest checkpoint (or the checkpoint file ``run_dir``):
-    ``(cfg, model, checkpoint dict)``. ``backend`` (default: the config's) overrides the run's.
+    ``(cfg, model, checkpoint dict)``. ``backend`` (default: the config's) overrides the run's; so does
+    ``cone_angle`` (default: the run's), the march's step growth (fewer far samples when viewing).
 
     Raises :class:`InputError` naming the checkpoint when it does not describe a model this version can build."""
     run_dir = Path(run_dir)
@@ -81,6 +110,11 @@ def load_run(
         raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
     if backend is not None:
         cfg.backend = backend
+    if cone_angle is not None:
+        try:
+            cfg.march = dataclasses.replace(cfg.march, cone_angle=cone_angle)
+        except ValueError as e:
+            raise InputError(None, "--cone-angle", str(e)) from None
     dev = resolve_device(device)
     extra = ckpt.get("extra") or {}
     aabb = extra.get("aabb") if isinstance(extra, dict) else None

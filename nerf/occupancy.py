@@ -1,5 +1,6 @@
 """Occupancy grid over the scene's aabb: an EMA of the field's density per cell, thresholded into a mask that
-lets the ray marcher skip empty space (instant-NGP's density grid, one cascade)."""
+lets the ray marcher skip empty space (instant-NGP's density grid, one cascade). In a contracted scene its cells
+tile the contracted cube, so it covers all of space (:mod:`nerf.contraction`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nerf.contraction import uncontract, unit_coords
 from nerf.field import check_aabb
 
 EVAL_CHUNK = 1 << 18
@@ -18,7 +20,9 @@ EVAL_CHUNK = 1 << 18
 class OccupancyGrid(nn.Module):
     """``R**3`` cells over ``aabb`` ``(2, 3)``; buffers ``density`` (R, R, R) float, ``mask`` (R, R, R) bool.
 
-    Cell ``(i, j, k)`` covers ``aabb[0] + ([i, j, k] + [0, 1]) / R * (aabb[1] - aabb[0])``.
+    Cell ``(i, j, k)`` covers the unit coordinates ``([i, j, k] + [0, 1]) / R`` of
+    :func:`nerf.contraction.unit_coords`: ``aabb[0] + ([i, j, k] + [0, 1]) / R * (aabb[1] - aabb[0])`` unless
+    ``contracted``.
     """
 
     def __init__(
@@ -28,8 +32,10 @@ class OccupancyGrid(nn.Module):
         decay: float = 0.95,
         threshold: float = 0.01,
         seed: int = 0,
+        contracted: bool = False,
     ) -> None:
         super().__init__()
+        self.contracted = contracted
         if resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         self.resolution, self.decay, self.threshold = resolution, decay, threshold
@@ -48,15 +54,15 @@ class OccupancyGrid(nn.Module):
 
     def cell_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat cell index ``(N,)`` long of world points ``x`` ``(N, 3)`` (clamped into the grid) and whether
-        each point is inside the aabb ``(N,)`` bool."""
-        unit = (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        each point is inside the grid ``(N,)`` bool."""
+        unit = unit_coords(x, self.aabb, self.contracted)
         inside = ((unit >= 0.0) & (unit <= 1.0)).all(dim=-1)
         r = self.resolution
         ijk = (unit * r).floor().long().clamp_(0, r - 1)
         return (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2], inside
 
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` bool: the cell of each world point ``(N, 3)`` is occupied (False outside the aabb)."""
+        """``(N,)`` bool: the cell of each world point ``(N, 3)`` is occupied (False outside the grid)."""
         flat, inside = self.cell_indices(x)
         return self.mask.reshape(-1)[flat] & inside
 
@@ -89,7 +95,8 @@ class OccupancyGrid(nn.Module):
         jitter = torch.rand(chosen.numel(), 3, generator=self.generator)
         chosen, jitter = chosen.to(device), jitter.to(device)
         ijk = torch.stack([chosen // (r * r), (chosen // r) % r, chosen % r], dim=-1)
-        points = self.aabb[0] + (ijk + jitter) / r * (self.aabb[1] - self.aabb[0])
+        unit = (ijk + jitter) / r
+        points = uncontract(unit, self.aabb) if self.contracted else self.aabb[0] + unit * (self.aabb[1] - self.aabb[0])
         new = torch.zeros(cells, device=device)
         for start in range(0, points.shape[0], EVAL_CHUNK):
             part = chosen[start : start + EVAL_CHUNK]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from nerf.marching import CandidatesFn, march_candidates, march_rays, prune_occluded
+from nerf.marching import CandidatesFn, StepRule, march_candidates, march_rays, prune_occluded
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
 from raytrace.camera import Intrinsics, image_rays
@@ -26,17 +27,31 @@ class MarchSettings:
 
     ``candidates_fn`` and ``composite_fn`` are chosen once, with the hash-grid backend
     (:func:`nerf.model.build_model`): the native kernels with the ``native`` backend, else the references
-    :func:`nerf.marching.march_candidates` and :func:`nerf.volume.composite`.
+    :func:`nerf.marching.march_candidates` and :func:`nerf.volume.composite`. ``contracted``: space outside the
+    box is contracted (:mod:`nerf.contraction`) and rays are marched to "infinity"; ``cone_angle`` and
+    ``max_step``: the step's growth with distance (:class:`nerf.marching.StepRule`).
     """
 
     aabb: torch.Tensor  # (2, 3)
     steps: int  # samples along the box diagonal
     composite_fn: CompositeFn = composite
     candidates_fn: CandidatesFn = march_candidates
+    contracted: bool = False
+    cone_angle: float = 0.0
+    max_step: float = math.inf
 
     @property
     def step_size(self) -> float:
         return float((self.aabb[1] - self.aabb[0]).norm()) / self.steps
+
+    @property
+    def rule(self) -> StepRule:
+        return StepRule(self.step_size, self.cone_angle, self.max_step, self.aabb if self.contracted else None)
+
+    @property
+    def max_samples(self) -> int:
+        """Candidates per ray at most: ``steps``, twice that when contracted (the box, then out to infinity)."""
+        return 2 * self.steps if self.contracted else self.steps
 
 
 def render_rays(
@@ -60,8 +75,8 @@ def render_rays(
         dirs,
         march.aabb,
         grid,
-        march.step_size,
-        march.steps,
+        march.rule,
+        march.max_samples,
         jitter=jitter,
         generator=generator,
         candidates_fn=march.candidates_fn,

@@ -45,7 +45,7 @@ from nerf.distributed import (
 )
 from nerf.evaluate import evaluate
 from nerf.metrics import psnr_from_mse
-from nerf.model import Model, build_model, first_line, load_run, resolve_device
+from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
 from nerf.render import render_rays
 from raytrace.errors import InputError
 
@@ -271,6 +271,7 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.data, splits=("train", "val", "test"), downscale=cfg.downscale)
     if resume is None:
+        cfg = resolve_scene(cfg, dataset.bounded)
         model = build_model(cfg, dataset.aabb, device)
         run_dir = None
         if world.is_main:

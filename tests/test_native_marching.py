@@ -8,7 +8,7 @@ import torch
 
 from nerf import marching
 from nerf.backends import native_march_candidates
-from nerf.marching import march_rays
+from nerf.marching import StepRule, march_rays
 from nerf.occupancy import OccupancyGrid
 
 AABB = torch.tensor([[-1.5, -1.0, -0.5], [1.5, 1.0, 1.5]])
@@ -26,8 +26,8 @@ def random_rays(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat([o, face_o]), torch.cat([d, face_d])
 
 
-def random_grid(resolution: int, gen: torch.Generator) -> OccupancyGrid:
-    grid = OccupancyGrid(AABB, resolution)
+def random_grid(resolution: int, gen: torch.Generator, contracted: bool = False) -> OccupancyGrid:
+    grid = OccupancyGrid(AABB, resolution, contracted=contracted)
     grid.mask.copy_(torch.rand(grid.mask.shape, generator=gen) < 0.3)
     return grid
 
@@ -58,15 +58,46 @@ def test_march_matches_reference(
         assert 0 < len(actual) < len(everything)
 
 
+@pytest.mark.parametrize("with_grid", [True, False])
+@pytest.mark.parametrize(("cone", "contracted"), [(0.02, False), (0.0, True), (1 / 256, True)])
+def test_growing_steps_match_reference(
+    native_device: torch.device, gen: torch.Generator, with_grid: bool, cone: float, contracted: bool
+) -> None:
+    """Cone-angle steps and contracted marching (out to infinity, a contracted grid): the same samples."""
+    o, d = (t.to(native_device) for t in random_rays(512, gen))
+    aabb = AABB.to(native_device)
+    grid = random_grid(int(torch.randint(4, 40, (1,), generator=gen)), gen, contracted).to(native_device)
+    step = float(torch.rand(1, generator=gen)) * 0.05 + 0.005
+    rule = StepRule(step, cone, 4 * step, aabb if contracted else None)
+    seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+
+    def run(candidates_fn: marching.CandidatesFn) -> marching.Samples:
+        rng = torch.Generator(device=native_device).manual_seed(seed)
+        return march_rays(o, d, aabb, grid if with_grid else None, rule, 600, True, rng, candidates_fn=candidates_fn)
+
+    expected, actual = run(marching.march_candidates), run(native_march_candidates)
+    assert len(expected) > 1000
+    for name in ("ray_indices", "t_starts", "t_ends"):
+        assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+    if contracted:  # rays went far beyond the box
+        assert float(expected.t_ends.max()) > 100.0
+
+
 def test_march_rejects_bad_input(native_device: torch.device) -> None:
     o = torch.zeros(4, 3, device=native_device)
     t = torch.zeros(4, device=native_device)
     counts = torch.ones(4, dtype=torch.long, device=native_device)
     box = AABB.to(native_device)
     op = torch.ops.nerf_native.march_samples
+    inf = float("inf")
     with pytest.raises(RuntimeError, match=r"\(R, R, R\)"):
-        op(o, o, t, t, counts, torch.ones(2, 3, 4, dtype=torch.bool, device=native_device), box, 0.1, 0)
+        op(o, o, t, t, counts, torch.ones(2, 3, 4, dtype=torch.bool, device=native_device), box, False, 0.1, 0.0,
+           inf, None, 0)
     with pytest.raises(RuntimeError, match="counts must be int64"):
-        op(o, o, t, t, counts.int(), None, box, 0.1, 0)
+        op(o, o, t, t, counts.int(), None, box, False, 0.1, 0.0, inf, None, 0)
     with pytest.raises(RuntimeError, match="step_size"):
-        op(o, o, t, t, counts, None, box, 0.0, 0)
+        op(o, o, t, t, counts, None, box, False, 0.0, 0.0, inf, None, 0)
+    with pytest.raises(RuntimeError, match="cone_angle"):
+        op(o, o, t, t, counts, None, box, False, 0.1, -1.0, inf, None, 0)
+    with pytest.raises(RuntimeError, match=r"contraction's aabb must be \(2, 3\)"):
+        op(o, o, t, t, counts, None, box, False, 0.1, 0.0, inf, box[0], 0)

@@ -240,10 +240,23 @@ std::tuple<at::Tensor, at::Tensor> composite_backward_impl(
   return {grad_sigmas, grad_rgbs};
 }
 
+// A (2, 3) box as lo and extent = hi - lo in float32 (6 numbers, read on the host).
+Box read_box(const at::Tensor& aabb, const char* what) {
+  TORCH_CHECK(aabb.sizes() == at::IntArrayRef({2, 3}), "nerf_native: ", what, " must be (2, 3)");
+  const at::Tensor box = aabb.to(at::kCPU, at::kFloat);
+  Box b{};
+  for (int a = 0; a < 3; ++a) {
+    b.lo[a] = box[0][a].item<float>();
+    b.extent[a] = box[1][a].item<float>() - b.lo[a];
+  }
+  return b;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
     const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t0_in, const at::Tensor& t_far_in,
     const at::Tensor& counts_in, const std::optional<at::Tensor>& mask_in, const at::Tensor& grid_aabb_in,
-    double step_size, int64_t first_ray) {
+    bool grid_contracted, double step_size, double cone_angle, double max_step,
+    const std::optional<at::Tensor>& contract_aabb, int64_t first_ray) {
   const int64_t n = o_in.size(0);
   TORCH_CHECK(o_in.dim() == 2 && o_in.size(1) == 3 && d_in.sizes() == o_in.sizes(),
               "nerf_native: ray origins and directions must both be (N, 3)");
@@ -256,12 +269,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
   }
   TORCH_CHECK(counts_in.scalar_type() == at::kLong && counts_in.device() == o_in.device(),
               "nerf_native: counts must be int64 on the rays' device");
-  TORCH_CHECK(grid_aabb_in.sizes() == at::IntArrayRef({2, 3}), "nerf_native: the grid's aabb must be (2, 3)");
   TORCH_CHECK(step_size > 0.0, "nerf_native: step_size must be > 0");
+  TORCH_CHECK(cone_angle >= 0.0 && max_step >= step_size, "nerf_native: need cone_angle >= 0, max_step >= step");
   const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), t0 = t0_in.contiguous(),
                    t_far = t_far_in.contiguous(), counts = counts_in.contiguous();
-  const at::Tensor box = grid_aabb_in.to(at::kCPU, at::kFloat);  // 6 numbers, read on the host
-  GridView grid{nullptr, 0, {0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  GridView grid{nullptr, 0, read_box(grid_aabb_in, "the grid's aabb"), grid_contracted};
   at::Tensor mask;
   if (mask_in.has_value() && mask_in->defined()) {
     mask = mask_in->contiguous();
@@ -272,14 +284,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
     TORCH_CHECK(mask.device() == o.device(), "nerf_native: the occupancy mask must be on the rays' device");
     grid.mask = mask.data_ptr<bool>();
     grid.resolution = r;
-    for (int a = 0; a < 3; ++a) {
-      grid.lo[a] = box[0][a].item<float>();
-      grid.extent[a] = box[1][a].item<float>() - grid.lo[a];
-    }
   }
+  const bool contract = contract_aabb.has_value() && contract_aabb->defined();
+  const StepRule rule{static_cast<float>(step_size), static_cast<float>(cone_angle), static_cast<float>(max_step),
+                      contract, contract ? read_box(*contract_aabb, "the contraction's aabb") : Box{}};
   const MarchRays rays{o.data_ptr<float>(),     d.data_ptr<float>(),       t0.data_ptr<float>(),
                        t_far.data_ptr<float>(), counts.data_ptr<int64_t>(), n,
-                       static_cast<float>(step_size)};
+                       rule};
   at::Tensor kept = at::empty({n}, counts.options());
 #ifdef NERF_WITH_CUDA
   c10::cuda::OptionalCUDAGuard guard;  // both passes and the scan between them run on the rays' device
@@ -318,7 +329,8 @@ TORCH_LIBRARY(nerf_native, m) {
   m.def("ray_aabb(Tensor o, Tensor d, Tensor aabb) -> (Tensor t_near, Tensor t_far, Tensor hit)");
   m.def(
       "march_samples(Tensor o, Tensor d, Tensor t0, Tensor t_far, Tensor counts, Tensor? mask, Tensor grid_aabb, "
-      "float step_size, int first_ray) -> (Tensor ray_indices, Tensor t_starts, Tensor t_ends)");
+      "bool grid_contracted, float step_size, float cone_angle, float max_step, Tensor? contract_aabb, "
+      "int first_ray) -> (Tensor ray_indices, Tensor t_starts, Tensor t_ends)");
   m.def(
       "composite_forward(Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, "
       "int n_rays) -> (Tensor weights, Tensor transmittance, Tensor rgb, Tensor depth_sum, Tensor opacity)");
