@@ -51,7 +51,33 @@ def _native_load_error() -> str | None:
     except (OSError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return f"native library {NATIVE_LIBRARY} does not load ({first_line}): rebuild it, {BUILD_HINT}"
+    _register_fakes()
     return None
+
+
+def _register_fakes() -> None:
+    """Fake (Meta) kernels of the native ops that have none in C++, so that ``torch.compile`` and CUDA-graph-friendly
+    tracing see their output shapes (``hash_encode_*`` have C++ Meta kernels)."""
+    lib = "nerf_native::"
+
+    @torch.library.register_fake(lib + "ray_aabb")
+    def _(o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = o.shape[0]
+        return o.new_empty(n), o.new_empty(n), o.new_empty(n, dtype=torch.bool)
+
+    @torch.library.register_fake(lib + "composite_forward")
+    def _(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays: int) -> tuple[torch.Tensor, ...]:
+        return (torch.empty_like(sigmas), torch.empty_like(sigmas), sigmas.new_empty(n_rays, 3),
+                sigmas.new_empty(n_rays), sigmas.new_empty(n_rays))
+
+    @torch.library.register_fake(lib + "composite_backward")
+    def _(grad_weights, grad_rgb, grad_depth, grad_opacity, sigmas, rgbs, *rest) -> tuple[torch.Tensor, ...]:
+        return torch.empty_like(sigmas), torch.empty_like(rgbs)
+
+    @torch.library.register_fake(lib + "march_samples")
+    def _(o, d, t0, t_far, counts, mask, grid_aabb, step_size: float, first_ray: int) -> tuple[torch.Tensor, ...]:
+        total = torch.library.get_ctx().new_dynamic_size()  # data-dependent: the kept samples
+        return counts.new_empty(total), o.new_empty(total), o.new_empty(total)
 
 
 def _native_error(device: torch.device) -> str | None:

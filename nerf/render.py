@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -34,8 +35,9 @@ class MarchSettings:
     composite_fn: CompositeFn = composite
     candidates_fn: CandidatesFn = march_candidates
 
-    @property
+    @functools.cached_property
     def step_size(self) -> float:
+        """Read from the device once (a host synchronisation), then cached."""
         return float((self.aabb[1] - self.aabb[0]).norm()) / self.steps
 
 
