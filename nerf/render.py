@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -35,10 +35,10 @@ class MarchSettings:
     composite_fn: CompositeFn = composite
     candidates_fn: CandidatesFn = march_candidates
 
-    @functools.cached_property
-    def step_size(self) -> float:
-        """Read from the device once (a host synchronisation), then cached."""
-        return float((self.aabb[1] - self.aabb[0]).norm()) / self.steps
+    step_size: float = dataclasses.field(init=False)  # the aabb diagonal / steps, read from the device once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", float((self.aabb[1] - self.aabb[0]).norm()) / self.steps)
 
 
 def render_rays(
