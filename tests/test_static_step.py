@@ -185,3 +185,18 @@ def test_native_ops_pass_opcheck() -> None:
     march_args = (o, d, t0, t_far, counts, half_grid().mask, aabb, 0.1, 0)
     torch.library.opcheck(ops.march_samples.default, march_args,
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_static_occupancy_update_finds_the_occupied_half_without_host_sync() -> None:
+    grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), 16, threshold=0.5)
+    gen = torch.Generator().manual_seed(0)
+
+    def density(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 0] > 0).float()
+
+    grid.update(density, 0, warmup_steps=1, generator=gen)  # warmup: every cell
+    assert grid.mask[8:].all() and not grid.mask[:8].any()
+    with ShapeRecorder() as rec:
+        grid.update(density, 5, warmup_steps=1, n_samples=256, generator=gen)
+    assert not any("nonzero" in name or "_local_scalar_dense" in name or "unique" in name for name, _ in rec.calls)
+    assert grid.mask[8:].all() and not grid.mask[:8].any()  # occupied cells probed again: they stay
