@@ -6,11 +6,14 @@
 # DATA_DIR: a dataset to train on (normal maps not needed); SECONDS: the timed training's budget (default 60).
 # Phases: env (nvidia-smi, torch), native (the C++/CUDA kernels, for the GPU present), tcnn (tinycudann's Encoding
 # from a carried .tcnn-src/, see tools/build_tcnn.sh), tests (-k "cuda or tcnn or native"), kernels
-# (bench/kernels_bench.py, its NeRF step on DATA_DIR), profile (bench/profile_step.py), train (nerf-train with the
-# time budget, then its evaluation). One failing phase does not stop the next. Without CUDA (e.g. on a laptop) the
+# (bench/kernels_bench.py, its NeRF step on DATA_DIR), profile (bench/profile_step.py), step (bench/step_bench.py:
+# steps/s, samples/s and the GPU-busy share = profiler device time / wall time, of the fixed-batch step, the static
+# step and the static step replayed as a CUDA graph; goal >= 80% busy), train (nerf-train with the time budget, then
+# its evaluation), train15 / train15-nograph (15 s of training with and without --cuda-graph: the goal is the 400 px
+# object scene at >= 34.4 dB within 15 s). One failing phase does not stop the next. Without CUDA (e.g. on a laptop) the
 # CUDA-only phases are skipped, saying so, and the benches run reduced.
-# Writes gpu_check.log (all output), summary.md (the table, also printed) and metrics.json (the training's) to $OUT,
-# or to bench/gpu_check_out/ when OUT is unset. PYTHON (default python3): the Python with torch.
+# Writes gpu_check.log (all output), summary.md (the table, also printed) and metrics-<phase>.json (each training
+# run's) to $OUT, or to bench/gpu_check_out/ when OUT is unset. PYTHON (default python3): the Python with torch.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 
@@ -69,7 +72,8 @@ result() {
         tests) grep -E '(passed|failed|error)' "$log" | tail -1 | tr -d '=' ;;
         kernels) grep -m1 '^- native train step' "$log" || grep -m1 '^| native' "$log" ;;
         profile) grep -m1 'steps/s' "$log" ;;
-        train) [[ -f $OUT_DIR/metrics.json ]] && "$PY" - "$OUT_DIR/metrics.json" <<'EOF'
+        step) grep -m1 'CUDA graph |' "$log" || grep -m1 '^| budget, static' "$log" ;;
+        train|train15|train15-nograph) [[ -f $OUT_DIR/metrics-$1.json ]] && "$PY" - "$OUT_DIR/metrics-$1.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"{m['step']} steps in {m['train_seconds']} s on {m['backend']}/{m['device']}: PSNR {m['psnr']:.2f}, "
@@ -130,10 +134,24 @@ else
     skip profile "no CUDA device (it profiles CUDA kernels)"
 fi
 
-rm -rf build/gpu_check_runs "$OUT_DIR/metrics.json"
-phase train $((BUDGET + 600)) bash -c "\"$PY\" -c 'import sys; from nerf.cli import train_main; \
-sys.exit(train_main(sys.argv[1:]))' \"$DATA\" --time-budget $BUDGET --out build/gpu_check_runs --quiet \
-    && cp build/gpu_check_runs/*/*/metrics.json \"$OUT_DIR/metrics.json\""
+if [[ $CUDA == 1 ]]; then
+    phase step 400 "$PY" bench/step_bench.py "$DATA" --no-append
+else
+    phase step 400 "$PY" bench/step_bench.py "$DATA" --no-append --warmup-train 20 --steps 5
+fi
+
+# train_run NAME SECONDS [FLAGS...]: nerf-train for SECONDS, its metrics.json copied to $OUT_DIR/metrics-NAME.json.
+train_run() {
+    local name=$1 seconds=$2
+    shift 2
+    rm -rf "build/gpu_check_runs/$name" "$OUT_DIR/metrics-$name.json"
+    phase "$name" $((seconds + 600)) bash -c "\"$PY\" -c 'import sys; from nerf.cli import train_main; \
+sys.exit(train_main(sys.argv[1:]))' \"$DATA\" --time-budget $seconds --out build/gpu_check_runs/$name --quiet $* \
+    && cp build/gpu_check_runs/$name/*/*/metrics.json \"$OUT_DIR/metrics-$name.json\""
+}
+train_run train "$BUDGET"
+train_run train15 15
+train_run train15-nograph 15 --no-cuda-graph
 
 {
     echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), $(hostname)"

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from nerf.hashgrid import EncodeFn, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
+from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
 from nerf.marching import CandidatesFn, Samples, StepRule, march_candidates
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
@@ -51,7 +51,33 @@ def _native_load_error() -> str | None:
     except (OSError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return f"native library {NATIVE_LIBRARY} does not load ({first_line}): rebuild it, {BUILD_HINT}"
+    _register_fakes()
     return None
+
+
+def _register_fakes() -> None:
+    """Fake (Meta) kernels of the native ops that have none in C++, so that ``torch.compile`` and CUDA-graph-friendly
+    tracing see their output shapes (``hash_encode_*`` have C++ Meta kernels)."""
+    lib = "nerf_native::"
+
+    @torch.library.register_fake(lib + "ray_aabb")
+    def _(o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = o.shape[0]
+        return o.new_empty(n), o.new_empty(n), o.new_empty(n, dtype=torch.bool)
+
+    @torch.library.register_fake(lib + "composite_forward")
+    def _(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays: int) -> tuple[torch.Tensor, ...]:
+        return (torch.empty_like(sigmas), torch.empty_like(sigmas), sigmas.new_empty(n_rays, 3),
+                sigmas.new_empty(n_rays), sigmas.new_empty(n_rays))
+
+    @torch.library.register_fake(lib + "composite_backward")
+    def _(grad_weights, grad_rgb, grad_depth, grad_opacity, sigmas, rgbs, *rest) -> tuple[torch.Tensor, ...]:
+        return torch.empty_like(sigmas), torch.empty_like(rgbs)
+
+    @torch.library.register_fake(lib + "march_samples")
+    def _(o, d, t0, t_far, counts, mask, grid_aabb, step_size: float, first_ray: int) -> tuple[torch.Tensor, ...]:
+        total = torch.library.get_ctx().new_dynamic_size()  # data-dependent: the kept samples
+        return counts.new_empty(total), o.new_empty(total), o.new_empty(total)
 
 
 def _native_error(device: torch.device) -> str | None:
@@ -130,22 +156,21 @@ def resolve_backend(name: str, device: torch.device | str, cfg: HashGridConfig |
 
 class _NativeHashEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
-        ctx.save_for_backward(x, table)
-        ctx.cfg = cfg
-        layout = grid_layout(cfg)
-        return torch.ops.nerf_native.hash_encode_forward(x, table, layout.offsets, layout.scales, layout.table_size)
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, offsets: torch.Tensor, scales: torch.Tensor,
+                table_size: int) -> torch.Tensor:
+        ctx.save_for_backward(x, table, offsets, scales)
+        ctx.table_size = table_size
+        return torch.ops.nerf_native.hash_encode_forward(x, table, offsets, scales, table_size)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, table = ctx.saved_tensors
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, table, offsets, scales = ctx.saved_tensors
         want_x, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        layout = grid_layout(ctx.cfg)
         grad_table, grad_x = torch.ops.nerf_native.hash_encode_backward(
-            grad_out, x, table, layout.offsets, layout.scales, layout.table_size, want_x
+            grad_out, x, table, offsets, scales, ctx.table_size, want_x
         )
-        return (grad_x if want_x else None), (grad_table if want_table else None), None
+        return (grad_x if want_x else None), (grad_table if want_table else None), None, None, None
 
 
 def native_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig) -> torch.Tensor:
@@ -153,7 +178,7 @@ def native_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig
 
     ``x`` ``(N, 3)``, float32 ``table`` ``(rows, F)`` -> ``(N, levels * F)``; differentiable (once) in both.
     """
-    err = _native_error(x.device)
+    err = None if torch.compiler.is_compiling() else _native_error(x.device)  # checked before tracing
     if err is not None:
         raise BackendUnavailable(f"hash-grid backend 'native' on {x.device}: {err}")
     if x.dim() != 2 or x.shape[-1] != 3:
@@ -163,7 +188,15 @@ def native_hash_encode(x: torch.Tensor, table: torch.Tensor, cfg: HashGridConfig
         raise ValueError(f"table must be ({rows}, {cfg.features}), got {tuple(table.shape)}")
     if table.dtype != torch.float32:
         raise ValueError(f"the native kernels take a float32 table, got {table.dtype}")
-    return _NativeHashEncode.apply(x.to(table.dtype).contiguous(), table.contiguous(), cfg)
+    layout = _LAYOUTS.get(cfg)
+    if layout is None:  # made (and validated) on the first, eager call; a constant when torch.compile traces
+        layout = _LAYOUTS[cfg] = grid_layout(cfg)
+    return _NativeHashEncode.apply(x.to(table.dtype).contiguous(), table.contiguous(), layout.offsets,
+                                   layout.scales, layout.table_size)
+
+
+_LAYOUTS: dict[HashGridConfig, GridLayout] = {}
+"""The native encoding's layout tensors per config."""
 
 
 def tcnn_encoding_config(cfg: HashGridConfig) -> dict[str, object]:
@@ -253,7 +286,7 @@ def native_composite(
     """:func:`nerf.volume.composite` on the native kernels: same inputs and outputs (``rgb (n_rays, 3)``,
     ``depth``, ``opacity`` ``(n_rays,)``, ``weights (S,)``); float32, differentiable (once) in ``sigmas`` and
     ``rgbs`` but not in ``t_starts``/``t_ends``."""
-    err = _native_error(sigmas.device)
+    err = None if torch.compiler.is_compiling() else _native_error(sigmas.device)
     if err is not None:
         raise BackendUnavailable(f"native compositing on {sigmas.device}: {err}")
     weights, rgb, depth_sum, opacity = _NativeComposite.apply(

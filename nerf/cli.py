@@ -25,7 +25,10 @@ _HELP = {
     "seed": "seed of the ray sampling, the per-step randomness and the occupancy grid's cell choice",
     "steps": "training steps",
     "time_budget": "stop after this many seconds of training",
-    "batch_rays": "rays per step (the global batch: split over the processes of a data-parallel run)",
+    "batch_rays": "rays of the first step (the global batch: split over the processes of a data-parallel run); "
+    "with --samples-per-step they adapt to the budget, within 1/16 to 16 times this",
+    "samples_per_step": "samples per step (the number of rays adapts to it; 0: --batch-rays rays every step)",
+    "cuda_graph": "on CUDA, capture the sync-free training step once as a CUDA graph and replay it",
     "random_background": "composite the training images over a random colour (images with alpha only)",
     "checkpoint_every": "write a checkpoint every N steps",
     "eval_every": "evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split "

@@ -75,7 +75,9 @@ class TrainConfig:
     seed: int = 0
     steps: int | None = None
     time_budget: float | None = None  # seconds of training; stops early when reached
-    batch_rays: int | None = None
+    batch_rays: int | None = None  # rays of the first step; they adapt to samples_per_step
+    samples_per_step: int | None = None  # the fixed sample budget of a step (0: batch_rays rays every step)
+    cuda_graph: bool = True  # on CUDA: capture the static step once as a CUDA graph and replay it
     random_background: bool = True
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: evaluate only at the end
@@ -193,12 +195,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         steps=3000,
         batch_rays=2048,
+        samples_per_step=1 << 16,
         hash=HashGridConfig(log2_table_size=17, max_resolution=512),
         march=MarchConfig(steps=256, grid_resolution=64),
     ),
     "gpu": dict(
         steps=20000,
         batch_rays=8192,
+        samples_per_step=1 << 18,
         hash=HashGridConfig(log2_table_size=19, max_resolution=2048),
         march=MarchConfig(steps=1024, grid_resolution=128),
     ),

@@ -410,12 +410,12 @@ class RaySampler:
         self.poses = split.poses.to(self.device)
         self.depths = split.depths.reshape(-1).to(self.device) if split.depths is not None else None
 
-    def sample(self, n: int) -> RayBatch:
-        """``n`` rays through pixel centres drawn uniformly (with replacement) over the whole split."""
+    def sample(self, n: int, generator: torch.Generator | None = None) -> RayBatch:
+        """``n`` rays through pixel centres drawn uniformly (with replacement) over the whole split, from
+        ``generator`` (default: the sampler's; one on ``device`` keeps the host out of it)."""
         count, h, w = self.shape
-        flat = torch.randint(
-            0, count * h * w, (n,), generator=self.generator, device=self.generator.device
-        ).to(self.device)
+        gen = self.generator if generator is None else generator
+        flat = torch.randint(0, count * h * w, (n,), generator=gen, device=gen.device).to(self.device)
         image_index = flat // (h * w)
         pix = flat % (h * w)
         pixels = torch.stack([pix % w, pix // w], dim=-1)

@@ -131,9 +131,7 @@ def march_candidates(
     rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
     first = torch.cumsum(c, 0) - c
     k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
-    starts = t0[rays] + k.to(o.dtype) * rule.step
-    ends = torch.minimum(starts + rule.step, t_far[rays])
-    s = Samples(rays, starts, ends)
+    s = candidate_intervals(t0, t_far, rays, k, rule.step)
     return s if grid is None else s.select(grid.occupied(s.positions(o, d)))
 
 
@@ -173,6 +171,15 @@ def _march_sequential(
     return Samples(rays[order] + a, starts[order], ends[order])
 
 
+def candidate_intervals(
+    t0: torch.Tensor, t_far: torch.Tensor, rays: torch.Tensor, k: torch.Tensor, step_size: float
+) -> Samples:
+    """Candidate ``k`` ``(S,)`` long of rays ``rays`` ``(S,)``: ``[s, min(s + step, t_far)]``, ``s = t0 + k * step``
+    (``t0, t_far`` ``(N,)``)."""
+    starts = t0[rays] + k.to(t0.dtype) * step_size
+    return Samples(rays, starts, torch.minimum(starts + step_size, t_far[rays]))
+
+
 CandidatesFn = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, StepRule, OccupancyGrid | None],
     Samples,
@@ -206,6 +213,28 @@ def march_rays(
     rule = step_size if isinstance(step_size, StepRule) else StepRule(step_size)
     if not rule.step > 0.0:
         raise ValueError(f"step_size must be > 0, got {rule.step}")
+    t0, t_far, counts = _ray_spans(o, d, aabb, rule, max_steps, jitter, generator, near)
+    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, rule, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
+    if not parts:
+        empty = torch.empty(0, device=o.device, dtype=o.dtype)
+        return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())
+    if len(parts) == 1:
+        return parts[0]
+    fields = ("ray_indices", "t_starts", "t_ends")
+    return Samples(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
+def _ray_spans(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    aabb: torch.Tensor,
+    rule: StepRule,
+    max_steps: int,
+    jitter: bool,
+    generator: torch.Generator | None,
+    near: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``t0 (N,)``, ``t_far (N,)`` and the candidate count ``(N,)`` long of rays ``o, d`` (see :func:`march_rays`)."""
     n = o.shape[0]
     box = aabb if rule.contract_aabb is None else far_box(rule.contract_aabb)
     t_near, t_far, hit = ray_aabb(o, d, box.to(o))
@@ -216,15 +245,60 @@ def march_rays(
         counts = torch.ceil((t_far - t0) / rule.step).clamp(0, max_steps).long()
     else:
         counts = torch.full((n,), max_steps, dtype=torch.long, device=o.device)
-    counts = torch.where(hit, counts, torch.zeros_like(counts))
-    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, rule, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
-    if not parts:
-        empty = torch.empty(0, device=o.device, dtype=o.dtype)
-        return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())
-    if len(parts) == 1:
-        return parts[0]
-    fields = ("ray_indices", "t_starts", "t_ends")
-    return Samples(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+    return t0, t_far, torch.where(hit, counts, torch.zeros_like(counts))
+
+
+@dataclass
+class SampleBuffer:
+    """Fixed-capacity packed samples (:func:`march_rays_static`). ``samples`` has ``capacity`` slots; the unused
+    ones belong to the dump ray ``N`` (one past the last ray) with empty intervals, so the buffer stays sorted by
+    ray and composites as it is with ``N + 1`` rays. ``fits`` ``(N,)`` bool: the rays marched whole (a prefix of
+    the active rays); ``wanted`` ``(2,)`` long: the samples (among the first ``candidate_capacity`` candidates) and
+    the candidates the active rays asked for."""
+
+    samples: Samples
+    fits: torch.Tensor
+    wanted: torch.Tensor
+
+
+def march_rays_static(
+    o: torch.Tensor,
+    d: torch.Tensor,
+    aabb: torch.Tensor,
+    grid: OccupancyGrid | None,
+    step_size: float,
+    max_steps: int,
+    active: torch.Tensor,
+    capacity: int,
+    candidate_capacity: int,
+    jitter: bool = False,
+    generator: torch.Generator | None = None,
+) -> SampleBuffer:
+    """:func:`march_rays` with static shapes and no host synchronisation: the first ``active`` (0-d long tensor)
+    of the rays ``o, d`` ``(N, 3)`` are marched over at most ``candidate_capacity`` candidates into at most
+    ``capacity`` samples. Rays are taken whole and in order: overflow drops the last rays (deterministic)."""
+    if step_size <= 0.0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    n, device = o.shape[0], o.device
+    t0, t_far, counts = _ray_spans(o, d, aabb, StepRule(step_size), max_steps, jitter, generator)
+    counts = torch.where(torch.arange(n, device=device) < active, counts, torch.zeros_like(counts))
+    ends = torch.cumsum(counts, 0)
+    slot = torch.arange(candidate_capacity, device=device)
+    rays = torch.searchsorted(ends, slot, right=True).clamp_(max=n - 1)
+    cand = candidate_intervals(t0, t_far, rays, slot - (ends - counts)[rays], step_size)
+    keep = slot < ends[-1]
+    if grid is not None:
+        keep = keep & grid.occupied(cand.positions(o, d))
+    per_ray = torch.zeros(n, dtype=torch.long, device=device).index_add_(0, rays, keep.long())
+    kept_ends = torch.cumsum(per_ray, 0)
+    fits = (ends <= candidate_capacity) & (kept_ends <= capacity) & (torch.arange(n, device=device) < active)
+    keep = keep & fits[rays]
+    dest = torch.where(keep, torch.cumsum(keep.long(), 0) - 1, capacity)  # dropped: the spare slot ``capacity``
+    ray_indices = torch.full((capacity + 1,), n, dtype=torch.long, device=device).scatter_(0, dest, rays)
+    t_starts = torch.zeros(capacity + 1, dtype=o.dtype, device=device).scatter_(0, dest, cand.t_starts)
+    t_ends = torch.zeros(capacity + 1, dtype=o.dtype, device=device).scatter_(0, dest, cand.t_ends)
+    samples = Samples(ray_indices[:capacity], t_starts[:capacity], t_ends[:capacity])
+    return SampleBuffer(samples, fits, torch.stack([kept_ends[-1], ends[-1]]))
 
 
 def prune_occluded(

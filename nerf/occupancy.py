@@ -73,6 +73,7 @@ class OccupancyGrid(nn.Module):
         step: int,
         warmup_steps: int = 256,
         n_samples: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """Re-estimate the grid from ``density_fn`` (world points ``(N, 3)`` -> density ``(N,)``).
 
@@ -81,7 +82,13 @@ class OccupancyGrid(nn.Module):
         point; then ``density = max(density * decay, new)`` (unvisited cells count ``new = 0``, so every cell
         decays) and ``mask = density > min(density.mean(), threshold)``. instant-NGP thresholds the optical
         thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly.
+
+        With ``generator`` (on the grid's device) the update has static shapes and no host synchronisation: after
+        warmup it probes ``n_samples`` random cells and as many drawn among the occupied ones (instant-NGP's rule).
         """
+        if generator is not None:
+            self._update_static(density_fn, step < warmup_steps, n_samples, generator)
+            return
         r = self.resolution
         cells = r**3
         device = self.density.device
@@ -101,6 +108,39 @@ class OccupancyGrid(nn.Module):
         for start in range(0, points.shape[0], EVAL_CHUNK):
             part = chosen[start : start + EVAL_CHUNK]
             new[part] = density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
-        density = torch.maximum(self.density * self.decay, new.reshape(r, r, r))
+        self._blend(new.reshape(r, r, r))
+
+    def _blend(self, new: torch.Tensor) -> None:
+        """``density = max(density * decay, new)`` and the mask from it (``new`` ``(R, R, R)``)."""
+        density = torch.maximum(self.density * self.decay, new)
         self.density.copy_(density)
         self.mask.copy_(density > torch.clamp(density.mean(), max=self.threshold))
+
+    def _update_static(
+        self,
+        density_fn: Callable[[torch.Tensor], torch.Tensor],
+        warmup: bool,
+        n_samples: int | None,
+        generator: torch.Generator,
+    ) -> None:
+        r = self.resolution
+        cells = r**3
+        device = self.density.device
+        if warmup:
+            chosen = torch.arange(cells, device=device)
+        else:
+            count = cells // 4 if n_samples is None else min(n_samples, cells)
+            random_cells = torch.randint(0, cells, (count,), generator=generator, device=device)
+            ends = torch.cumsum(self.mask.reshape(-1).long(), 0)  # occupied cells: inverse-CDF draws
+            u = torch.rand(count, generator=generator, device=device) * ends[-1]
+            occupied = torch.searchsorted(ends, u.long(), right=True).clamp_(max=cells - 1)
+            chosen = torch.cat([random_cells, occupied])
+        jitter = torch.rand(chosen.numel(), 3, generator=generator, device=device)
+        ijk = torch.stack([chosen // (r * r), (chosen // r) % r, chosen % r], dim=-1)
+        points = self.aabb[0] + (ijk + jitter) / r * (self.aabb[1] - self.aabb[0])
+        values = torch.cat([
+            density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
+            for start in range(0, points.shape[0], EVAL_CHUNK)
+        ])
+        new = torch.zeros(cells, device=device).scatter_reduce_(0, chosen, values, "amax")
+        self._blend(new.reshape(r, r, r))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -9,7 +10,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nerf.marching import CandidatesFn, StepRule, march_candidates, march_rays, prune_occluded
+from nerf.marching import (
+    CandidatesFn,
+    SampleBuffer,
+    StepRule,
+    march_candidates,
+    march_rays,
+    march_rays_static,
+    prune_occluded,
+)
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
 from raytrace.camera import Intrinsics, image_rays
@@ -40,9 +49,10 @@ class MarchSettings:
     cone_angle: float = 0.0
     max_step: float = math.inf
 
-    @property
-    def step_size(self) -> float:
-        return float((self.aabb[1] - self.aabb[0]).norm()) / self.steps
+    step_size: float = dataclasses.field(init=False)  # the aabb diagonal / steps, read from the device once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", float((self.aabb[1] - self.aabb[0]).norm()) / self.steps)
 
     @property
     def rule(self) -> StepRule:
@@ -92,6 +102,35 @@ def render_rays(
     )
     out["samples"] = torch.tensor(samples.ray_indices.numel())
     return out
+
+
+def render_rays_static(
+    field: nn.Module,
+    grid: OccupancyGrid | None,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    march: MarchSettings,
+    background: torch.Tensor,
+    active: torch.Tensor,
+    capacity: int,
+    candidate_capacity: int,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], SampleBuffer]:
+    """:func:`render_rays` (jittered) with static shapes and no host synchronisation, for training: the first
+    ``active`` (0-d long tensor) rays ``(N, 3)`` through ``capacity`` sample slots (see
+    :func:`nerf.marching.march_rays_static`; no early ray termination: the slots are there anyway). Returns
+    ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``) and the buffer."""
+    if not march.rule.uniform:
+        raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
+    n = origins.shape[0]
+    buf = march_rays_static(origins, dirs, march.aabb, grid, march.step_size, march.steps, active, capacity,
+                            candidate_capacity, jitter=True, generator=generator)
+    s = buf.samples
+    index = s.ray_indices.clamp(max=n - 1)
+    sigmas, rgbs = field(origins[index] + dirs[index] * s.t_mids[:, None], dirs[index])
+    back = torch.cat([background, background[:1]]) if background.dim() == 2 else background
+    out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, back)
+    return {k: v[:n] for k, v in out.items() if k != "weights"}, buf
 
 
 @torch.no_grad()

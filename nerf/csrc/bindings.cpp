@@ -106,12 +106,13 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, 
 // Shapes only (torch.compile's fake tensors).
 at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, const at::Tensor&, const at::Tensor& scales,
                         int64_t) {
-  return at::empty({x.size(0), scales.numel() * table.size(-1)}, table.options());
+  // SymInt-aware, so that torch.compile's dynamic shapes trace through it.
+  return at::empty_symint({x.sym_size(0), scales.sym_numel() * table.sym_size(-1)}, table.options());
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Tensor& x, const at::Tensor& table,
                                                  const at::Tensor&, const at::Tensor&, int64_t, bool input_grad) {
-  return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty({0, 3}, x.options())};
+  return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty_symint({0, 3}, x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_impl(const at::Tensor& o_in, const at::Tensor& d_in,
