@@ -103,7 +103,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     defaults = {_dest(s, f.name): f.default for s, f in config_flags()}
     for section, f in config_flags():
         dest = _dest(section, f.name)
-        help_text = f"{_HELP[dest]} ({_default_text(section, f)})"
+        help_text = f"{_HELP.get(dest, f.name.replace('_', ' '))} ({_default_text(section, f)})"
         kind: Any = {"int": int, "float": float_range(), "str": str}.get(str(f.type).split(" | ")[0], str)
         kind = RANGES.get(dest, kind)
         flag = flag_name(section, f.name)

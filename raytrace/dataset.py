@@ -391,7 +391,8 @@ def frame_ok(paths: FramePaths, width: int, height: int) -> bool:
     if paths.normal is not None:
         arrays["normal"] = (paths.normal, (height, width, 3))
     try:
-        if iio.imread(paths.image).shape != (height, width, 4) or iio.imread(paths.depth).shape != (height, width):
+        if (iio.imread(paths.image, extension=".png").shape != (height, width, 4)
+                or iio.imread(paths.depth, extension=".png").shape != (height, width)):
             return False
         for key, (path, shape) in arrays.items():
             with np.load(path, allow_pickle=False) as npz:
