@@ -375,7 +375,11 @@ def _export(args: argparse.Namespace) -> int:
     out = args.out if args.out else run_dir / "mesh.ply"
     if out.is_dir():
         raise InputError(out, None, "is a folder; give a mesh file path")
-    mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the extraction
+    try:
+        mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)
+    except ValueError as e:  # no surface at this threshold
+        raise InputError(args.run, "--threshold", str(e)) from None
     write_mesh(out, mesh)
     report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
     scene_file = dataset_scene_file(cfg.data)

@@ -92,15 +92,28 @@ def test_train_into_a_file_shaped_out_folder(ball: Path, tmp_path: Path, capsys)
     assert "Not a directory" in one_error_line(capsys.readouterr().err, "nerf-train")
 
 
-def test_eval_and_export_of_a_run_in_a_read_only_place(tiny_run, tmp_path: Path, capsys) -> None:
-    _, result = tiny_run
+@pytest.fixture(scope="module")
+def untrained_run(ball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder with the checkpoint of step 0 (no training: these tests need a loadable run, not a good one)."""
+    from nerf.train import open_session
+
+    session = open_session(tiny_config(ball, tmp_path_factory.mktemp("untrained") / "runs"))
+    session.save(0.0)
+    session.lock.close()
+    return session.run_dir
+
+
+def test_export_into_a_file_shaped_path_and_eval_of_a_file(untrained_run: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "file").write_text("x")
-    assert export_main([str(result.run_dir), "--mesh", "--resolution", "8", "--device", "cpu",
+    (tmp_path / "d.ply").mkdir()
+    assert export_main([str(untrained_run), "--mesh", "--resolution", "8", "--device", "cpu",
                         "-o", str(tmp_path / "file" / "m.ply")]) == EXIT_FAILURE
-    assert "Not a directory" in one_error_line(capsys.readouterr().err, "nerf-export")
-    assert export_main([str(result.run_dir), "--mesh", "--resolution", "8", "--device", "cpu",
-                        "--output", str(tmp_path)]) == EXIT_INPUT  # the old spelling still works
+    assert str(tmp_path / "file") in one_error_line(capsys.readouterr().err, "nerf-export")
+    assert export_main([str(untrained_run), "--mesh", "--resolution", "8", "--device", "cpu",
+                        "--output", str(tmp_path / "d.ply")]) == EXIT_INPUT  # the old spelling still works
     assert "is a folder" in one_error_line(capsys.readouterr().err, "nerf-export")
+    assert export_main([str(untrained_run), "--mesh", "--resolution", "8", "--device", "cpu"]) == EXIT_INPUT
+    assert "--threshold: no surface" in one_error_line(capsys.readouterr().err, "nerf-export")
     assert eval_main([str(tmp_path / "file"), "--device", "cpu"]) == EXIT_INPUT
     one_error_line(capsys.readouterr().err, "nerf-eval")
 
@@ -251,14 +264,13 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path) -> None:
     lock_run(tmp_path).close()  # free again
 
 
-def test_resuming_a_run_that_is_being_written_is_refused(tiny_run) -> None:
+def test_resuming_a_run_that_is_being_written_is_refused(untrained_run: Path) -> None:
     from nerf.train import open_session
 
-    _, result = tiny_run
-    held = lock_run(result.run_dir)
+    held = lock_run(untrained_run)
     try:
         with pytest.raises(InputError, match="is writing this run"):
-            open_session(tiny_config(Path("unused"), Path("unused")), resume=result.run_dir)
+            open_session(tiny_config(Path("unused"), Path("unused")), resume=untrained_run)
     finally:
         held.close()
 
