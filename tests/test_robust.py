@@ -239,19 +239,29 @@ def test_a_worker_dies_with_its_parent(sig: int, tmp_path: Path) -> None:
     assert wait_until(lambda: not any(alive(p) for p in descendants), 30), [p for p in descendants if alive(p)]
 
 
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_killing_raytrace_leaves_no_worker(tmp_path: Path) -> None:
+    """SIGKILL the parent while both workers render large frames: they and the resource tracker end at once
+    (without the parent-death signal each would finish its frame first)."""
     scene = write_scene(tmp_path / "scene.toml")
     proc = subprocess.Popen([sys.executable, "-m", "raytrace.cli", str(scene), "-o", str(tmp_path / "o"),
-                             "--views", "400", "--res", "64", "--workers", "2", "--quiet", "--device", "cpu"],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+                             "--views", "16", "--res", "768", "--spp", "64", "--workers", "2", "--quiet",
+                             "--device", "cpu"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert wait_until(lambda: len(children_of(proc.pid)) >= 3, 120)  # 2 workers and the resource tracker
-    assert wait_until(lambda: any((tmp_path / "o" / "train").glob("r_*.png")), 300)
     descendants = children_of(proc.pid)
+    assert wait_until(lambda: sum(cpu_seconds(p) > 10 for p in descendants) >= 2, 300)  # both are rendering
     proc.kill()
     proc.wait(timeout=30)
-    assert wait_until(lambda: not any(alive(p) for p in descendants), 30), [p for p in descendants if alive(p)]
+    assert wait_until(lambda: not any(alive(p) for p in descendants), 10), [p for p in descendants if alive(p)]
 
 
 # ---- run folders -------------------------------------------------------------------------------------------
