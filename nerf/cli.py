@@ -31,6 +31,7 @@ from raytrace.cliutil import (
     HelpFormatter,
     add_hidden_alias,
     check_device,
+    check_memory,
     device_name,
     float_range,
     int_range,
@@ -234,6 +235,15 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_train_memory(cfg: TrainConfig) -> None:
+    """Refuse hash-grid flags whose tables (with gradients and Adam's moments) exceed this machine's memory."""
+    if cfg.hash is not None:
+        h = cfg.hash
+        check_memory(h.levels * 2**h.log2_table_size * h.features * TRAIN_BYTES_PER_PARAMETER,
+                     "--levels/--features/--log2-table-size", f"{h.levels} levels of 2^{h.log2_table_size} x "
+                     f"{h.features} features")
+
+
 def train_main(argv: list[str] | None = None) -> int:
     """``nerf-train``; under torchrun (``python -m nerf.cli`` per rank) one rank of a data-parallel run.
 
@@ -266,7 +276,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
 
             if args.nproc > torch.cuda.device_count():
                 parser.error(f"--gpus {args.nproc}: torch sees {torch.cuda.device_count()} CUDA devices")
-        config_from_args(args)  # bad flags are reported here once, not by every rank
+        check_train_memory(config_from_args(args))  # bad flags are reported here once, not by every rank
         return launch_data_parallel(args.nproc, argv)
     from nerf.model import resolve_device
     from nerf.train import TrainingDiverged, train
@@ -274,7 +284,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
     world = None
     try:
         world = init_world(resolve_device(device).type)
-        result = train(config_from_args(args), resume=args.resume, quiet=args.quiet)
+        cfg = config_from_args(args)
+        check_train_memory(cfg)
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
         if not world.is_main:
             return EXIT_INTERRUPTED if result.interrupted else 0
         if result.interrupted:
@@ -330,6 +342,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_BYTES_PER_CELL = 16
+"""Memory per grid cell of the mesh extraction (density, marching cubes' and hole filling's arrays)."""
+TRAIN_BYTES_PER_PARAMETER = 16
+"""Memory per hash-table parameter in training (value, gradient, Adam's two moments)."""
+
 MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".gltf", ".glb")
 """Mesh formats open3d writes, by suffix."""
 
@@ -375,6 +392,7 @@ def _export(args: argparse.Namespace) -> int:
     out = args.out if args.out else run_dir / "mesh.ply"
     if out.is_dir():
         raise InputError(out, None, "is a folder; give a mesh file path")
+    check_memory(args.resolution**3 * EXPORT_BYTES_PER_CELL, "--resolution", f"a {args.resolution}^3 density grid")
     out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the extraction
     try:
         mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raytrace.cliutil import HelpFormatter, device_name, int_range, positive_int, run_command
+from raytrace.cliutil import HelpFormatter, check_memory, device_name, int_range, positive_int, run_command
 from raytrace.errors import InputError
 
 if TYPE_CHECKING:
@@ -83,11 +83,8 @@ def check_resources(settings: DatasetSettings) -> None:
     memory (:data:`BYTES_PER_SAMPLE` per sample in flight)."""
     if sum(settings.counts.values()) == 0:
         raise InputError(None, "views", "the rig has zero views in every split: nothing to render")
-    need = settings.width * settings.height * settings.spp * BYTES_PER_SAMPLE
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
-    if total and need > total:
-        raise InputError(None, "--res/--spp", f"{settings.width}x{settings.height} at {settings.spp} spp needs about "
-                         f"{need / 2**30:.0f} GiB per frame, this machine has {total / 2**30:.0f} GiB")
+    check_memory(settings.width * settings.height * settings.spp * BYTES_PER_SAMPLE, "--res/--spp",
+                 f"one {settings.width}x{settings.height} frame at {settings.spp} spp")
 
 
 def run(argv: Sequence[str] | None = None) -> DatasetSummary:

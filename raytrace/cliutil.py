@@ -91,6 +91,15 @@ def check_device(name: str) -> None:
         raise InputError(None, "--device", "mps requested but torch sees no Apple GPU")
 
 
+def check_memory(need: int, where: str, what: str) -> None:
+    """Raise :class:`InputError` (naming the flags ``where``) when ``need`` bytes exceed this machine's memory:
+    checked before allocating, so a size typo is one line instead of a crash or a swapping machine."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if total and need > total:
+        raise InputError(None, where, f"{what} needs about {need / 2**30:.0f} GiB, this machine has "
+                         f"{total / 2**30:.0f} GiB")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default once: not for ``None`` / suppressed defaults or help that states its own."""
 

@@ -353,3 +353,30 @@ def test_help_strings_are_sentences_with_one_default(name: str) -> None:
 ])
 def test_enum_flags_have_choices(flag: str, choices: tuple[str, ...]) -> None:
     assert tuple(train_parser()._option_string_actions[flag].choices) == choices
+
+
+# ---- resource limits and silently accepted nonsense --------------------------------------------------------
+
+def test_sizes_beyond_memory_are_refused_before_allocating(capsys) -> None:
+    assert train_main(["data", "--device", "cpu", "--levels", "64", "--features", "8", "--log2-table-size", "26"]) \
+        == EXIT_INPUT
+    assert "GiB" in one_error_line(capsys.readouterr().err, "nerf-train")
+    assert export_main(["run", "--mesh", "--resolution", "2048", "--device", "cpu"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "no checkpoint" in one_error_line(err, "nerf-export")  # the run is checked first; the grid next:
+    from raytrace.cliutil import check_memory
+
+    with pytest.raises(InputError, match="--resolution: a grid needs about"):
+        check_memory(2**80, "--resolution", "a grid")
+
+
+def test_a_numeric_string_in_a_transform_matrix_is_refused(ball: Path, tmp_path: Path) -> None:
+    import json
+
+    from raytrace.dataset_format import read_transforms
+
+    data = json.loads((ball / "transforms_train.json").read_text())
+    data["frames"][0]["transform_matrix"][0][3] = "0.5"
+    (tmp_path / "transforms_train.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"frames\[0\]\.transform_matrix: expected a 4x4 matrix of numbers"):
+        read_transforms(tmp_path / "transforms_train.json")
