@@ -380,3 +380,13 @@ def test_a_numeric_string_in_a_transform_matrix_is_refused(ball: Path, tmp_path:
     (tmp_path / "transforms_train.json").write_text(json.dumps(data))
     with pytest.raises(InputError, match=r"frames\[0\]\.transform_matrix: expected a 4x4 matrix of numbers"):
         read_transforms(tmp_path / "transforms_train.json")
+
+
+@pytest.mark.slow
+def test_an_input_error_under_gpus_2_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Both ranks meet the missing dataset; rank 0 alone reports it, and torchrun adds nothing."""
+    proc = subprocess.run([sys.executable, "-m", "nerf.cli", str(tmp_path / "nope"), "--gpus", "2", "--device", "cpu",
+                           "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == EXIT_INPUT
+    assert "transforms_train.json" in one_error_line(proc.stderr, "nerf-train")
