@@ -139,12 +139,17 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 LOCK_FILE = ".lock"
+_HELD: dict[Path, Any] = {}  # run folders this process holds the lock of (a second session here shares it)
 
 
 def lock_run(run_dir: str | Path) -> Any:
     """Take the run folder's writer lock (``fcntl.flock`` on ``run_dir/.lock``, held until the returned file is
-    closed or the process ends). Raises :class:`InputError` naming the other writer's PID when it is taken."""
-    path = Path(run_dir) / LOCK_FILE
+    closed or the process ends; a process that holds it already gets its handle again). Raises
+    :class:`InputError` naming the other writer's PID when another process holds it."""
+    path = (Path(run_dir) / LOCK_FILE).resolve()
+    held = _HELD.get(path)
+    if held is not None and not held.closed:
+        return held
     handle = open(path, "a+")  # noqa: SIM115 - held open for the run's lifetime: the lock lives as long as it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,6 +163,7 @@ def lock_run(run_dir: str | Path) -> Any:
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
+    _HELD[path] = handle
     return handle
 
 

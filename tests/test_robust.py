@@ -4,12 +4,14 @@ no corrupt frame kept, runs that work from any folder (issue 13)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -266,23 +268,36 @@ def test_killing_raytrace_leaves_no_worker(tmp_path: Path) -> None:
 
 # ---- run folders -------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def lock_held_by_another_process(run_dir: Path) -> Iterator[int]:
+    """A child process that holds ``run_dir``'s writer lock; yields its PID."""
+    code = (f"import time; from nerf.checkpoint import lock_run; lock_run({str(run_dir)!r}); print('ok', flush=True); "
+            "time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path) -> None:
-    first = lock_run(tmp_path)
-    with pytest.raises(InputError, match=rf"another nerf-train \(pid {os.getpid()}\) is writing this run"):
+    with lock_held_by_another_process(tmp_path) as pid, \
+            pytest.raises(InputError, match=rf"another nerf-train \(pid {pid}\) is writing this run"):
         lock_run(tmp_path)
-    first.close()
-    lock_run(tmp_path).close()  # free again
+    lock_run(tmp_path).close()  # free again once that process is gone
+    mine = lock_run(tmp_path)
+    assert lock_run(tmp_path) is mine  # a second session of the same process shares the lock
+    mine.close()
 
 
 def test_resuming_a_run_that_is_being_written_is_refused(untrained_run: Path) -> None:
     from nerf.train import open_session
 
-    held = lock_run(untrained_run)
-    try:
-        with pytest.raises(InputError, match="is writing this run"):
-            open_session(tiny_config(Path("unused"), Path("unused")), resume=untrained_run)
-    finally:
-        held.close()
+    with lock_held_by_another_process(untrained_run), pytest.raises(InputError, match="is writing this run"):
+        open_session(tiny_config(Path("unused"), Path("unused")), resume=untrained_run)
 
 
 def test_runs_record_absolute_dataset_paths_and_find_moved_ones(ball: Path, tmp_path: Path, monkeypatch) -> None:
