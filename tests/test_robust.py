@@ -149,7 +149,7 @@ def test_a_frame_larger_than_memory_is_refused_before_allocating(tmp_path: Path,
     scene = write_scene(tmp_path / "scene.toml")
     assert raytrace_main([str(scene), "-o", str(tmp_path / "o"), "--res", "30000", "--spp", "4096",
                           "--device", "cpu"]) == EXIT_INPUT
-    assert "GiB per frame" in one_error_line(capsys.readouterr().err, "raytrace")
+    assert "4096 spp needs about" in one_error_line(capsys.readouterr().err, "raytrace")
     assert not (tmp_path / "o").exists()
 
 
