@@ -7,6 +7,9 @@ Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import zipfile
 from importlib import metadata
@@ -133,3 +136,45 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         (int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()
     ]
     return max(steps)[1] if steps else None
+
+
+LOCK_FILE = ".lock"
+_HELD: dict[Path, Any] = {}  # run folders this process holds the lock of (a second session here shares it)
+
+
+def lock_run(run_dir: str | Path) -> Any:
+    """Take the run folder's writer lock (``fcntl.flock`` on ``run_dir/.lock``, held until the returned file is
+    closed or the process ends; a process that holds it already gets its handle again). Raises
+    :class:`InputError` naming the other writer's PID when another process holds it."""
+    path = (Path(run_dir) / LOCK_FILE).resolve()
+    held = _HELD.get(path)
+    if held is not None and not held.closed:
+        return held
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the run's lifetime: the lock lives as long as it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise InputError(run_dir, None, f"another nerf-train (pid {pid}) is writing this run; wait for it or stop "
+                         "it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _HELD[path] = handle
+    return handle
+
+
+def locate_dataset(data: str, run_dir: Path, from_run: str | None) -> str:
+    """The dataset of a run: ``data`` (absolute since runs record it so) where it exists, else ``from_run`` (its
+    path relative to the run folder, for a dataset moved together with its runs), else ``data`` as it was (the
+    loader then names it in its error)."""
+    if Path(data).is_dir() or not from_run:
+        return data
+    moved = run_dir / from_run
+    with contextlib.suppress(OSError):
+        if moved.is_dir():
+            return str(moved.resolve())
+    return data

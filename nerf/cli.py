@@ -12,55 +12,81 @@ from pathlib import Path
 from typing import Any
 
 from nerf.checkpoint import run_folder
-from nerf.config import PRESETS, SECTIONS, TrainConfig, config_flags, flag_name, preset_name
+from nerf.config import (
+    CHOICES,
+    PRESETS,
+    RANGES,
+    SECTIONS,
+    TrainConfig,
+    check_config,
+    config_flags,
+    flag_name,
+    preset_name,
+)
 from raytrace.atomic import write_json
+from raytrace.cliutil import (
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    add_hidden_alias,
+    check_device,
+    check_memory,
+    device_name,
+    float_range,
+    int_range,
+    is_main_process,
+    positive_int,
+    run_command,
+)
 from raytrace.errors import InputError
 
 _HELP = {
-    "preset": "cpu or gpu sizes the batch, grid and step count; auto picks from the device",
-    "device": "torch device: auto, cpu, cuda, cuda:1, mps",
-    "backend": "hash-grid backend (with its marching and compositing): auto (fastest available), torch, native, tcnn",
-    "model": "ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)",
-    "downscale": "divide the image resolution by this integer",
-    "seed": "seed of the ray sampling, the per-step randomness and the occupancy grid's cell choice",
-    "steps": "training steps",
-    "time_budget": "stop after this many seconds of training",
+    "preset": "sizes the batch, grid and step count for a CPU or a GPU; auto picks from the device",
+    "device": "torch device to train on: auto, cpu, cuda, cuda:N, mps",
+    "backend": "hash-grid backend (with its marching and compositing); auto takes the fastest available",
+    "model": "the model: ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)",
+    "downscale": "divides the image resolution by this integer",
+    "seed": "seeds the ray sampling, the per-step randomness and the occupancy grid's cell choice",
+    "steps": "number of training steps to run",
+    "time_budget": "stops training after this many seconds",
     "batch_rays": "rays of the first step (the global batch: split over the processes of a data-parallel run); "
     "with --samples-per-step they adapt to the budget, within 1/16 to 16 times this",
-    "samples_per_step": "samples per step (the number of rays adapts to it; 0: --batch-rays rays every step)",
-    "cuda_graph": "on CUDA, capture the sync-free training step once as a CUDA graph and replay it",
-    "random_background": "composite the training images over a random colour (images with alpha only)",
-    "checkpoint_every": "write a checkpoint every N steps",
+    "samples_per_step": "samples per step: the number of rays adapts to it (0: --batch-rays rays every step)",
+    "cuda_graph": "on CUDA, captures the sync-free training step once as a CUDA graph and replays it",
+    "random_background": "composites the training images over a random colour (images with alpha only)",
+    "checkpoint_every": "writes a checkpoint every N steps",
     "eval_every": "evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split "
     "at the end)",
-    "log_every": "log the training loss to TensorBoard every N steps",
-    "render_chunk": "rays rendered at once in evaluation",
-    "turntable_frames": "frames of the turntable video written at the end (0: none)",
-    "out": "folder that holds runs/<scene>/<time>/",
-    "hash.levels": "hash-grid levels (L)",
-    "hash.features": "features per level (F)",
-    "hash.log2_table_size": "log2 of the hash table size per level (T)",
-    "hash.base_resolution": "coarsest hash-grid resolution (N_min)",
-    "hash.max_resolution": "finest hash-grid resolution (N_max)",
-    "field.hidden": "width of the density MLP",
-    "field.geo_features": "geometry features the density MLP hands to the colour MLP",
-    "field.color_hidden": "width of the colour MLP",
-    "field.color_layers": "hidden layers of the colour MLP",
+    "log_every": "logs the training loss to TensorBoard every N steps",
+    "render_chunk": "number of rays rendered at once in evaluation",
+    "turntable_frames": "number of frames of the turntable video written at the end (0: no video)",
+    "out": "the folder that holds the new run, as <out>/<scene>/<time>/",
+    "hash.levels": "number of hash-grid levels (L)",
+    "hash.features": "number of features per hash-grid level (F)",
+    "hash.log2_table_size": "log2 of the hash table's rows per level (T)",
+    "hash.base_resolution": "resolution of the coarsest hash-grid level (N_min)",
+    "hash.max_resolution": "resolution of the finest hash-grid level (N_max)",
+    "field.hidden": "number of neurons per layer of the density MLP",
+    "field.geo_features": "number of geometry features the density MLP hands to the colour MLP",
+    "field.color_hidden": "number of neurons per layer of the colour MLP",
+    "field.color_layers": "number of hidden layers of the colour MLP",
     "field.sh_degree": "spherical-harmonics degree of the direction encoding (1..4)",
-    "march.steps": "ray-marching samples along the scene box diagonal",
-    "march.grid_resolution": "occupancy grid cells per axis",
-    "march.grid_decay": "occupancy grid EMA decay per update",
+    "march.steps": "number of ray-marching samples along the scene box's diagonal",
+    "march.grid_resolution": "number of occupancy-grid cells per axis",
+    "march.grid_decay": "decay of the occupancy grid's moving average per update",
     "march.grid_threshold": "occupancy threshold on the optical thickness of one marching step",
-    "march.grid_update_every": "update the occupancy grid every N steps",
-    "march.grid_warmup": "steps during which every occupancy cell is updated",
-    "march.scene_contraction": "auto (from the dataset's bounded), none, or mipnerf360: space outside the box "
-    "contracted into the grids, rays marched to infinity",
-    "march.cone_angle": "marching step grows as clamp(t * cone_angle, step, cell); none: 1/256 contracted, else 0",
-    "optim.lr": "Adam learning rate",
+    "march.grid_update_every": "updates the occupancy grid every N steps",
+    "march.grid_warmup": "number of steps during which every occupancy cell is updated",
+    "march.scene_contraction": "auto (from the dataset's bounded key), none, or mipnerf360: space outside the box "
+    "is contracted into the grids and rays are marched to infinity",
+    "march.cone_angle": "the marching step grows as clamp(t * cone_angle, step, cell); none: 1/256 when "
+    "contracted, else 0",
+    "optim.lr": "learning rate of Adam at the first step",
     "optim.lr_final_factor": "the learning rate decays exponentially to lr times this at the last step",
-    "optim.betas": "Adam betas",
-    "optim.eps": "Adam epsilon",
-    "optim.loss": "huber or mse",
+    "optim.betas": "Adam's betas (moment decay rates), each in [0, 1)",
+    "optim.eps": "Adam's epsilon (added to the denominator)",
+    "optim.loss": "the photometric loss: huber or mse",
 }
 
 
@@ -86,15 +112,19 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for section, f in config_flags():
         dest = _dest(section, f.name)
         help_text = f"{_HELP.get(dest, f.name.replace('_', ' '))} ({_default_text(section, f)})"
-        kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" | ")[0], str)
+        kind: Any = {"int": int, "float": float_range(), "str": str}.get(str(f.type).split(" | ")[0], str)
+        kind = RANGES.get(dest, kind)
         flag = flag_name(section, f.name)
         common = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
+        names = ("-o", flag) if dest == "out" else (flag,)
         if isinstance(defaults[dest], bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif str(f.type).startswith("tuple"):
-            parser.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **common)
+            parser.add_argument(flag, type=kind, nargs=2, metavar=("B1", "B2"), **common)
+        elif dest in CHOICES:
+            parser.add_argument(flag, choices=CHOICES[dest], **common)
         else:
-            parser.add_argument(flag, type=kind, metavar=flag[2:].replace("-", "_").upper(), **common)
+            parser.add_argument(*names, type=kind, metavar=flag[2:].replace("-", "_").upper(), **common)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -119,12 +149,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             sections[section] = dataclasses.replace(base, **values)
         except ValueError as e:
             raise InputError(None, f"--{section} flags", str(e)) from None
-    return TrainConfig(data=str(args.data or ""), **top, **sections)
-
-
-def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+    cfg = TrainConfig(data=str(args.data or ""), **top, **sections)
+    check_config(cfg)
+    return cfg
 
 
 def finish_run(result, quiet: bool = False) -> dict[str, Any]:
@@ -164,16 +191,32 @@ def _without_launch_flags(argv: list[str]) -> list[str]:
     return out
 
 
+STATUS_ENV = "NERFKIT_STATUS_FILE"
+"""Set by ``nerf-train --gpus N`` for its ranks: rank 0 writes its exit status there, and the ranks end an
+expected outcome (bad input, interrupted) with status 0 so that torchrun adds no report of its own."""
+
+
 def launch_data_parallel(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m nerf.cli ARGV``; its exit status.
+    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m nerf.cli ARGV``; rank 0's exit
+    status (torchrun's where rank 0 wrote none).
 
     CPU processes share the cores: each gets ``cores / N`` torch threads unless ``OMP_NUM_THREADS`` is set."""
+    import tempfile
+
     env = dict(os.environ)
     if not torch_has_cuda():
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "nerf.cli", *_without_launch_flags(argv)]
-    return subprocess.run(cmd, env=env, check=False).returncode
+    with tempfile.TemporaryDirectory(prefix="nerf-train-") as tmp:
+        status = Path(tmp) / "status"
+        env[STATUS_ENV] = str(status)
+        try:
+            code = subprocess.run(cmd, env=env, check=False).returncode
+        except KeyboardInterrupt:  # the ranks got the Ctrl-C too, and checkpoint
+            return EXIT_INTERRUPTED
+        written = status.read_text().strip() if status.is_file() else ""
+    return int(written) if written.isdigit() else code
 
 
 def torch_has_cuda() -> bool:
@@ -182,39 +225,65 @@ def torch_has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def train_main(argv: list[str] | None = None) -> int:
-    """``nerf-train``; under torchrun (``python -m nerf.cli`` per rank) one rank of a data-parallel run.
-
-    Exit status 0, 2 for bad input, 1 when training diverged, 130 when stopped by SIGINT / SIGTERM (after a
-    checkpoint that ``--resume`` continues from)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nerf-train",
         description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic). Data-parallel over "
         "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.cli DATA.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--gpus", "--nproc", dest="nproc", type=int, default=1, metavar="N",
+    parser.add_argument("--quiet", action="store_true", help="show no progress bars")
+    parser.add_argument("--gpus", "--nproc", dest="nproc", type=positive_int, default=1, metavar="N",
                         help="data-parallel processes launched through torchrun: one per GPU (nccl) where CUDA is "
                         "used, else N CPU processes (gloo); --batch-rays stays the global batch")
     add_config_flags(parser)
+    return parser
+
+
+def check_train_memory(cfg: TrainConfig) -> None:
+    """Refuse hash-grid flags whose tables (with gradients and Adam's moments) exceed this machine's memory."""
+    if cfg.hash is not None:
+        h = cfg.hash
+        check_memory(h.levels * 2**h.log2_table_size * h.features * TRAIN_BYTES_PER_PARAMETER,
+                     "--levels/--features/--log2-table-size", f"{h.levels} levels of 2^{h.log2_table_size} x "
+                     f"{h.features} features")
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``nerf-train``; under torchrun (``python -m nerf.cli`` per rank) one rank of a data-parallel run.
+
+    Exit status 0, 2 for bad input, 1 when training diverged or the environment failed (unwritable output, full
+    disk), 130 when stopped by SIGINT / SIGTERM (after a checkpoint that ``--resume`` continues from)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = train_parser()
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("give a dataset folder or --resume RUN_DIR")
-    if args.nproc < 1:
-        parser.error("--gpus / --nproc must be >= 1")
+    code = run_command("nerf-train", lambda: _train(parser, args, argv))
+    status = os.environ.get(STATUS_ENV)
+    if status:
+        if is_main_process():
+            Path(status).write_text(str(code))
+        if code in (EXIT_INPUT, EXIT_INTERRUPTED):
+            return 0
+    return code
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     from nerf.distributed import env_world_size, init_world, shutdown
 
     device = getattr(args, "device", "auto")
+    if device != "auto":
+        check_device(device)
     if args.nproc > 1 and env_world_size() <= 1:
         if device != "cpu" and torch_has_cuda():
             import torch
 
             if args.nproc > torch.cuda.device_count():
                 parser.error(f"--gpus {args.nproc}: torch sees {torch.cuda.device_count()} CUDA devices")
+        check_train_memory(config_from_args(args))  # bad flags are reported here once, not by every rank
         return launch_data_parallel(args.nproc, argv)
     from nerf.model import resolve_device
     from nerf.train import TrainingDiverged, train
@@ -222,19 +291,19 @@ def train_main(argv: list[str] | None = None) -> int:
     world = None
     try:
         world = init_world(resolve_device(device).type)
-        result = train(config_from_args(args), resume=args.resume, quiet=args.quiet)
+        cfg = config_from_args(args)
+        check_train_memory(cfg)
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
         if not world.is_main:
-            return 130 if result.interrupted else 0
+            return EXIT_INTERRUPTED if result.interrupted else 0
         if result.interrupted:
             print(f"interrupted at step {result.step}: checkpoint written; continue with "
                   f"nerf-train --resume {result.run_dir}", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         summary = finish_run(result, quiet=args.quiet)
-    except InputError as e:
-        return _fail(e)
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"nerf-train: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         if world is not None:
             shutdown(world)
@@ -245,73 +314,106 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
+    """``nerf-eval``: exit status 0, 2 for bad input, 1 for a failure, 130 when interrupted."""
     parser = argparse.ArgumentParser(
         prog="nerf-eval",
         description="Evaluate a run on the test split: PSNR, SSIM and depth error; writes metrics.json and renders/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", help="run folder (or a checkpoint file)")
-    parser.add_argument("--split", default="test", help="split to evaluate")
-    parser.add_argument("--device", default="auto", help="torch device")
-    parser.add_argument("--backend", default="auto",
-                        help="hash-grid backend: auto (fastest available), torch, native, tcnn; a checkpoint runs "
-                        "on every backend")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
+    parser.add_argument("--device", type=device_name, default="auto", help="torch device to render on")
+    parser.add_argument("--backend", default="auto", choices=CHOICES["backend"],
+                        help="hash-grid backend; a checkpoint runs on every backend")
+    parser.add_argument("--quiet", action="store_true", help="show no progress bars")
     args = parser.parse_args(argv)
+    return run_command("nerf-eval", lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from nerf.data import load_dataset
     from nerf.evaluate import evaluate
     from nerf.model import load_run
 
-    try:
-        cfg, model, ckpt = load_run(args.run, args.device, args.backend)
-        dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale)
-        if args.split not in dataset.splits:
-            raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
-        run_dir = run_folder(args.run)
-        metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
-    except InputError as e:
-        return _fail(e)
+    if args.device != "auto":
+        check_device(args.device)
+    cfg, model, ckpt = load_run(args.run, args.device, args.backend)
+    dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale)
+    if args.split not in dataset.splits:
+        raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
+    run_dir = run_folder(args.run)
+    metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
     summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()}}
     write_json(run_dir / f"metrics_{args.split}.json", summary)
     print(json.dumps(summary))
     return 0
 
 
+EXPORT_BYTES_PER_CELL = 16
+"""Memory per grid cell of the mesh extraction (density, marching cubes' and hole filling's arrays)."""
+TRAIN_BYTES_PER_PARAMETER = 16
+"""Memory per hash-table parameter in training (value, gradient, Adam's two moments)."""
+
+MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".gltf", ".glb")
+"""Mesh formats open3d writes, by suffix."""
+
+
+def _mesh_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: the suffix picks the format; one of {', '.join(MESH_SUFFIXES)}")
+    return path
+
+
 def export_main(argv: list[str] | None = None) -> int:
+    """``nerf-export``: exit status 0, 2 for bad input, 1 for a failure, 130 when interrupted."""
     parser = argparse.ArgumentParser(
         prog="nerf-export",
         description="Export a trained run: a mesh by marching cubes on the density grid (PLY).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", help="run folder (or a checkpoint file)")
     parser.add_argument("--mesh", action="store_true", help="extract a mesh (the only export for now)")
-    parser.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
-    parser.add_argument("--threshold", type=float, default=10.0, help="density iso-level")
-    parser.add_argument("--output", default=None, help="PLY path (default: RUN_DIR/mesh.ply)")
-    parser.add_argument("--device", default="auto", help="torch device")
+    parser.add_argument("--resolution", type=int_range(2, 2048), default=256,
+                        help="marching-cubes grid cells per axis")
+    parser.add_argument("--threshold", type=float_range(), default=10.0, help="density iso-level of the surface")
+    parser.add_argument("-o", "--out", type=_mesh_path, default=None,
+                        help="mesh file, its format by suffix (default: RUN_DIR/mesh.ply)")
+    add_hidden_alias(parser, "--output", "out", type=_mesh_path)
+    parser.add_argument("--device", type=device_name, default="auto", help="torch device to evaluate the field on")
     args = parser.parse_args(argv)
     if not args.mesh:
         parser.error("nothing to export: pass --mesh")
+    return run_command("nerf-export", lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     from nerf.data import dataset_scene_file
     from nerf.export import chamfer_distance, extract_mesh, write_mesh
     from nerf.model import load_run
 
+    if args.device != "auto":
+        check_device(args.device)
+    cfg, model, _ = load_run(args.run, args.device)
+    run_dir = run_folder(args.run)
+    out = args.out if args.out else run_dir / "mesh.ply"
+    if out.is_dir():
+        raise InputError(out, None, "is a folder; give a mesh file path")
+    check_memory(args.resolution**3 * EXPORT_BYTES_PER_CELL, "--resolution", f"a {args.resolution}^3 density grid")
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the extraction
     try:
-        cfg, model, _ = load_run(args.run, args.device)
-        run_dir = run_folder(args.run)
         mesh = extract_mesh(lambda x: model.field.density(x)[0], model.march.aabb, args.resolution, args.threshold)
-        out = Path(args.output) if args.output else run_dir / "mesh.ply"
-        write_mesh(out, mesh)
-        report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
-        scene_file = dataset_scene_file(cfg.data)
-        if scene_file is not None:
-            from raytrace.scene import load_scene
-            from raytrace.scene_mesh import scene_mesh
+    except ValueError as e:  # no surface at this threshold
+        raise InputError(args.run, "--threshold", str(e)) from None
+    write_mesh(out, mesh)
+    report: dict[str, Any] = {"mesh": str(out), "vertices": len(mesh.vertices), "triangles": len(mesh.triangles)}
+    scene_file = dataset_scene_file(cfg.data)
+    if scene_file is not None:
+        from raytrace.scene import load_scene
+        from raytrace.scene_mesh import scene_mesh
 
-            truth = scene_mesh(load_scene(scene_file))
-            report["chamfer"] = chamfer_distance(mesh, truth)
-    except (InputError, ValueError) as e:
-        return _fail(e)
+        truth = scene_mesh(load_scene(scene_file))
+        report["chamfer"] = chamfer_distance(mesh, truth)
     print(json.dumps(report))
     return 0
 

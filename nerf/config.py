@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nerf.backends import BACKENDS
 from nerf.contraction import CONTRACTIONS
 from nerf.field import FieldConfig
 from nerf.hashgrid import HashGridConfig
 from raytrace.atomic import write_json
+from raytrace.cliutil import device_name, float_range, int_range
 from raytrace.errors import InputError
 
 
@@ -108,10 +110,83 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise InputError(source, "config", f"expected a dict, got {type(data).__name__}")
         data = _nest_flat_keys(data)
-        return _build(cls, data, source, "config")
+        cfg = _build(cls, data, source, "config")
+        check_config(cfg, source or "config")
+        return cfg
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": ("auto", "cpu", "gpu"),
+    "backend": BACKENDS,
+    "model": ("ngp", "nerf"),
+    "optim.loss": ("huber", "mse"),
+    "march.scene_contraction": ("auto", *CONTRACTIONS),
+}
+"""The allowed values of the string fields that are one of a few (``section.name`` for a section's)."""
+
+_UNIT = float_range(0.0, 1.0)
+RANGES: dict[str, Any] = {
+    "device": device_name,
+    "downscale": int_range(1, 64),
+    "seed": int_range(0, 2**31 - 1),
+    "steps": int_range(1, 10**8),
+    "time_budget": float_range(0.0, lo_open=True),
+    "batch_rays": int_range(1, 2**24),
+    "samples_per_step": int_range(0, 2**28),
+    "checkpoint_every": int_range(1),
+    "eval_every": int_range(0),
+    "log_every": int_range(1),
+    "render_chunk": int_range(1, 2**24),
+    "turntable_frames": int_range(0, 10_000),
+    "hash.levels": int_range(1, 64),
+    "hash.features": int_range(1, 8),
+    "hash.log2_table_size": int_range(1, 26),
+    "hash.base_resolution": int_range(1, 2**16),
+    "hash.max_resolution": int_range(1, 2**20),
+    "field.hidden": int_range(1, 4096),
+    "field.geo_features": int_range(1, 4096),
+    "field.color_hidden": int_range(1, 4096),
+    "field.color_layers": int_range(0, 64),
+    "field.sh_degree": int_range(1, 4),
+    "march.steps": int_range(1, 2**16),
+    "march.grid_resolution": int_range(1, 1024),
+    "march.grid_decay": _UNIT,
+    "march.grid_threshold": float_range(0.0),
+    "march.grid_update_every": int_range(1),
+    "march.grid_warmup": int_range(0),
+    "march.cone_angle": float_range(0.0, 1.0, hi_open=True),
+    "optim.lr": float_range(0.0, 10.0, lo_open=True),
+    "optim.lr_final_factor": float_range(0.0, lo_open=True),
+    "optim.betas": float_range(0.0, 1.0, hi_open=True),
+    "optim.eps": float_range(0.0, 1.0),
+}
+"""The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
+apply to a config read from a file (:func:`check_config`)."""
+
+
+def check_config(cfg: TrainConfig, source: str | Path | None = None) -> None:
+    """Raise :class:`InputError` for a value outside its flag's range or choices (naming the flag, or ``source``
+    and ``config.<key>`` for a config read from a file)."""
+    for section, f in config_flags():
+        holder = getattr(cfg, section) if section else cfg
+        value = getattr(holder, f.name) if holder is not None else None
+        key = f"{section}.{f.name}" if section else f.name
+        if value is None:
+            continue
+        where = f"config.{key}" if source is not None else flag_name(section, f.name)
+        if key in CHOICES and value not in CHOICES[key]:
+            raise InputError(source, where, f"{value!r} is not one of {', '.join(CHOICES[key])}")
+        check = RANGES.get(key)
+        if check is None:
+            continue
+        for v in value if isinstance(value, tuple) else (value,):
+            try:
+                check(str(v))
+            except Exception as e:  # argparse.ArgumentTypeError: the flag's own message
+                raise InputError(source, where, str(e)) from None
 
 
 def preset_name(preset: str, device_type: str) -> str:

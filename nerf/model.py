@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nerf.backends import BackendUnavailable, resolve_backend
-from nerf.checkpoint import latest_checkpoint, load_checkpoint
+from nerf.checkpoint import latest_checkpoint, load_checkpoint, locate_dataset, run_folder
 from nerf.config import TrainConfig
 from nerf.contraction import resolve_contraction
 from nerf.field import NGPField
@@ -120,6 +120,8 @@ def load_run(
     aabb = extra.get("aabb") if isinstance(extra, dict) else None
     if aabb is None:
         raise InputError(ckpt_path, "extra.aabb", "missing")
+    from_run = extra.get("data_from_run")
+    cfg.data = locate_dataset(cfg.data, run_folder(ckpt_path), from_run if isinstance(from_run, str) else None)
     try:
         model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
     except InputError as e:

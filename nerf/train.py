@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nerf.checkpoint import checkpoint_path, latest_checkpoint, run_folder, save_checkpoint
+from nerf.checkpoint import checkpoint_path, latest_checkpoint, lock_run, run_folder, save_checkpoint
 from nerf.config import TrainConfig
 from nerf.data import Dataset, RaySampler, load_dataset
 from nerf.distributed import (
@@ -343,6 +345,7 @@ class Session:
     world: World = SINGLE
     bad_steps: int = 0  # consecutive steps with a NaN/Inf loss or gradient
     last_good: dict[str, Any] | None = None  # in-memory copy of the last state known to be finite
+    lock: Any = None  # the run folder's writer lock (rank 0), see :func:`nerf.checkpoint.lock_run`
     budget: RayBudget | None = None  # the eager step's adaptive ray count (with a sample budget)
     static: StaticStep | None = None  # the static step, where it applies (:func:`static_step_applies`)
     reader: StatsReader | None = None
@@ -447,6 +450,7 @@ class Session:
                     "seconds": seconds,
                     "backend": self.model.backend,
                     "aabb": self.model.march.aabb.tolist(),
+                    "data_from_run": os.path.relpath(self.cfg.data, self.run_dir),
                 },
             )
         self.snapshot()
@@ -467,7 +471,7 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     initialised process group, if any) makes it one rank of a data-parallel run."""
     world = current_world() if world is None else world
     device = rank_device(resolve_device(cfg.device), world)
-    ckpt = None
+    ckpt, lock = None, None
     if resume is not None:
         run_dir = run_folder(resume)
         overrides = {k: getattr(cfg, k) for k in ("steps", "time_budget") if getattr(cfg, k) is not None}
@@ -475,40 +479,67 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
         for k, v in overrides.items():
             setattr(cfg, k, v)
         if world.is_main:
+            lock = lock_run(run_dir)
             _remove_partial_checkpoints(run_dir)
             cfg.save(run_dir / "config.json")
     else:
         cfg = cfg.resolved(device.type)
+        cfg.data = str(Path(cfg.data).resolve())  # the run works from any folder
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.data, splits=("train", "val", "test"), downscale=cfg.downscale)
+    new_dir = None
     if resume is None:
         cfg = resolve_scene(cfg, dataset.bounded)
         model = build_model(cfg, dataset.aabb, device)
         run_dir = None
         if world.is_main:
-            run_dir = new_run_dir(cfg)
-            cfg.save(run_dir / "config.json")
+            new_dir = run_dir = new_run_dir(cfg)
         run_dir = Path(broadcast_object(str(run_dir), world))
+    try:
+        if new_dir is not None:
+            lock = lock_run(new_dir)
+            cfg.save(new_dir / "config.json")
+        session = _new_session(cfg, run_dir, dataset, model, device, resume, world)
+    except BaseException:
+        if new_dir is not None:
+            remove_unstarted_run(new_dir)
+        raise
+    session.lock = lock
+    if ckpt is not None:
+        _restore_training_state(session, ckpt, session_source(resume, run_dir))
+    session.snapshot()
+    return session
+
+
+def session_source(resume: str | Path | None, run_dir: Path) -> Path | None:
+    """The checkpoint a resumed session starts from (None for a new run)."""
+    if resume is None:
+        return None
+    return Path(resume) if Path(resume).is_file() else latest_checkpoint(run_dir)
+
+
+def remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a new run's folder that holds no checkpoint (a failed start leaves no empty run behind)."""
+    if latest_checkpoint(run_dir) is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model, device: torch.device,
+                 resume: str | Path | None, world: World) -> Session:
     broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers()], world)
     generators = (
         torch.Generator(device="cpu").manual_seed(cfg.seed + 2 * world.rank),
         torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * world.rank),
     )
-    source = None
-    if resume is not None:
-        source = Path(resume) if Path(resume).is_file() else latest_checkpoint(run_dir)
+    source = session_source(resume, run_dir)
     if device.type == "cuda" and world.size > 1 and cfg.cuda_graph and world.is_main:
         print("nerf-train: data-parallel run: the eager step (no CUDA graph)", file=sys.stderr)
     try:
         opt, sched = make_optimizer(cfg, model.field)
     except (ValueError, OverflowError) as e:  # Adam refuses a negative lr, betas outside [0, 1)...
         raise InputError(source, "config" if source else "--lr/--betas/--eps", first_line(e)) from None
-    session = Session(cfg, run_dir, dataset, model, opt, sched,
-                      RaySampler(dataset.splits["train"], generators[0], device), generators, world=world)
-    if ckpt is not None:
-        _restore_training_state(session, ckpt, source)
-    session.snapshot()
-    return session
+    return Session(cfg, run_dir, dataset, model, opt, sched,
+                   RaySampler(dataset.splits["train"], generators[0], device), generators, world=world)
 
 
 def _restore_training_state(session: Session, ckpt: dict[str, Any], source: Path) -> None:
@@ -607,6 +638,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
             total = seconds()
             if resume is None or session.step > start_step:
                 session.save(total)
+    except BaseException:
+        if resume is None and world.is_main:
+            if writer is not None:
+                writer.close()
+                writer = None
+            remove_unstarted_run(session.run_dir)
+        raise
     finally:
         bar.close()
         if writer is not None:

@@ -18,15 +18,20 @@ the result is byte for byte a single machine's.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -49,6 +54,8 @@ SCENE_COPY = "scene.toml"
 FORMAT_VERSION = 2  # 1: float32 .npy depth (ray distance) and normals
 DEPTH_UNIT = 1e-3  # metres per unit of the 16-bit depth PNGs (nerfstudio's default) unless the scene needs more
 FRAMES_PER_WORKER = 8
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+PARENT_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -254,13 +261,34 @@ def render_frame(scene: Scene, job: FrameJob, settings: DatasetSettings, out_dir
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str, threads: int) -> None:
+def _worker_init(scene_path: str, settings: DatasetSettings, out_dir: str, device: str, threads: int,
+                 parent: int) -> None:
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone reports it
     torch.set_num_threads(threads)
     _WORKER.update(scene=load_scene(scene_path), settings=settings, out_dir=Path(out_dir), device=device)
 
 
-def _worker_render(job: FrameJob) -> None:
+def die_with_parent(parent: int) -> None:
+    """Make this process end when process ``parent`` ends, however it ends (SIGKILL included): the kernel's
+    parent-death signal on Linux, and a thread that polls the parent's pid everywhere (and covers the race of a
+    parent that died before the signal was armed)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _worker_render_job(job: FrameJob) -> FrameJob:
     render_frame(_WORKER["scene"], job, _WORKER["settings"], _WORKER["out_dir"], _WORKER["device"])
+    return job
 
 
 def available_cores() -> int:
@@ -291,19 +319,15 @@ def _run_jobs(
             torch.set_num_threads(before)
         return
     ctx = get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(str(scene.path), settings, str(out_dir), device, threads)) as pool:
-        pending = {pool.submit(_worker_render, job): job for job in jobs}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    job = pending.pop(fut)
-                    fut.result()
-                    yield job
-        finally:
-            for fut in pending:
-                fut.cancel()
+    pool = ctx.Pool(min(workers, len(jobs)), initializer=_worker_init,
+                    initargs=(str(scene.path), settings, str(out_dir), device, threads, os.getpid()))
+    try:
+        for job in pool.imap_unordered(_worker_render_job, jobs):
+            yield job
+        pool.close()
+    finally:
+        pool.terminate()  # on an error or Ctrl-C too: no worker outlives the render
+        pool.join()
 
 
 def _clear_stale(out_dir: Path, temporaries: bool = True) -> None:
@@ -358,8 +382,31 @@ def _write_transforms_files(scene: Scene, settings: DatasetSettings, jobs: list[
         write_transforms(transforms_path(out_dir, split), t)
 
 
-def _missing_frames(jobs: list[FrameJob], out_dir: Path, normals: bool) -> list[FrameJob]:
-    return [j for j in jobs if not all(p.is_file() for p in j.paths(out_dir, normals).all())]
+def frame_ok(paths: FramePaths, width: int, height: int) -> bool:
+    """Every file of a frame exists and reads back whole: its PNGs decode to ``(H, W, 4)`` RGBA and ``(H, W)``
+    depth, its ``.npz`` hold ``distance`` ``(H, W)`` and (where asked) ``normal`` ``(H, W, 3)``."""
+    import imageio.v3 as iio
+
+    arrays = {"distance": (paths.distance, (height, width))}
+    if paths.normal is not None:
+        arrays["normal"] = (paths.normal, (height, width, 3))
+    try:
+        if (iio.imread(paths.image, extension=".png").shape != (height, width, 4)
+                or iio.imread(paths.depth, extension=".png").shape != (height, width)):
+            return False
+        for key, (path, shape) in arrays.items():
+            with np.load(path, allow_pickle=False) as npz:
+                if npz[key].shape != shape:
+                    return False
+    except Exception:  # any reader's error (missing, truncated, junk file) means: render it again
+        return False
+    return True
+
+
+def _bad_frames(jobs: list[FrameJob], out_dir: Path, settings: DatasetSettings) -> list[FrameJob]:
+    """The jobs whose frame is missing, incomplete or unreadable (see :func:`frame_ok`)."""
+    return [j for j in jobs
+            if not frame_ok(j.paths(out_dir, settings.normals), settings.width, settings.height)]
 
 
 def write_dataset(
@@ -396,7 +443,7 @@ def write_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(out_dir, temporaries=shard is None)
     if old == manifest:
-        todo = _missing_frames(mine, out_dir, settings.normals)
+        todo = _bad_frames(mine, out_dir, settings)
     else:
         if shard is None:
             (out_dir / MANIFEST).unlink(missing_ok=True)
@@ -430,9 +477,10 @@ def write_dataset(
 def merge_dataset(
     scene: Scene, out_dir: str | Path, settings: DatasetSettings, colmap: bool = False
 ) -> DatasetSummary:
-    """Finish a dataset rendered in shards: check that every frame of ``scene`` with ``settings`` exists in
-    ``out_dir`` (rendered with this scene and these settings), then write the JSON files (and, with ``colmap``,
-    the COLMAP model). Raises :class:`InputError` listing the missing frames."""
+    """Finish a dataset rendered in shards: check that every frame of ``scene`` with ``settings`` exists and reads
+    back whole (:func:`frame_ok`) in ``out_dir`` (rendered with this scene and these settings), then write the JSON
+    files (and, with ``colmap``, the COLMAP model). Raises :class:`InputError` listing the missing or damaged
+    frames."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     old = _read_manifest(out_dir)
@@ -442,12 +490,12 @@ def merge_dataset(
         raise InputError(out_dir / MANIFEST, None, "the shards rendered another scene or other settings than "
                          "these (give merge the same scene and flags as the shards)")
     jobs = _frame_jobs(scene, settings)
-    missing = _missing_frames(jobs, out_dir, settings.normals)
+    missing = _bad_frames(jobs, out_dir, settings)
     if missing:
         names = [f"{j.split}/r_{j.index}" for j in missing]
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        raise InputError(out_dir, None, f"{len(missing)} of {len(jobs)} frames missing ({shown}): render their "
-                         "shards (or rerun without --shard, which renders only what is missing)")
+        raise InputError(out_dir, None, f"{len(missing)} of {len(jobs)} frames missing or unreadable ({shown}): "
+                         "render their shards again (or rerun without --shard, which re-renders only those)")
     _clear_stale(out_dir)
     _write_transforms_files(scene, settings, jobs, out_dir)
     if colmap:

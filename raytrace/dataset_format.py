@@ -136,7 +136,16 @@ def _number(path: Path, where: str, value: Any, positive: bool = False) -> float
     return float(value)
 
 
+def _numbers_only(value: Any) -> bool:
+    """``value`` is a number or nested lists of numbers (no strings, booleans or nulls, which numpy would take)."""
+    if isinstance(value, list):
+        return all(_numbers_only(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _matrix(path: Path, where: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
+    if not _numbers_only(value):
+        raise InputError(path, where, f"expected a {shape[0]}x{shape[1]} matrix of numbers")
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):

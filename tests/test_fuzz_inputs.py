@@ -307,3 +307,66 @@ def test_truncated_checkpoint_gets_a_clear_message(checkpoint, tmp_path):
         path.write_bytes(raw[:size])
         with pytest.raises(InputError, match="truncated or corrupt"):
             load_checkpoint(path)
+
+
+# ---- flag values ---------------------------------------------------------------------------------------------
+
+BAD_FLAGS: dict[str, list[list[str]]] = {
+    "raytrace": [["--views", "0"], ["--views", "1000000000"], ["--res", "0"], ["--res", "-8"], ["--spp", "0"],
+                 ["--val", "-1"], ["--workers", "0"], ["--threads", "x"], ["--device", "foo"]],
+    "nerf-train": [["--batch-rays", "0"], ["--checkpoint-every", "0"], ["--march-steps", "0"],
+                   ["--grid-update-every", "0"], ["--levels", "0"], ["--downscale", "0"],
+                   ["--log2-table-size", "40"], ["--max-resolution", "-8"], ["--steps", "-5"],
+                   ["--time-budget", "-1"], ["--hidden", "0"], ["--turntable-frames", "-3"],
+                   ["--render-chunk", "0"], ["--lr-final-factor", "nan"], ["--lr", "inf"], ["--betas", "0.9", "1"],
+                   ["--grid-decay", "1.5"], ["--device", "foo"], ["--preset", "tpu"], ["--loss", "l1"],
+                   ["--backend", "foo"], ["--model", "gan"], ["--gpus", "0"]],
+    "nerf-eval": [["--device", "foo"], ["--backend", "foo"], ["--split", "nope"]],
+    "nerf-export": [["--mesh", "--resolution", "0"], ["--mesh", "--threshold", "nan"], ["--mesh", "--device", "foo"],
+                    ["--mesh", "-o", "mesh.xyz"]],
+    "nerf-view": [["--device", "foo"], ["--target-fps", "0"], ["--backend", "foo"]],
+}
+
+
+def command_main(command: str) -> Callable[[list[str]], int]:
+    from nerf.cli import eval_main, export_main, train_main
+    from raytrace.cli import main as raytrace_main
+    from viewer.cli import main as view_main
+
+    return {"raytrace": raytrace_main, "nerf-train": train_main, "nerf-eval": eval_main,
+            "nerf-export": export_main, "nerf-view": view_main}[command]
+
+
+@pytest.mark.parametrize(("command", "flags"), [(c, f) for c, cases in BAD_FLAGS.items() for f in cases],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_flag_values_are_refused_where_parsed(command: str, flags: list[str], capsys) -> None:
+    """Zero, negative, huge, NaN and unknown values: exit 2 and a usage error naming the flag, nothing run."""
+    positional = [] if command == "nerf-train" else ["scene.toml" if command == "raytrace" else "no-such-run"]
+    with pytest.raises(SystemExit) as exc:
+        command_main(command)([*positional, *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{command}: error: argument {flags[-2] if flags[0] == '--mesh' else flags[0]}"), err
+
+
+def test_flag_types_accept_their_range() -> None:
+    from nerf.config import RANGES
+
+    assert RANGES["march.grid_decay"]("0.5") == 0.5
+    assert RANGES["optim.lr_final_factor"]("0.03") == 0.03
+    with pytest.raises(Exception, match="finite"):
+        RANGES["optim.lr_final_factor"]("nan")
+
+
+def test_config_files_get_the_flag_checks(tmp_path: Path) -> None:
+    """A config read from a file (checkpoint, config.json) is held to the flags' ranges, naming the key."""
+    data = TrainConfig(data="d").to_dict()
+    data["render_chunk"] = 0
+    with pytest.raises(InputError, match=r"cfg.json: config.render_chunk: must be in \[1"):
+        TrainConfig.from_dict(data, "cfg.json")
+    data = TrainConfig(data="d").to_dict()
+    data["optim"]["loss"] = "l1"
+    with pytest.raises(InputError, match=r"config\.optim\.loss: 'l1' is not one of huber, mse"):
+        TrainConfig.from_dict(data, "cfg.json")

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from nerf.backends import BACKENDS
+from raytrace.cliutil import HelpFormatter, check_device, device_name, float_range, run_command
+from raytrace.errors import InputError
 
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")  # any one set: Qt has somewhere to draw
 
@@ -28,16 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nerf-view",
         description="Interactive viewer: left-drag orbits, right/middle-drag pans, the wheel zooms, "
         "W/A/S/D/Q/E fly, R resets.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", nargs="?", help="run folder runs/<scene>/<time>/ or a checkpoint file")
     parser.add_argument("--train", metavar="DATASET", help="train a new run on this dataset and watch it learn")
-    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, mps")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="hash-grid backend")
-    parser.add_argument("--target-fps", type=float, default=None,
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="torch device to render on: auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="hash-grid backend; auto takes the fastest available")
+    parser.add_argument("--target-fps", type=float_range(0.1, 1000.0), default=None,
                         help="frame rate held while the camera moves (default: 20 on a GPU, 4 on the CPU)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="initial size of the rendered view, WxH")
-    parser.add_argument("--out", default="runs", help="with --train: folder that holds runs/<scene>/<time>/")
+    parser.add_argument("-o", "--out", default="runs",
+                        help="with --train: the folder that holds the new run, as runs/<scene>/<time>/")
     return parser
 
 
@@ -53,6 +58,8 @@ def no_display_message(argv: Sequence[str], environ: dict[str, str] | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: the window's, or 2 (bad input: a missing run, a dataset given as a run, a damaged checkpoint)
+    and 1 (no display) with one line on stderr before any window opens."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if (args.run is None) == (args.train is None):
@@ -61,6 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if message is not None:
         print(message, file=sys.stderr)
         return 1
+    return run_command("nerf-view", lambda: _view(args))
+
+
+def _view(args: argparse.Namespace) -> int:
+    """Check the run (or dataset) loads, then open the window on it."""
+    if args.device != "auto":
+        check_device(args.device)
+    if args.run is not None:
+        from nerf.model import load_run
+
+        load_run(args.run, args.device, args.backend)  # a load error is one line here, not only in the window
+    elif not os.path.isdir(args.train):
+        raise InputError(args.train, None, "dataset folder not found")
     from PyQt5.QtWidgets import QApplication
 
     from viewer.launch import open_run, open_training
