@@ -82,7 +82,8 @@ def make_optimizer(
     o = cfg.optim
     fused = static_step_applies(cfg, next(field.parameters()).device)
     lr = torch.tensor(o.lr, device=next(field.parameters()).device) if fused else o.lr
-    opt = torch.optim.Adam(field.parameters(), lr=lr, betas=o.betas, eps=o.eps, fused=fused or None)
+    opt = torch.optim.Adam(field.parameters(), lr=lr, betas=o.betas, eps=o.eps, fused=fused or None,
+                           capturable=fused)
     gamma = o.lr_final_factor ** (1.0 / max(1, cfg.steps or 1))
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
@@ -223,11 +224,26 @@ class StaticStep:
         self.graph: Any = None
         self.out: torch.Tensor | None = None
 
+    def _prepare_optimizer(self) -> None:
+        """Fused Adam (it skips NaN steps on the device), learning rate and step counts in device tensors, capturable
+        on CUDA: also after a checkpoint of another device (whose state may have replaced all of it) was loaded."""
+        device = self.budget.rays.device
+        for group in self.opt.param_groups:
+            group["fused"] = True
+            group["capturable"] = group["capturable"] or device.type == "cuda"
+            if not isinstance(group["lr"], torch.Tensor):  # a float would be frozen into the graph
+                group["lr"] = torch.tensor(group["lr"], device=device)
+        for state in self.opt.state.values():
+            if "step" in state:
+                state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=device)
+
     def eager(self) -> torch.Tensor:
         return static_train_step(self.model, self.opt, self.sampler, self.cfg, self.generator, self.budget)
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
+        if self.calls == 1:
+            self._prepare_optimizer()
         if self.graph is not None:
             self.graph.replay()
             return self.out
@@ -240,9 +256,6 @@ class StaticStep:
                 out = self.eager()
             torch.cuda.current_stream().wait_stream(side)
             return out
-        for group in self.opt.param_groups:  # a float learning rate would be frozen into the graph
-            if not isinstance(group["lr"], torch.Tensor):
-                group["lr"] = torch.tensor(group["lr"], device=self.budget.rays.device)
         try:
             graph = torch.cuda.CUDAGraph()
             graph.register_generator_state(self.generator)

@@ -109,6 +109,7 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     top = dict(
         data=str(data), preset="cpu", device="cpu", backend="torch", steps=STEPS, batch_rays=1024,
         hash=TINY_HASH, march=TINY_MARCH, checkpoint_every=100, turntable_frames=0, out=str(out), log_every=50,
+        samples_per_step=0,  # a fixed batch (the sample budget has its own tests: tests/test_static_step.py)
     )
     top.update({name: value for name, value in overrides.items() if name in TOP_LEVEL})
     sections = {name: value for name, value in overrides.items() if name not in TOP_LEVEL}

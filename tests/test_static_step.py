@@ -81,7 +81,7 @@ def setup(ball: Path, tmp_path_factory: pytest.TempPathFactory):
         torch.manual_seed(0)
         dataset = load_dataset(ball, splits=("train",))
         model = build_model(cfg, dataset.aabb, torch.device("cpu"))
-        opt = torch.optim.Adam(model.field.parameters(), lr=torch.tensor(1e-2), eps=1e-15, fused=True)
+        opt = torch.optim.Adam(model.field.parameters(), lr=1e-2, eps=1e-15)  # made fused by the step
         sampler = RaySampler(dataset.splits["train"], torch.Generator().manual_seed(0))
         return cfg, model, opt, sampler
     return make
