@@ -102,7 +102,7 @@ def test_evaluation_and_turntable_are_announced_and_timed(run_under_umask_022) -
 
 
 def test_render_panels_are_labelled_over_the_unlabelled_images(run_under_umask_022) -> None:
-    data, result, _ = run_under_umask_022
+    _, result, _ = run_under_umask_022
     split = result.dataset.splits["test"]
     image = iio.imread(result.run_dir / "renders" / "test_000.png")
     w, h = split.intrinsics.width, split.intrinsics.height
