@@ -24,6 +24,9 @@ OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
 VIEW_GRID_RESOLUTION = 256
 """Cells per side of the occupancy grid derived for viewing (:func:`view_grid`)."""
 
+VIEW_GRID_MAX_QUERIES = 1 << 22
+"""At most this many density queries derive a view grid (a coarser one where the training grid is mostly full)."""
+
 VIEW_GRID_CHUNK = 1 << 18
 """Points per density query while deriving a view grid."""
 
@@ -137,12 +140,16 @@ def view_grid(
     resolution: int = VIEW_GRID_RESOLUTION,
 ) -> OccupancyGrid:
     """A finer occupancy grid for rendering a trained field: each occupied cell of ``grid`` split into
-    ``f**3`` cells (``f = resolution // grid.resolution``, at least 1), each probed at its centre with
+    ``f**3`` cells (``f = resolution // grid.resolution``, lowered until at most :data:`VIEW_GRID_MAX_QUERIES`
+    cells are probed; at least 1), each probed at its centre with
     ``density_fn`` (world points ``(N, 3)`` -> ``(N,)``); a cell whose optical thickness over one ``step_size``
     passes ``grid``'s rule (``> min(mean, threshold)``) is occupied, and so are its 26 neighbours (a margin for
     matter between the probes). Only the cells occupied in ``grid`` are queried, so it costs a fraction of
     ``resolution**3`` queries. With ``f == 1`` it is ``grid`` itself."""
+    occupied = int(grid.mask.sum())
     factor = max(1, resolution // grid.resolution)
+    while factor > 1 and occupied * factor**3 > VIEW_GRID_MAX_QUERIES:
+        factor -= 1
     if factor == 1:
         return grid
     r = grid.resolution * factor

@@ -98,7 +98,8 @@ def test_generator_state_is_saved_and_a_resume_is_reproducible() -> None:
     assert not torch.equal(a.density, c.density)
 
 
-def test_view_grid_refines_the_occupied_cells_of_a_sphere() -> None:
+def test_view_grid_refines_the_occupied_cells_of_a_sphere(monkeypatch) -> None:
+    from nerf import render
     from nerf.render import view_grid
 
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -110,6 +111,9 @@ def test_view_grid_refines_the_occupied_cells_of_a_sphere() -> None:
     coarse.update(density, step=0, warmup_steps=1)
     fine = view_grid(coarse, density, step_size=0.01, resolution=32)
     assert fine.resolution == 32 and view_grid(coarse, density, 0.01, resolution=8) is coarse
+    full = OccupancyGrid(aabb, 8)  # every cell occupied: 512 * 4**3 queries would pass the limit of 512 * 27
+    monkeypatch.setattr(render, "VIEW_GRID_MAX_QUERIES", 512 * 27)
+    assert view_grid(full, density, 0.01, resolution=32).resolution == 24
     r = torch.arange(32) + 0.5
     centres = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1) / 32 * 2 - 1
     dist = centres.norm(dim=-1)
