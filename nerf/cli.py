@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +163,8 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
 
     run_dir = result.run_dir
     split = result.dataset.splits.get("test") or result.dataset.splits["train"]
-    metrics = evaluate(result.model, split, run_dir / "renders", result.config.render_chunk, quiet=quiet)
+    with announced(f"evaluating {split.poses.shape[0]} {split.name} views", quiet):
+        metrics = evaluate(result.model, split, run_dir / "renders", result.config.render_chunk, quiet=quiet)
     summary = {
         "step": result.step,
         "train_seconds": round(result.seconds, 2),
@@ -170,9 +174,23 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
         **{k: round(v, 5) for k, v in metrics.items()},
     }
     write_json(run_dir / "metrics.json", summary)
-    if result.config.turntable_frames > 0:
-        render_turntable(result.model, split, run_dir / "turntable.mp4", result.config.turntable_frames, quiet=quiet)
+    frames = result.config.turntable_frames
+    if frames > 0:
+        intr = split.intrinsics
+        with announced(f"turntable: {frames} frames at {intr.width}x{intr.height}", quiet):
+            render_turntable(result.model, split, run_dir / "turntable.mp4", frames, quiet=quiet)
     return summary
+
+
+@contextlib.contextmanager
+def announced(what: str, quiet: bool = False) -> Iterator[None]:
+    """Print ``what...`` before the work and ``what: N s`` after it (on stderr; nothing when ``quiet``)."""
+    if not quiet:
+        print(f"{what}...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    yield
+    if not quiet:
+        print(f"{what}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 _LAUNCH_FLAGS = ("--gpus", "--nproc")

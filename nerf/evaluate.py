@@ -16,9 +16,12 @@ from tqdm import tqdm
 from nerf.data import Split
 from nerf.metrics import depth_errors, psnr, ssim
 from nerf.model import Model
+from nerf.panels import colour_bar, labelled_panels
 from nerf.render import render_image
 from raytrace.atomic import atomic_path
 from raytrace.camera import Intrinsics, look_at
+
+PANEL_LABELS = ["ground truth", "NeRF", "NeRF depth", "true depth"]
 
 
 def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -36,6 +39,16 @@ def colorize_depth(depth: torch.Tensor, near: float, far: float) -> np.ndarray:
     return to_uint8(rgb)
 
 
+def depth_colours(near: float, far: float, n: int) -> np.ndarray:
+    """``(n, 3)`` uint8: :func:`colorize_depth`'s colours from ``near`` to ``far``."""
+    return colorize_depth(torch.linspace(max(near, 1e-6), far, n)[None], near, far)[0]
+
+
+def depth_bar(near: float, far: float, width: int) -> np.ndarray:
+    """uint8 ``(BAR_HEIGHT, width, 3)``: the depth colour bar from ``near`` to ``far`` (scene units)."""
+    return colour_bar(depth_colours(near, far, width), f"{near:.2f}", f"{far:.2f}")
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, image, extension=".png")
@@ -49,7 +62,8 @@ def evaluate(
     mean PSNR / SSIM and, where the dataset
     carries ground-truth depth, depth MAE / RMSE over covered pixels (scene units).
 
-    With ``out_dir``, writes ``<split>_<i>.png`` = ground truth | prediction | predicted depth | true depth.
+    With ``out_dir``, writes ``<split>_<i>.png`` = ground truth | prediction | predicted depth | true depth, each
+    panel under its label (:data:`PANEL_LABELS`), the depth panels over their colour bar (near and far).
     """
     device = model.march.aabb.device
     background = (split.background if split.background is not None else torch.ones(3)).to(device)
@@ -73,7 +87,9 @@ def evaluate(
             panels = [to_uint8(gt_rgb), to_uint8(out["rgb"]), colorize_depth(pred_depth, near, far)]
             if split.depths is not None:
                 panels.append(colorize_depth(split.depths[i], near, far))
-            write_png(out_dir / f"{split.name}_{i:03d}.png", np.concatenate(panels, axis=1))
+            bar = depth_bar(near, far, split.intrinsics.width)
+            image = labelled_panels(panels, PANEL_LABELS[: len(panels)], [None, None, bar, bar][: len(panels)])
+            write_png(out_dir / f"{split.name}_{i:03d}.png", image)
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 

@@ -620,8 +620,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
     def seconds() -> float:
         return session.seconds_before + time.perf_counter() - t0
 
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=quiet or not world.is_main, desc="train", unit="step",
-               dynamic_ncols=True, file=sys.stderr)
+    if world.is_main and not quiet:
+        print(start_line(session), file=sys.stderr)
+    bar = progress_bar(cfg, start_step, session.seconds_before, disable=quiet or not world.is_main)
+    by_time = cfg.time_budget is not None
     interrupted = False
     try:
         with _stop_on_signals() as stop:
@@ -638,7 +640,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
                 samples_seen += stats["samples"]
                 if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                     rate = samples_seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", samples_s=f"{rate:.3g}")
+                    postfix = {"step": f"{step}/{cfg.steps}"} if by_time else {}
+                    bar.set_postfix(postfix, loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
+                                    samples_s=f"{rate:.3g}", refresh=False)
                     writer.add_scalar("train/loss", stats["loss"], step)
                     writer.add_scalar("train/psnr", stats["psnr"], step)
                     writer.add_scalar("train/samples_per_ray", stats["samples"] / max(1, stats["rays"]), step)
@@ -647,7 +651,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
                     _log_validation(writer, session, step)
                 if step % cfg.checkpoint_every == 0:
                     session.save(seconds())
-                bar.update(1)
+                bar.update(min(seconds(), cfg.time_budget) - bar.n if by_time else 1)
             total = seconds()
             if resume is None or session.step > start_step:
                 session.save(total)
@@ -663,6 +667,26 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
         if writer is not None:
             writer.close()
     return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total, interrupted)
+
+
+def start_line(session: Session) -> str:
+    """The line printed when training starts: device, backend, preset, run folder and what ends the run."""
+    cfg = session.cfg
+    until = f"{cfg.steps} steps" + (f" or {cfg.time_budget:g} s" if cfg.time_budget is not None else "")
+    resumed = f", resumed at step {session.step}" if session.step else ""
+    return (f"training on {session.model.march.aabb.device} with the {session.model.backend} backend, "
+            f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}")
+
+
+def progress_bar(cfg: TrainConfig, start_step: int, seconds_before: float, disable: bool = False) -> tqdm:
+    """The training bar: counts steps to ``cfg.steps``, or, under a time budget, seconds to the budget (so that
+    its ETA is the budget's end, not the preset's step count)."""
+    if cfg.time_budget is not None:
+        return tqdm(total=cfg.time_budget, initial=min(seconds_before, cfg.time_budget), disable=disable,
+                    desc="train", unit="s", dynamic_ncols=True, file=sys.stderr,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=cfg.steps, initial=start_step, disable=disable, desc="train", unit="step", dynamic_ncols=True,
+                file=sys.stderr)
 
 
 def _log_validation(writer: Any, session: Session, step: int) -> None:

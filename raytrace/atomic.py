@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed to ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was. The temporary
-    name keeps the target's suffix so that libraries choosing a format by extension still work.
+    name keeps the target's suffix so that libraries choosing a format by extension still work. The final file
+    gets the mode of a plain ``open`` (``0o666`` less the umask), not the temporary file's ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

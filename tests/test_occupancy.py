@@ -96,3 +96,27 @@ def test_generator_state_is_saved_and_a_resume_is_reproducible() -> None:
     c.update(sphere_density, step=300)
     c.update(lambda x: x.norm(dim=-1), step=400, n_samples=50)
     assert not torch.equal(a.density, c.density)
+
+
+def test_view_grid_refines_the_occupied_cells_of_a_sphere(monkeypatch) -> None:
+    from nerf import render
+    from nerf.render import view_grid
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+    def density(x: torch.Tensor) -> torch.Tensor:  # a solid ball of radius 0.5
+        return (x.norm(dim=-1) < 0.5).float() * 100.0
+
+    coarse = OccupancyGrid(aabb, 8)
+    coarse.update(density, step=0, warmup_steps=1)
+    fine = view_grid(coarse, density, step_size=0.01, resolution=32)
+    assert fine.resolution == 32 and view_grid(coarse, density, 0.01, resolution=8) is coarse
+    full = OccupancyGrid(aabb, 8)  # every cell occupied: 512 * 4**3 queries would pass the limit of 512 * 27
+    monkeypatch.setattr(render, "VIEW_GRID_MAX_QUERIES", 512 * 27)
+    assert view_grid(full, density, 0.01, resolution=32).resolution == 24
+    r = torch.arange(32) + 0.5
+    centres = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1) / 32 * 2 - 1
+    dist = centres.norm(dim=-1)
+    up = coarse.mask.repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    assert fine.mask[(dist < 0.5) & up].all()  # every cell of an occupied coarse cell with matter at its centre,
+    assert not fine.mask[dist > 0.5 + 2 * 3**0.5 * 2 / 32].any()  # nothing beyond a one-cell margin

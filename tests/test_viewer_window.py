@@ -70,7 +70,8 @@ def test_view_of_a_training_camera_matches_the_trainers_render(qtbot, tiny_run):
     assert (frame.intr.width, frame.intr.height) == (split.intrinsics.width, split.intrinsics.height)
     assert frame.intr.fx == pytest.approx(split.intrinsics.fx, rel=1e-6)
     m = result.model
-    ref = render_image(m.field, m.grid, split.poses[2], split.intrinsics, m.march, torch.ones(3))
+    grid = window.renderer.grid()  # a run's window marches a finer view grid (tests/test_viewer_render.py)
+    ref = render_image(m.field, grid, split.poses[2], split.intrinsics, m.march, torch.ones(3))
     np.testing.assert_allclose(frame.rgb, ref["rgb"].numpy(), atol=1e-5)
     np.testing.assert_allclose(frame.depth, ref["depth"].numpy(), atol=1e-4)
     assert frame.rgb.std() > 0.05  # the ball is in view, not an empty background
@@ -227,7 +228,7 @@ def test_depth_and_opacity_modes_show_the_renderers_depth_and_opacity(qtbot, tin
     window.controls.camera_list.setCurrentRow(2)
     split = result.dataset.splits["train"]
     m = result.model
-    ref = render_image(m.field, m.grid, split.poses[2], split.intrinsics, m.march, torch.ones(3))
+    ref = render_image(m.field, window.renderer.grid(), split.poses[2], split.intrinsics, m.march, torch.ones(3))
     depth, opacity = ref["depth"].numpy(), ref["opacity"].numpy()
     assert opacity[16, 16] > 0.9 and opacity[0, 0] < 0.1  # the ball in the middle, empty corners
 

@@ -24,6 +24,7 @@ def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
 
 
 def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = None) -> tuple[ViewRenderer, str]:
+    """The renderer of a window; without ``lock`` (no training) it marches a finer view grid."""
     scene, note = None, ""
     if dataset is not None and dataset.scene_file is not None:
         try:
@@ -31,7 +32,7 @@ def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = 
         except InputError as err:
             note = f"no ground truth: {err}"
     gt_device = "cuda" if torch.cuda.is_available() else "cpu"
-    return ViewRenderer(model, scene, lock, gt_device=gt_device), note
+    return ViewRenderer(model, scene, lock, gt_device=gt_device, fine_grid=lock is None), note
 
 
 def open_run(

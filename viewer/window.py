@@ -282,8 +282,11 @@ class ViewerWindow(QMainWindow):
     def _on_frame(self, frame: Frame) -> None:
         if frame.request.mode != self.mode:
             return
-        if self.last_frame is not None and frame.request.serial < self.last_frame.request.serial:
+        shown = self.last_frame
+        if shown is not None and frame.request.serial < shown.request.serial:
             return
+        if shown is not None and frame.scale < shown.scale and frame.request.same_view(shown.request):
+            return  # a refresh of the same view (live training): the sharper image stays until one as fine comes
         self.last_frame = frame
         self._pass_text = f"pass {frame.pass_index}/{frame.passes}, {frame.intr.width}x{frame.intr.height}"
         self._show(frame)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -24,10 +25,12 @@ import torch
 from matplotlib import colormaps
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
-from nerf.evaluate import colorize_depth, to_uint8
+from nerf.evaluate import colorize_depth, depth_colours, to_uint8
 from nerf.metrics import psnr
 from nerf.model import Model
-from nerf.render import render_image
+from nerf.occupancy import OccupancyGrid
+from nerf.panels import with_colour_bar
+from nerf.render import render_image, view_grid
 from nerf.train import Session
 from raytrace.camera import Intrinsics
 from raytrace.render import render_image as raytrace_image
@@ -101,6 +104,11 @@ class RenderRequest:
     moving: bool = False
     serial: int = 0
 
+    def same_view(self, other: RenderRequest) -> bool:
+        """The same image is asked for (camera, size, mode, background), whether moving or not."""
+        return (np.array_equal(self.c2w, other.c2w) and self.fov_x == other.fov_x and self.mode == other.mode
+                and (self.width, self.height, self.background) == (other.width, other.height, other.background))
+
     def intrinsics(self, scale: float = 1.0) -> Intrinsics:
         full = Intrinsics.from_fov(self.width, self.height, self.fov_x)
         return full if scale == 1.0 else full.scaled(scale)
@@ -139,6 +147,11 @@ def error_heatmap(pred: np.ndarray, target: np.ndarray, vmax: float = ERROR_VMAX
     return to_uint8(colormaps["inferno"](np.clip(err / vmax, 0.0, 1.0))[..., :3])
 
 
+def error_colours(n: int) -> np.ndarray:
+    """``(n, 3)`` uint8: :func:`error_heatmap`'s colours from no error to ``ERROR_VMAX``."""
+    return to_uint8(colormaps["inferno"](np.linspace(0.0, 1.0, n))[..., :3])
+
+
 def composite_over(rgba: torch.Tensor, background: tuple[float, float, float]) -> torch.Tensor:
     """Straight-alpha ``(H, W, 4)`` over a constant colour -> ``(H, W, 3)``."""
     bg = torch.tensor(background, dtype=rgba.dtype, device=rgba.device)
@@ -156,12 +169,26 @@ class ViewRenderer:
         lock: threading.Lock | None = None,
         strip_pixels: int = 1 << 14,
         gt_device: str = "cpu",
+        fine_grid: bool = False,
     ) -> None:
         self.model = model
         self.scene = scene
         self.lock = lock or threading.Lock()
         self.strip_pixels = strip_pixels
         self.gt_device = gt_device
+        self.fine_grid = fine_grid
+        self._grid: OccupancyGrid | None = None
+
+    def grid(self, scale: float = 1.0) -> OccupancyGrid | None:
+        """The occupancy grid to march at ``scale``: the model's own, or with ``fine_grid`` (a model that no longer
+        trains) a finer one derived from it once (:func:`nerf.render.view_grid`), on the first full-resolution
+        pass, so that the first previews come at once. Call under :attr:`lock`."""
+        m = self.model
+        if not self.fine_grid or m.grid is None or (self._grid is None and scale < 1.0):
+            return m.grid
+        if self._grid is None:
+            self._grid = view_grid(m.grid, lambda x: m.field.density(x)[0], m.march.step_size)
+        return self._grid
 
     @property
     def device(self) -> torch.device:
@@ -192,10 +219,11 @@ class ViewRenderer:
         for row in range(0, intr.height, rows):
             if cancelled():
                 return None
-            strip = Intrinsics(intr.width, min(rows, intr.height - row), intr.fx, intr.fy, intr.cx, intr.cy - row)
+            strip = dataclasses.replace(intr, height=min(rows, intr.height - row), cy=intr.cy - row)
             m = self.model
             with self.lock:
-                parts.append(render_image(m.field, m.grid, c2w, strip, m.march, background, self.strip_pixels))
+                grid = self.grid(scale)
+                parts.append(render_image(m.field, grid, c2w, strip, m.march, background, self.strip_pixels))
             if progress is not None:
                 progress(min(1.0, (row + rows) / intr.height))
         out = {k: torch.cat([p[k] for p in parts]).float().cpu().numpy() for k in ("rgb", "depth", "opacity")}
@@ -218,13 +246,14 @@ class ViewRenderer:
 
     def _ground_truth(self, frame: Frame, spp: int | None) -> None:
         frame.gt = self.ground_truth(frame.request, frame.scale, spp)
-        frame.error = error_heatmap(frame.rgb, frame.gt)
+        frame.error = with_colour_bar(error_heatmap(frame.rgb, frame.gt), error_colours, "0", f"{ERROR_VMAX:g}")
         frame.psnr = psnr(torch.from_numpy(frame.rgb), torch.from_numpy(frame.gt))
 
     def _display(self, req: RenderRequest, out: dict[str, np.ndarray]) -> np.ndarray:
         if req.mode == "depth":
             near, far = self.depth_range(req.c2w[:3, 3])
-            return colorize_depth(torch.from_numpy(out["depth"] * (out["opacity"] > 0.5)), near, far)
+            image = colorize_depth(torch.from_numpy(out["depth"] * (out["opacity"] > 0.5)), near, far)
+            return with_colour_bar(image, lambda n: depth_colours(near, far, n), f"{near:.2f}", f"{far:.2f}")
         if req.mode == "opacity":
             return np.repeat(to_uint8(out["opacity"])[..., None], 3, axis=2)
         return to_uint8(out["rgb"])
