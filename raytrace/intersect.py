@@ -32,8 +32,11 @@ class Hits:
 
 
 def embree_available() -> bool:
-    """Whether open3d (and its Embree ray casting) can be imported."""
-    return importlib.util.find_spec("open3d") is not None
+    """Whether open3d (and its Embree ray casting) can be imported (a finder that refuses it counts as absent)."""
+    try:
+        return importlib.util.find_spec("open3d") is not None
+    except ImportError:
+        return False
 
 
 class SceneGeometry:
