@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nerf.contraction import uncontract, unit_coords
+from nerf.contraction import box_norm, uncontract, unit_coords
 from nerf.field import check_aabb
 
 EVAL_CHUNK = 1 << 18
@@ -80,7 +80,9 @@ class OccupancyGrid(nn.Module):
         (default a quarter of the grid) plus every occupied one. Each evaluated cell is probed at one jittered
         point; then ``density = max(density * decay, new)`` (unvisited cells count ``new = 0``, so every cell
         decays) and ``mask = density > min(density.mean(), threshold)``. instant-NGP thresholds the optical
-        thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly.
+        thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly; a contracted
+        grid multiplies it by ``n**2`` (:func:`nerf.contraction.box_norm`, at least 1), the growth of the step
+        there (as instant-NGP scales its threshold per cascade).
         """
         r = self.resolution
         cells = r**3
@@ -101,6 +103,8 @@ class OccupancyGrid(nn.Module):
         for start in range(0, points.shape[0], EVAL_CHUNK):
             part = chosen[start : start + EVAL_CHUNK]
             new[part] = density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
+        if self.contracted:
+            new[chosen] *= box_norm(points, self.aabb).clamp(min=1.0).square()
         density = torch.maximum(self.density * self.decay, new.reshape(r, r, r))
         self.density.copy_(density)
         self.mask.copy_(density > torch.clamp(density.mean(), max=self.threshold))
