@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nerf.contraction import uncontract, unit_coords
+from nerf.contraction import box_norm, uncontract, unit_coords
 from nerf.field import check_aabb
 
 EVAL_CHUNK = 1 << 18
@@ -81,12 +81,17 @@ class OccupancyGrid(nn.Module):
         (default a quarter of the grid) plus every occupied one. Each evaluated cell is probed at one jittered
         point; then ``density = max(density * decay, new)`` (unvisited cells count ``new = 0``, so every cell
         decays) and ``mask = density > min(density.mean(), threshold)``. instant-NGP thresholds the optical
-        thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly.
+        thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly; a contracted
+        grid multiplies it by ``n**2`` (:func:`nerf.contraction.box_norm`, at least 1), the growth of the step
+        there (as instant-NGP scales its threshold per cascade).
 
         With ``generator`` (on the grid's device) the update has static shapes and no host synchronisation: after
         warmup it probes ``n_samples`` random cells and as many drawn among the occupied ones (instant-NGP's rule).
+        Only for uncontracted grids (the static training step marches uniform steps only).
         """
         if generator is not None:
+            if self.contracted:
+                raise ValueError("the static occupancy update takes uncontracted grids only")
             self._update_static(density_fn, step < warmup_steps, n_samples, generator)
             return
         r = self.resolution
@@ -108,6 +113,8 @@ class OccupancyGrid(nn.Module):
         for start in range(0, points.shape[0], EVAL_CHUNK):
             part = chosen[start : start + EVAL_CHUNK]
             new[part] = density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
+        if self.contracted:
+            new[chosen] *= box_norm(points, self.aabb).clamp(min=1.0).square()
         self._blend(new.reshape(r, r, r))
 
     def _blend(self, new: torch.Tensor) -> None:

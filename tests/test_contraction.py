@@ -174,3 +174,11 @@ def test_contracted_checkpoint_loads_contracted(tmp_path) -> None:
     assert viewing.march.cone_angle == 0.01 and viewing.march.contracted
     with pytest.raises(InputError, match="--cone-angle: cone_angle must be in"):
         load_run(tmp_path / "step.pt", "cpu", cone_angle=-1.0)
+
+
+def test_contracted_grid_thresholds_the_thickness_of_its_longer_steps() -> None:
+    """A thin density far away (below the threshold per inner step) stays occupied: its steps are n**2 longer."""
+    grid = OccupancyGrid(AABB, resolution=16, threshold=0.01, contracted=True)
+    grid.update(lambda x: torch.full((x.shape[0],), 0.001), step=0)
+    far, inner = torch.tensor([[1e4, 1.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.5]])
+    assert grid.occupied(far).all() and not grid.occupied(inner).any()
