@@ -1,5 +1,8 @@
 """The training loop: sample rays, render them, step Adam, keep the occupancy grid fresh, checkpoint.
 
+Over 400 lines because the run's state (:class:`Session`: opening, resuming, stepping with NaN recovery, saving) and the
+loop that drives it change together; the step itself is in :mod:`nerf.step`.
+
 Data-parallel under ``torchrun`` (see :mod:`nerf.distributed`): ``batch_rays`` is the global batch, each rank
 draws its share with its own generators, the gradients are averaged over the ranks, the occupancy grid is rank
 0's on every rank, and only rank 0 writes the run folder. SIGINT / SIGTERM stop after the current step with a
