@@ -1,5 +1,5 @@
 """Throughput per hash-grid backend: encode forward, forward+backward and an encode+MLP+Adam step on random points,
-then the full NeRF training step (``nerf.train.train_step``: marching, field, compositing, Adam) on the shipped
+then the full NeRF training step (``nerf.step.train_step``: marching, field, compositing, Adam) on the shipped
 object scene.
 
 Backends: every one available on the device (``nerf.backends.available_backends``) plus the reference under
@@ -29,7 +29,8 @@ from nerf.config import TrainConfig
 from nerf.data import RaySampler
 from nerf.hashgrid import EncodeFn, HashGridConfig, hash_encode, table_rows
 from nerf.model import load_run
-from nerf.train import make_optimizer, open_session, train_step
+from nerf.step import make_optimizer, train_step
+from nerf.train import open_session
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
 
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
                                     args.nerf_data)
             bar.update()
             nerf_text = (
-                f"\n\nFull NeRF training step (`nerf.train.train_step`, "
+                f"\n\nFull NeRF training step (`nerf.step.train_step`, "
                 f"{args.nerf_data or f'{args.nerf_res}px object scene'} after "
                 f"{args.nerf_warmup} warm-up steps, the preset's batch, median of {args.nerf_rounds}):\n\n"
                 + format_nerf_table(rates)

@@ -25,7 +25,8 @@ from bench.common import RESULTS, append_results
 from nerf.config import TrainConfig
 from nerf.data import RaySampler
 from nerf.model import load_run
-from nerf.train import RayBudget, StaticStep, make_optimizer, open_session, train_step
+from nerf.step import RayBudget, StaticStep, make_optimizer, train_step
+from nerf.train import open_session
 
 SECTION = "step_bench"
 

@@ -1,5 +1,8 @@
 """Datasets on disk (``transforms_<split>.json`` + images + optional depth) into tensors and ray batches.
 
+Over 400 lines because it reads four layouts (ours, NeRF-synthetic, instant-ngp, COLMAP) with their images and depth
+maps, each checked field by field, and holds the ray sampler they feed.
+
 Reads our layout, the NeRF-synthetic ("Blender") layout, instant-ngp's single ``transforms.json`` with
 explicit intrinsics (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``) and COLMAP sparse models with their
 images (:mod:`raytrace.colmap`). Rays always come from :mod:`raytrace.camera`, the one place where camera

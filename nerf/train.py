@@ -1,5 +1,8 @@
 """The training loop: sample rays, render them, step Adam, keep the occupancy grid fresh, checkpoint.
 
+Over 400 lines because the run's state (:class:`Session`: opening, resuming, stepping with NaN recovery, saving) and the
+loop that drives it change together; the step itself is in :mod:`nerf.step`.
+
 Data-parallel under ``torchrun`` (see :mod:`nerf.distributed`): ``batch_rays`` is the global batch, each rank
 draws its share with its own generators, the gradients are averaged over the ranks, the occupancy grid is rank
 0's on every rank, and only rank 0 writes the run folder. SIGINT / SIGTERM stop after the current step with a
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import shutil
 import signal
@@ -27,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from nerf.checkpoint import checkpoint_path, latest_checkpoint, lock_run, run_folder, save_checkpoint
@@ -37,7 +37,6 @@ from nerf.data import Dataset, RaySampler, load_dataset
 from nerf.distributed import (
     SINGLE,
     World,
-    all_reduce_gradients,
     any_rank,
     broadcast_object,
     broadcast_tensors_,
@@ -46,9 +45,8 @@ from nerf.distributed import (
     rank_device,
 )
 from nerf.evaluate import evaluate
-from nerf.metrics import psnr_from_mse
 from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
-from nerf.render import render_rays, render_rays_static
+from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.errors import InputError
 
 NAN_LR_FACTOR = 0.5
@@ -57,262 +55,9 @@ NAN_LR_FACTOR = 0.5
 MAX_BAD_STEPS = 20
 """Consecutive non-finite steps after which training gives up (:class:`TrainingDiverged`)."""
 
-RAY_RANGE = 16
-"""With a sample budget, the rays of a step stay within ``batch_rays / RAY_RANGE .. batch_rays * RAY_RANGE``."""
-
-RAY_EMA = 0.9
-"""Decay of the moving average of the budget a ray uses (instant-NGP and nerfacc adapt the same way)."""
-
-CANDIDATES_PER_SAMPLE = 16
-"""The static step's candidate buffer holds this many candidates per sample slot (most fall in empty space)."""
-
-GRAPH_WARMUP = 3
-"""Eager steps (on a side stream) before the static step is captured as a CUDA graph."""
-
 
 class TrainingDiverged(RuntimeError):
     """The loss stayed NaN/Inf for :data:`MAX_BAD_STEPS` steps in a row, even at lower learning rates."""
-
-
-def make_optimizer(
-    cfg: TrainConfig, field: nn.Module
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam with instant-NGP's betas and eps, and an exponential decay to ``lr * lr_final_factor``; fused, with the
-    learning rate in a device tensor, where the static step runs (:func:`static_step_applies`)."""
-    o = cfg.optim
-    fused = static_step_applies(cfg, next(field.parameters()).device)
-    lr = torch.tensor(o.lr, device=next(field.parameters()).device) if fused else o.lr
-    opt = torch.optim.Adam(field.parameters(), lr=lr, betas=o.betas, eps=o.eps, fused=fused or None,
-                           capturable=fused)
-    gamma = o.lr_final_factor ** (1.0 / max(1, cfg.steps or 1))
-    return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-
-
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """No NaN or Inf in any of ``tensors`` (one device synchronisation)."""
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-
-
-def train_step(
-    model: Model,
-    opt: torch.optim.Optimizer,
-    sampler: RaySampler,
-    cfg: TrainConfig,
-    generator: torch.Generator,
-    world: World = SINGLE,
-    budget: RayBudget | None = None,
-) -> dict[str, Any]:
-    """One optimisation step on ``cfg.batch_rays`` random rays over all ranks (this rank draws its share and the
-    gradients are those of the whole batch's mean loss), or on ``budget.rays`` of this rank, which then adapts to
-    the samples used. Returns the batch's loss, PSNR and sample count, and ``finite``: False when the loss or a
-    gradient was NaN/Inf, in which case the parameters were left as they were. Dynamic shapes; host-synchronising.
-    """
-    n = world.share(cfg.batch_rays) if budget is None else int(budget.rays)
-    batch = sampler.sample(n)
-    device = batch.origins.device
-    rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
-    if sampler.split.background is not None:
-        background = sampler.split.background.to(device).expand_as(rgb)
-    elif cfg.random_background:
-        background = torch.rand(rgb.shape, generator=generator, device=generator.device).to(device)
-    else:
-        background = torch.ones_like(rgb)
-    target = rgb * alpha + background * (1.0 - alpha)
-    out = render_rays(
-        model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True, generator=generator
-    )
-    mse = F.mse_loss(out["rgb"], target)
-    loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.optim.loss == "huber" else mse
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for group in opt.param_groups for p in group["params"]]
-    weight = n / cfg.batch_rays if budget is None else 1.0 / world.size
-    extra = torch.stack([loss.detach() * weight, mse.detach() * weight, out["samples"].to(loss.device, loss.dtype)])
-    loss_v, mse_v, samples = all_reduce_gradients(params, weight, extra, world).tolist()
-    grads = [p.grad for p in params if p.grad is not None]
-    finite = math.isfinite(loss_v) and math.isfinite(mse_v) and all_finite(grads)
-    if finite:
-        opt.step()
-    else:
-        opt.zero_grad(set_to_none=True)
-    if budget is not None:
-        budget.update(out["samples"].to(budget.rays.device), torch.tensor(n, device=budget.rays.device))
-    return {"loss": loss_v, "psnr": psnr_from_mse(mse_v), "samples": int(samples), "rays": n * world.size,
-            "finite": finite}
-
-
-def static_step_applies(cfg: TrainConfig, device: torch.device, world: World = SINGLE) -> bool:
-    """The static, sync-free step (:class:`StaticStep`) runs on CUDA with a sample budget in a single process; the
-    CPU keeps the dynamic :func:`train_step` (faster there), and so do data-parallel runs (their gradients are
-    all-reduced on the host's schedule) and marches whose steps grow along the ray (cone angle, contraction:
-    :attr:`nerf.render.MarchSettings.rule`), whose sample positions depend on the previous ones."""
-    return device.type == "cuda" and bool(cfg.samples_per_step) and world.size == 1
-
-
-class RayBudget:
-    """The rays of the next step for a fixed budget of ``samples`` (and ``candidates``, where the marching has a
-    candidate buffer): an EMA of the budget share one ray used, kept on ``device`` (no host synchronisation);
-    ``rays`` (0-d long) stays within ``[lo, hi]``."""
-
-    def __init__(self, first: int, samples: int, candidates: int | None, device: torch.device) -> None:
-        self.samples, self.candidates = samples, candidates
-        self.lo, self.hi = max(1, first // RAY_RANGE), max(1, first * RAY_RANGE)
-        self.share = torch.tensor(1.0 / first, device=device)  # budget fraction per ray
-        self.rays = torch.tensor(first, device=device)
-
-    def update(self, wanted: torch.Tensor, rays: torch.Tensor) -> None:
-        """After a step whose ``rays`` (0-d) asked for ``wanted`` (samples, or ``(2,)`` samples and candidates)."""
-        wanted = wanted.reshape(-1).float()
-        used = wanted[0] / self.samples
-        if self.candidates is not None and wanted.numel() > 1:
-            used = torch.maximum(used, wanted[1] / self.candidates)
-        self.share.lerp_(used / rays.clamp(min=1).float(), 1.0 - RAY_EMA)
-        self.rays.copy_((1.0 / self.share.clamp(min=1e-12)).floor().clamp(self.lo, self.hi).long())
-
-
-class StatsReader:
-    """Reads the static step's ``(5,)`` stats without stalling the device: they are summed on the device, and every
-    ``every`` steps the sum is copied (non-blocking, into pinned memory on CUDA) and the previous copy, long done,
-    is read."""
-
-    def __init__(self, device: torch.device, every: int) -> None:
-        self.every = max(1, every)
-        self.sum = torch.zeros(5, device=device)
-        pinned = device.type == "cuda"
-        self.host = torch.zeros(5, pin_memory=pinned)
-        self.event = torch.cuda.Event() if pinned else None
-        self.steps = self.pending = 0
-        self.last = {"loss": math.nan, "psnr": math.nan, "samples": 0, "rays": 0, "finite": True, "bad": 0,
-                     "read": False}
-
-    def add(self, stats: torch.Tensor) -> dict[str, Any]:
-        """Count one step's stats; returns the figures of the last window read (``read``: read just now)."""
-        self.sum += stats
-        self.steps += 1
-        self.last = {**self.last, "bad": 0, "read": False}
-        if self.steps % self.every == 0:
-            if self.pending:
-                if self.event is not None:
-                    self.event.synchronize()
-                loss, mse, samples, rays, bad = self.host.tolist()
-                n = self.pending
-                self.last = {"loss": loss / n, "psnr": psnr_from_mse(mse / n), "samples": round(samples / n),
-                             "rays": round(rays / n), "finite": True, "bad": round(bad), "read": True}
-            self.host.copy_(self.sum, non_blocking=self.event is not None)
-            if self.event is not None:
-                self.event.record()
-            self.sum.zero_()
-            self.pending = self.every
-        return self.last
-
-
-class StaticStep:
-    """The training step with static shapes and no host synchronisation (see :func:`static_train_step`), on a
-    buffer of ``budget.hi`` rays, ``cfg.samples_per_step`` sample slots and ``CANDIDATES_PER_SAMPLE`` times as
-    many candidates. With ``graph`` (CUDA), it is captured once after :data:`GRAPH_WARMUP` eager steps and then
-    replayed; if the capture fails, it says so in one line and stays eager. Each call returns ``(5,)`` device
-    stats: loss, mse, samples used, rays used, 1 if the step was skipped (NaN/Inf)."""
-
-    def __init__(self, model: Model, opt: torch.optim.Optimizer, sampler: RaySampler, cfg: TrainConfig,
-                 generator: torch.Generator, graph: bool) -> None:
-        self.model, self.opt, self.sampler, self.cfg, self.generator = model, opt, sampler, cfg, generator
-        device = model.march.aabb.device
-        samples = int(cfg.samples_per_step or 0)
-        self.budget = RayBudget(cfg.batch_rays, samples, samples * CANDIDATES_PER_SAMPLE, device)
-        self.graph_wanted = graph and device.type == "cuda"
-        self.calls = 0
-        self.graph: Any = None
-        self.out: torch.Tensor | None = None
-
-    def _prepare_optimizer(self) -> None:
-        """Fused Adam (it skips NaN steps on the device), learning rate and step counts in device tensors, capturable
-        on CUDA: also after a checkpoint of another device (whose state may have replaced all of it) was loaded."""
-        device = self.budget.rays.device
-        for group in self.opt.param_groups:
-            group["fused"] = True
-            group["capturable"] = group["capturable"] or device.type == "cuda"
-            if not isinstance(group["lr"], torch.Tensor):  # a float would be frozen into the graph
-                group["lr"] = torch.tensor(group["lr"], device=device)
-        for state in self.opt.state.values():
-            if "step" in state:
-                state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=device)
-
-    def eager(self) -> torch.Tensor:
-        return static_train_step(self.model, self.opt, self.sampler, self.cfg, self.generator, self.budget)
-
-    def __call__(self) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == 1:
-            self._prepare_optimizer()
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out
-        if not self.graph_wanted:
-            return self.eager()
-        if self.calls <= GRAPH_WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.eager()
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        try:
-            graph = torch.cuda.CUDAGraph()
-            graph.register_generator_state(self.generator)
-            with torch.cuda.graph(graph):
-                out = self.eager()
-        except (RuntimeError, AttributeError) as e:
-            self.graph_wanted = False
-            print(f"nerf-train: CUDA graph capture failed, running the step eagerly ({first_line(e)})",
-                  file=sys.stderr)
-            return self.eager()
-        self.graph, self.out = graph, out
-        graph.replay()
-        return out
-
-
-def static_train_step(
-    model: Model,
-    opt: torch.optim.Optimizer,
-    sampler: RaySampler,
-    cfg: TrainConfig,
-    generator: torch.Generator,
-    budget: RayBudget,
-) -> torch.Tensor:
-    """One optimisation step with static shapes and no host synchronisation: ``budget.hi`` rays are drawn (on the
-    device, from ``generator``), the first ``budget.rays`` marched into ``cfg.samples_per_step`` slots (rays that
-    do not fit are dropped, the last ones first), the loss is the mean over the rays marched, and fused Adam skips
-    the update on the device when the loss or a gradient is NaN/Inf. ``budget`` then adapts. Returns the ``(5,)``
-    stats of :class:`StaticStep`."""
-    batch = sampler.sample(budget.hi, generator)
-    rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
-    if sampler.split.background is not None:
-        background = sampler.split.background.to(rgb).expand_as(rgb)
-    elif cfg.random_background:
-        background = torch.rand(rgb.shape, generator=generator, device=rgb.device)
-    else:
-        background = torch.ones_like(rgb)
-    target = rgb * alpha + background * (1.0 - alpha)
-    samples = int(cfg.samples_per_step or 0)
-    out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                  budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator)
-    weight = buf.fits.to(rgb.dtype)[:, None]
-    count = buf.fits.sum()
-    denominator = count.clamp(min=1).to(rgb.dtype) * 3
-    mse = (F.mse_loss(out["rgb"], target, reduction="none") * weight).sum() / denominator
-    if cfg.optim.loss == "huber":
-        loss = (F.smooth_l1_loss(out["rgb"], target, beta=0.1, reduction="none") * weight).sum() / denominator
-    else:
-        loss = mse
-    opt.zero_grad(set_to_none=False)
-    loss.backward()
-    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-    bad = ~torch.stack([torch.isfinite(loss), *[torch.isfinite(g).all() for g in grads]]).all()
-    opt.found_inf = bad.float()
-    opt.step()
-    budget.update(buf.wanted, budget.rays)
-    used = (buf.samples.ray_indices < budget.hi).sum()
-    return torch.stack([loss.detach(), mse.detach(), used.to(loss.dtype), count.to(loss.dtype), bad.to(loss.dtype)])
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:

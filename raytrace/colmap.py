@@ -1,6 +1,9 @@
 """COLMAP sparse models (``cameras``, ``images``, ``points3D``; ``.txt`` or ``.bin``): reading, writing, and
 writing any of our datasets as one.
 
+Over 400 lines because each of COLMAP's three files has a text and a binary form, read with per-line (per-record) checks
+and written back, plus the conversion of our datasets into a model.
+
 Layout read: a model folder ``DATA/sparse/0/`` (or ``DATA/sparse/``) with its images in ``DATA/images/``, or,
 when that folder does not exist, named relative to ``DATA/`` (as our writer names them: ``train/r_0.png``).
 Camera models: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV (their distortion becomes

@@ -19,7 +19,8 @@ from nerf.data import RaySampler
 from nerf.marching import march_candidates
 from nerf.model import Model, build_model, load_run
 from nerf.render import render_image
-from nerf.train import TrainResult, make_optimizer, train_step
+from nerf.step import make_optimizer, train_step
+from nerf.train import TrainResult
 from nerf.volume import CompositeFn, composite
 
 from .conftest import tiny_config

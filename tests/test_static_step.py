@@ -16,7 +16,7 @@ from nerf.marching import march_rays, march_rays_static
 from nerf.model import build_model
 from nerf.occupancy import OccupancyGrid
 from nerf.render import render_rays_static
-from nerf.train import RayBudget, StaticStep
+from nerf.step import RayBudget, StaticStep
 from tests.conftest import tiny_config
 
 BUDGET = 4096

@@ -18,7 +18,8 @@ from nerf.cli import finish_run
 from nerf.field_pe import PENeRFField
 from nerf.model import build_model, load_run
 from nerf.render import render_image
-from nerf.train import open_session, train, train_step
+from nerf.step import train_step
+from nerf.train import open_session, train
 
 from .conftest import tiny_config
 

@@ -1,6 +1,9 @@
 """The viewer's main window: wires the view (:mod:`viewer.view`), the controls dock (:mod:`viewer.controls`) and
 the status bar (:mod:`viewer.status`) to the render and training workers (:mod:`viewer.worker`).
 
+Over 400 lines because it is one Qt main window whose handlers (camera, modes, overlays, screenshots, keyframes and
+video, training stats) all act on the same widgets and workers.
+
 Widgets only turn input into changes of the :class:`~viewer.camera.OrbitCamera` and into render requests;
 rendering happens in :class:`~viewer.worker.RenderWorker` on its own thread, in progressive passes whose frames
 this window shows as they come (never a frame of another mode than the one selected).
