@@ -75,7 +75,8 @@ def _register_fakes() -> None:
         return torch.empty_like(sigmas), torch.empty_like(rgbs)
 
     @torch.library.register_fake(lib + "march_samples")
-    def _(o, d, t0, t_far, counts, mask, grid_aabb, step_size: float, first_ray: int) -> tuple[torch.Tensor, ...]:
+    def _(o, d, t0, t_far, counts, mask, grid_aabb, grid_contracted: bool, step_size: float, cone_angle: float,
+          max_step: float, contract_aabb, first_ray: int) -> tuple[torch.Tensor, ...]:
         total = torch.library.get_ctx().new_dynamic_size()  # data-dependent: the kept samples
         return counts.new_empty(total), o.new_empty(total), o.new_empty(total)
 

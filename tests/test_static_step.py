@@ -4,6 +4,7 @@ graph capture, and the native ops under ``torch.library.opcheck``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,10 @@ def test_native_ops_pass_opcheck() -> None:
     torch.library.opcheck(ops.hash_encode_backward.default, (grad_out, *enc_args, True))
     t0, t_far, hit = ops.ray_aabb(o, d, aabb)
     counts = torch.where(hit, torch.ceil((t_far - t0) / 0.1), 0).long()
-    march_args = (o, d, t0, t_far, counts, half_grid().mask, aabb, 0.1, 0)
-    torch.library.opcheck(ops.march_samples.default, march_args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    for cone_angle, contract in ((0.0, None), (1 / 256, aabb)):  # uniform steps; growing and contracted ones
+        march_args = (o, d, t0, t_far, counts, half_grid().mask, aabb, False, 0.1, cone_angle, math.inf, contract, 0)
+        torch.library.opcheck(ops.march_samples.default, march_args,
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
 def test_static_occupancy_update_finds_the_occupied_half_without_host_sync() -> None:
