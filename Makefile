@@ -43,7 +43,7 @@ demo: $(STAMP) native
 	$(BIN)/nerf-train datasets/$(SCENE) --time-budget $(BUDGET)
 	@run=$$(ls -td runs/$(SCENE)/*/ | head -1); echo; \
 	echo "Done. Look at:"; \
-	echo "  datasets/$(SCENE)/          the raytraced dataset (train/ val/ test/ RGBA PNGs, depth and normals .npy)"; \
+	echo "  datasets/$(SCENE)/          the raytraced dataset (train/ val/ test/: RGBA PNGs, 16-bit depth PNGs, ray distance .npz)"; \
 	echo "  $${run}metrics.json   test PSNR / SSIM / depth error"; \
 	echo "  $${run}renders/       ground truth | NeRF | NeRF depth | true depth, per test view"; \
 	echo "  $${run}turntable.mp4  a novel-view video"; \
