@@ -47,6 +47,7 @@ from nerf.distributed import (
 from nerf.evaluate import evaluate
 from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
+from raytrace.colmap import data_root
 from raytrace.errors import InputError
 
 NAN_LR_FACTOR = 0.5
@@ -61,7 +62,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
-    name = Path(cfg.data).resolve().name
+    name = data_root(Path(cfg.data).resolve()).name  # DATA/sparse/0 is named DATA
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.out) / name / stamp
     n = 1

@@ -114,6 +114,14 @@ def model_files(folder: Path) -> dict[str, Path] | None:
     return found if "cameras" in found or "images" in found else None
 
 
+def data_root(folder: str | Path) -> Path:
+    """The dataset folder of ``folder``: ``DATA`` for ``DATA/sparse/0`` or ``DATA/sparse``, else ``folder``."""
+    folder = Path(folder)
+    if folder.parent.name == "sparse":
+        return folder.parent.parent
+    return folder.parent if folder.name == "sparse" else folder
+
+
 def find_model(root: str | Path) -> tuple[Path, Path] | None:
     """``(model folder, image folder)`` of a COLMAP dataset at ``root`` (a ``DATA/`` folder, or its
     ``sparse/0/`` or ``sparse/`` itself), or None when there is none."""
@@ -121,11 +129,7 @@ def find_model(root: str | Path) -> tuple[Path, Path] | None:
     for model in (root, root / "sparse" / "0", root / "sparse"):
         if model_files(model) is None:
             continue
-        data = root
-        if model == root and root.parent.name == "sparse":
-            data = root.parent.parent
-        elif model == root and root.name == "sparse":
-            data = root.parent
+        data = data_root(root) if model == root else root
         images = data / "images"
         return model, images if images.is_dir() else data
     return None

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from raytrace.atomic import write_json
-from raytrace.camera import Intrinsics, focal_from_fov
+from raytrace.camera import NO_DISTORTION, Distortion, Intrinsics, focal_from_fov
 from raytrace.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -44,9 +44,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
 _TOP_KEYS = {
     "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "scene_aabb", "aabb",
     "scene", "bounded", "integer_depth_scale", "depth_unit_scale_factor", "aabb_scale",
-    # Keys other tools write that carry nothing we use; accepted so their datasets load.
-    "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "scale", "offset", "enable_depth_loading",
+    "k1", "k2", "p1", "p2",  # instant-ngp's OpenCV lens distortion (:data:`raytrace.camera.Distortion`)
+    # Keys other tools write; accepted so their datasets load (k3, k4 and is_fisheye only when they are zero/false).
+    "k3", "k4", "is_fisheye", "scale", "offset", "enable_depth_loading",
 }
+_DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
 _FRAME_PATHS = ("depth_path", "depth_file_path", "distance_path", "normal_path")
 _FRAME_KEYS = {"file_path", "transform_matrix", *_FRAME_PATHS, "rotation", "sharpness"}
 
@@ -81,6 +83,7 @@ class Transforms:
     aabb_scale: float | None = None
     integer_depth_scale: float | None = None  # metres per unit of the depth PNGs (instant-ngp's key)
     depth_unit_scale_factor: float | None = None  # the same for nerfstudio
+    dist: Distortion = NO_DISTORTION  # (k1, k2, p1, p2), instant-ngp's keys
     extra: dict[str, Any] = field(default_factory=dict)
 
     def intrinsics(self, width: int, height: int) -> Intrinsics:
@@ -91,8 +94,8 @@ class Transforms:
         cy = self.cy if self.cy is not None else 0.5 * height
         if self.w is not None and self.h is not None and (self.w, self.h) != (width, height):
             sx, sy = width / self.w, height / self.h
-            return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy)
-        return Intrinsics(width, height, fx, fy, cx, cy)
+            return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy, self.dist)
+        return Intrinsics(width, height, fx, fy, cx, cy, self.dist)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"camera_angle_x": self.camera_angle_x}
@@ -101,6 +104,8 @@ class Transforms:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.dist != NO_DISTORTION:
+            out.update(zip(_DISTORTION_KEYS, self.dist, strict=True))
         if self.aabb is not None:
             out["scene_aabb"] = np.asarray(self.aabb, dtype=float).tolist()
         out.update(self.extra)
@@ -192,6 +197,12 @@ def read_transforms(path: str | Path) -> Transforms:
         t.camera_angle_x = 2.0 * math.atan(0.5 * t.w / t.fl_x)
     else:
         raise InputError(path, "w", "needed with fl_x when camera_angle_x is absent")
+    t.dist = tuple(_number(path, k, data.get(k, 0.0)) for k in _DISTORTION_KEYS)  # type: ignore[assignment]
+    for key in ("k3", "k4"):
+        if _number(path, key, data.get(key, 0.0)) != 0.0:
+            raise InputError(path, key, "not supported (lens distortion is OpenCV's k1, k2, p1, p2)")
+    if data.get("is_fisheye", False) is not False:
+        raise InputError(path, "is_fisheye", "fisheye cameras are not supported")
     box_key = "scene_aabb" if "scene_aabb" in data else "aabb"
     if box_key in data:
         t.aabb = _matrix(path, box_key, data[box_key], (2, 3))

@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from nerf.config import TrainConfig
 from nerf.data import image_rays_of, load_dataset
+from nerf.train import new_run_dir
 from raytrace.camera import c2w_to_colmap
 from raytrace.cli import run
 from raytrace.colmap import ColmapImage, ColmapModel, find_model, read_model, write_model
@@ -249,3 +251,10 @@ def test_damaged_binary_models_load_or_fail_cleanly(fuzz_root: Path, data: st.Da
     name = data.draw(st.sampled_from(["cameras.bin", "images.bin", "points3D.bin"]))
     (model / name).write_bytes(mutate_bytes((source / name).read_bytes(), data))
     loads_or_fails_cleanly(load_dataset, model)
+
+
+@pytest.mark.parametrize("given", ["", "sparse", "sparse/0"])
+def test_runs_are_named_after_the_dataset_folder(tmp_path: Path, data: Path, given: str) -> None:
+    """``nerf-train DATA/sparse/0`` writes under ``runs/DATA/``, as ``nerf-train DATA`` does."""
+    run_dir = new_run_dir(TrainConfig(data=str(data / given), out=str(tmp_path)))
+    assert run_dir.parent == tmp_path / data.name

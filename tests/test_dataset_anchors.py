@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import raytrace.dataset as ds
-from nerf.data import load_dataset
+from nerf.data import image_rays_of, load_dataset
 from raytrace.camera import image_rays
 from raytrace.dataset_format import read_transforms, transforms_path
+from raytrace.errors import InputError
 from raytrace.scene import load_scene
 
 # A sphere on a plane seen off-centre at a non-square size: depth varies over the image, corners included.
@@ -192,3 +193,42 @@ def test_format_1_datasets_still_load(dataset: Path, tmp_path: Path) -> None:
     assert exact is not None
     torch.testing.assert_close(loaded.splits["train"].depths, exact, atol=0, rtol=0)
     assert not (exact == 0).all()
+
+
+def _with_keys(root: Path, dest: Path, **keys: object) -> Path:
+    """A copy of the dataset at ``root`` whose JSON files carry ``keys`` at the top level."""
+    shutil.copytree(root, dest)
+    for split in ("train", "val", "test"):
+        meta = json.loads(transforms_path(dest, split).read_text())
+        transforms_path(dest, split).write_text(json.dumps({**meta, **keys}))
+    return dest
+
+
+def test_instant_ngp_distortion_keys_bend_the_rays(dataset: Path, tmp_path: Path) -> None:
+    """instant-ngp's ``k1 k2 p1 p2`` (OpenCV, on normalised coordinates, +y down): each pixel-centre ray, projected
+    back through that model (written here), lands on its pixel."""
+    k1, k2, p1, p2 = 0.15, -0.04, 0.003, -0.002
+    root = _with_keys(dataset, tmp_path / "distorted", k1=k1, k2=k2, p1=p1, p2=p2)
+    meta = json.loads(transforms_path(root, "test").read_text())
+    split = load_dataset(root).splits["test"]
+    o, d = image_rays_of(split, 0)
+    c2w = np.asarray(meta["frames"][0]["transform_matrix"], dtype=np.float64)
+    cam = d.double().numpy() @ c2w[:3, :3]  # camera axes, OpenGL: x right, y up, -z forward
+    x, y = cam[:, 0] / -cam[:, 2], cam[:, 1] / cam[:, 2]  # OpenCV's normalised coordinates (+y down)
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 * r2
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    u, v = np.meshgrid(np.arange(meta["w"]) + 0.5, np.arange(meta["h"]) + 0.5)
+    assert np.allclose(xd * meta["fl_x"] + meta["cx"], u.reshape(-1), atol=1e-3)
+    assert np.allclose(yd * meta["fl_y"] + meta["cy"], v.reshape(-1), atol=1e-3)
+    plain_o, plain_d = image_rays_of(load_dataset(dataset).splits["test"], 0)
+    assert torch.equal(o, plain_o) and (d - plain_d).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("keys", "field"), [({"k3": 0.1}, "k3"), ({"is_fisheye": True}, "is_fisheye"),
+                                             ({"k1": "0.1"}, "k1")])
+def test_unsupported_lens_keys_are_refused(dataset: Path, tmp_path: Path, keys: dict, field: str) -> None:
+    root = _with_keys(dataset, tmp_path / "lens", **keys)
+    with pytest.raises(InputError, match=f"transforms_train.json: {field}: "):
+        load_dataset(root)
