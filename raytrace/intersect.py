@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from raytrace.geometry import AnalyticPrimitive, Box, Quad
-from raytrace.lights import AreaLight
+from raytrace.lights import AreaLight, light_table
 from raytrace.materials import Material
 from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
 from raytrace.scene import Scene
@@ -73,6 +73,7 @@ class SceneGeometry:
         inv = np.linalg.inv(np.stack(matrices)) if matrices else np.zeros((0, 4, 4))
         self.inv_rot = torch.as_tensor(inv[:, :3, :3], dtype=torch.float32, device=device)
         self.inv_shift = torch.as_tensor(inv[:, :3, 3], dtype=torch.float32, device=device)
+        self.lights = light_table(scene.lights, device)  # (L, LIGHT_ROW) for the native shading kernel
         self.eps = max(OFFSET_SCALE * float(np.linalg.norm(scene.bounds[1] - scene.bounds[0])), 1e-6)
 
     def to_local(self, p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from raytrace import native
 from raytrace.camera import Intrinsics, camera_rays, image_rays, pixel_grid
 from raytrace.colour import linear_to_srgb
 from raytrace.environment import radiance as environment_radiance
@@ -251,19 +252,26 @@ def _direct(
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Radiance ``(M, 3)`` reflected towards ``-d`` by lights at diffuse points ``p`` on objects ``obj`` (M,) with
-    albedo ``a``."""
+    albedo ``a``: the native kernel where it runs (:mod:`raytrace.native`), else its PyTorch twin."""
+    ks, shininess = table.ks[obj], table.shininess[obj]
+    spec = ks * (shininess + 8.0) / (8.0 * math.pi)
+    glossy = bool((ks > 0).any())
+    rands = [torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
+             for light in scene.lights if isinstance(light, AreaLight)]
+    if native.available(p.device):
+        rand = torch.cat(rands, 1) if rands else p.new_zeros(p.shape[0], 0, 2)
+        index, origin, ray_d, t_max, contrib = torch.ops.nerf_native.rt_direct_samples(
+            p, d, ng, ns, a, spec, shininess, geo.lights, rand, geo.eps, glossy)
+        blocked = geo.occluded(origin, ray_d, t_max)
+        return torch.zeros_like(p).index_add_(0, index, contrib * (~blocked).unsqueeze(-1))
     ng_f = _facing(ng, d)
     n = _facing(ns, d)
     n = torch.where((dot(n, ng_f) < 0).unsqueeze(-1), ng_f, n)
     origin = p + geo.eps * ng_f
-    ks, shininess = table.ks[obj], table.shininess[obj]
-    spec = ks * (shininess + 8.0) / (8.0 * math.pi)
-    glossy = bool((ks > 0).any())
+    area_rands = iter(rands)
     total = torch.zeros_like(p)
     for light in scene.lights:
-        rand = None
-        if isinstance(light, AreaLight):
-            rand = torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
+        rand = next(area_rands) if isinstance(light, AreaLight) else None
         to_light, dist, e = light_samples(light, p, rand)  # (M, S, 3), (M, S), (M, S, 3)
         cos = dot(to_light, n.unsqueeze(1))
         lit = (cos > 0) & (dot(to_light, ng_f.unsqueeze(1)) > 0)

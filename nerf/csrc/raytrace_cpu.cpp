@@ -1,0 +1,202 @@
+// torch.ops.nerf_native.rt_direct_samples: the raytracer's direct-light samples at diffuse hits, fused (CPU).
+// The twin of the PyTorch code in raytrace/render.py (_direct) and raytrace/lights.py (light_samples): the same
+// float32 operations in the same order (compiled with -ffp-contract=off), so the two agree to float32 rounding.
+// For every hit m and light sample j it gives, where the sample lights the front side, the shadow ray and the
+// unshadowed contribution brdf * E * cos; the caller traces the shadow rays and sums the unblocked contributions.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace nerf_native {
+
+namespace {
+
+// One light per row of the (L, kLightRow) float32 table that raytrace.lights.light_table writes.
+constexpr int64_t kLightRow = 19;
+enum LightType { kPoint = 0, kDirectional = 1, kArea = 2 };
+constexpr float kDirectionalDistance = 1e6f;  // raytrace.lights.DIRECTIONAL_DISTANCE
+constexpr float kPi = 3.14159265358979323846f;
+
+struct V3 {
+  float x, y, z;
+};
+inline V3 load(const float* p) { return {p[0], p[1], p[2]}; }
+inline V3 operator+(V3 a, V3 b) { return {a.x + b.x, a.y + b.y, a.z + b.z}; }
+inline V3 operator-(V3 a, V3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
+inline V3 operator*(V3 a, V3 b) { return {a.x * b.x, a.y * b.y, a.z * b.z}; }
+inline V3 operator*(float s, V3 a) { return {s * a.x, s * a.y, s * a.z}; }
+inline V3 operator*(V3 a, float s) { return {a.x * s, a.y * s, a.z * s}; }
+inline V3 operator/(V3 a, float s) { return {a.x / s, a.y / s, a.z / s}; }
+inline float dot(V3 a, V3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }  // raytrace.optics.dot's order
+inline V3 facing(V3 n, V3 d) { return n * (dot(n, d) > 0.0f ? -1.0f : 1.0f); }  // render._facing
+
+struct Hit {  // one diffuse hit, as _direct sees it
+  V3 p, d, ng_f, n, albedo_over_pi;
+  float spec, shininess;
+};
+
+struct Sample {
+  V3 to_light, contrib;
+  float dist;
+};
+
+// Light sample j of light row `l` seen from hit h (lights.light_samples), and whether it lights the front side.
+bool light_sample(const Hit& h, const float* l, const float* rand, int64_t j, bool glossy, Sample& out) {
+  const auto type = static_cast<int>(l[0]);
+  const V3 colour = load(l + 2);
+  V3 e;
+  if (type == kDirectional) {
+    out.to_light = load(l + 5);
+    out.dist = kDirectionalDistance;
+    e = colour;
+  } else if (type == kPoint) {
+    const V3 offset = load(l + 5) - h.p;
+    out.dist = std::sqrt(dot(offset, offset));
+    out.to_light = offset / out.dist;
+    e = colour / (out.dist * out.dist);
+  } else {
+    const float samples = l[1], grid = l[18];
+    float a = rand[0], b = rand[1];
+    if (grid > 0.0f) {  // stratified: sample j in cell (j mod s, j div s) of the s x s grid
+      const auto s = static_cast<int64_t>(grid);
+      a = (static_cast<float>(j % s) + a) / grid;
+      b = (static_cast<float>(j / s) + b) / grid;
+    }
+    const V3 q = load(l + 5) + a * load(l + 8) + b * load(l + 11);
+    const V3 offset = q - h.p;
+    out.dist = std::sqrt(dot(offset, offset));
+    out.to_light = offset / out.dist;
+    const float cos_l = std::fabs(dot(out.to_light, load(l + 14)));
+    const float area = l[17];
+    e = colour * (cos_l * area / (samples * (out.dist * out.dist)));
+  }
+  const float cos = dot(out.to_light, h.n);
+  if (!(cos > 0.0f && dot(out.to_light, h.ng_f) > 0.0f)) return false;
+  V3 brdf = h.albedo_over_pi;
+  if (glossy) {
+    V3 half = out.to_light - h.d;
+    half = half / std::max(std::sqrt(dot(half, half)), 1e-12f);
+    const float lobe = std::pow(std::max(dot(half, h.n), 0.0f), h.shininess);
+    brdf = brdf + V3{1.0f, 1.0f, 1.0f} * (h.spec * lobe);
+  }
+  out.contrib = brdf * e * cos;
+  return true;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_samples_impl(
+    const at::Tensor& p_in, const at::Tensor& d_in, const at::Tensor& ng_in, const at::Tensor& ns_in,
+    const at::Tensor& albedo_in, const at::Tensor& spec_in, const at::Tensor& shininess_in, const at::Tensor& lights_in,
+    const at::Tensor& rand_in, double eps, bool glossy) {
+  const int64_t m = p_in.size(0);
+  for (const at::Tensor* t : {&p_in, &d_in, &ng_in, &ns_in, &albedo_in}) {
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == m && t->size(1) == 3 && t->scalar_type() == at::kFloat &&
+                    t->device().is_cpu(),
+                "nerf_native.rt_direct_samples: p, d, ng, ns and albedo must be float32 (M, 3) on the CPU");
+  }
+  TORCH_CHECK(spec_in.dim() == 1 && spec_in.size(0) == m && shininess_in.dim() == 1 && shininess_in.size(0) == m &&
+                  spec_in.scalar_type() == at::kFloat && shininess_in.scalar_type() == at::kFloat,
+              "nerf_native.rt_direct_samples: spec and shininess must be float32 (M,)");
+  TORCH_CHECK(lights_in.dim() == 2 && lights_in.size(1) == kLightRow && lights_in.scalar_type() == at::kFloat,
+              "nerf_native.rt_direct_samples: lights must be float32 (L, ", kLightRow, ")");
+  const at::Tensor p = p_in.contiguous(), d = d_in.contiguous(), ng = ng_in.contiguous(), ns = ns_in.contiguous();
+  const at::Tensor albedo = albedo_in.contiguous(), spec = spec_in.contiguous(), shin = shininess_in.contiguous();
+  const at::Tensor lights = lights_in.contiguous().cpu();
+  const int64_t n_lights = lights.size(0);
+  const float* lt = lights.data_ptr<float>();
+  int64_t per_hit = 0, area_samples = 0;
+  for (int64_t l = 0; l < n_lights; ++l) {
+    const auto samples = static_cast<int64_t>(lt[l * kLightRow + 1]);
+    per_hit += samples;
+    if (static_cast<int>(lt[l * kLightRow]) == kArea) area_samples += samples;
+  }
+  TORCH_CHECK(rand_in.dim() == 3 && rand_in.size(0) == m && rand_in.size(1) == area_samples &&
+                  rand_in.size(2) == 2 && rand_in.scalar_type() == at::kFloat,
+              "nerf_native.rt_direct_samples: rand must be float32 (M, ", area_samples, ", 2), got ", rand_in.sizes());
+  const at::Tensor rand = rand_in.contiguous();
+  const float *pp = p.data_ptr<float>(), *dp = d.data_ptr<float>(), *ngp = ng.data_ptr<float>();
+  const float *nsp = ns.data_ptr<float>(), *ap = albedo.data_ptr<float>(), *sp = spec.data_ptr<float>();
+  const float *shp = shin.data_ptr<float>(), *rp = rand.data_ptr<float>();
+  const auto eps_f = static_cast<float>(eps), two_eps = static_cast<float>(2.0 * eps);
+
+  auto hit_at = [&](int64_t i) {
+    Hit h;
+    h.p = load(pp + 3 * i);
+    h.d = load(dp + 3 * i);
+    h.ng_f = facing(load(ngp + 3 * i), h.d);
+    const V3 n = facing(load(nsp + 3 * i), h.d);
+    h.n = dot(n, h.ng_f) < 0.0f ? h.ng_f : n;
+    h.albedo_over_pi = load(ap + 3 * i) / kPi;
+    h.spec = sp[i];
+    h.shininess = shp[i];
+    return h;
+  };
+  // Visits hit i's light samples in order (lights, then their samples): f(sample, lit).
+  auto for_samples = [&](int64_t i, const Hit& h, auto&& f) {
+    const float* r = rp + i * area_samples * 2;
+    for (int64_t l = 0; l < n_lights; ++l) {
+      const float* row = lt + l * kLightRow;
+      const auto samples = static_cast<int64_t>(row[1]);
+      const bool area = static_cast<int>(row[0]) == kArea;
+      for (int64_t j = 0; j < samples; ++j) {
+        Sample s;
+        const bool lit = light_sample(h, row, r, j, glossy, s);
+        if (area) r += 2;
+        f(s, lit);
+      }
+    }
+  };
+
+  at::Tensor counts = at::empty({m}, p.options().dtype(at::kLong));
+  int64_t* cp = counts.data_ptr<int64_t>();
+  at::parallel_for(0, m, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Hit h = hit_at(i);
+      int64_t c = 0;
+      for_samples(i, h, [&](const Sample&, bool lit) { c += lit; });
+      cp[i] = c;
+    }
+  });
+  const at::Tensor offsets = at::cumsum(counts, 0) - counts;
+  const int64_t total = m == 0 ? 0 : offsets[m - 1].item<int64_t>() + cp[m - 1];
+  const int64_t* op = offsets.data_ptr<int64_t>();
+  at::Tensor index = at::empty({total}, counts.options());
+  at::Tensor origin = at::empty({total, 3}, p.options()), dir = at::empty({total, 3}, p.options());
+  at::Tensor t_max = at::empty({total}, p.options()), contrib = at::empty({total, 3}, p.options());
+  int64_t* ip = index.data_ptr<int64_t>();
+  float *orp = origin.data_ptr<float>(), *drp = dir.data_ptr<float>(), *tp = t_max.data_ptr<float>();
+  float* cbp = contrib.data_ptr<float>();
+  at::parallel_for(0, m, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Hit h = hit_at(i);
+      const V3 o = h.p + h.ng_f * eps_f;
+      int64_t k = op[i];
+      for_samples(i, h, [&](const Sample& s, bool lit) {
+        if (!lit) return;
+        ip[k] = i;
+        orp[3 * k] = o.x, orp[3 * k + 1] = o.y, orp[3 * k + 2] = o.z;
+        drp[3 * k] = s.to_light.x, drp[3 * k + 1] = s.to_light.y, drp[3 * k + 2] = s.to_light.z;
+        tp[k] = s.dist - two_eps;
+        cbp[3 * k] = s.contrib.x, cbp[3 * k + 1] = s.contrib.y, cbp[3 * k + 2] = s.contrib.z;
+        ++k;
+      });
+    }
+  });
+  return {index, origin, dir, t_max, contrib};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
+  m.def(
+      "rt_direct_samples(Tensor p, Tensor d, Tensor ng, Tensor ns, Tensor albedo, Tensor spec, Tensor shininess, "
+      "Tensor lights, Tensor rand, float eps, bool glossy) -> (Tensor index, Tensor origin, Tensor direction, "
+      "Tensor t_max, Tensor contrib)");
+}
+
+TORCH_LIBRARY_IMPL(nerf_native, CPU, m) { m.impl("rt_direct_samples", &direct_samples_impl); }
+
+}  // namespace nerf_native
