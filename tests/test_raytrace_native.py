@@ -117,6 +117,72 @@ def test_direct_light_kernel_matches_its_torch_twin(tmp_path: Path, monkeypatch:
         torch.testing.assert_close(fast, twin, rtol=1e-5, atol=1e-6)
 
 
+SHAPES = """
+[render]
+bounds = [[-2.0, -2.0, -0.1], [2.0, 2.0, 2.0]]
+
+[materials.matte]
+type = "diffuse"
+
+[[objects]]
+name = "ball"
+type = "sphere"
+center = [0.0, 0.0, 0.5]
+radius = 0.5
+material = "matte"
+
+[[objects]]
+name = "egg"
+type = "sphere"
+center = [0.2, 0.1, 0.0]
+radius = 0.4
+scale = [1.0, 0.6, 1.5]
+rotate = [20.0, -35.0, 60.0]
+translate = [-0.8, 0.5, 0.9]
+material = "matte"
+
+[[objects]]
+name = "floor"
+type = "plane"
+point = [0.0, 0.0, 0.0]
+normal = [0.0, 0.0, 1.0]
+material = "matte"
+
+[[objects]]
+name = "tilted wall"
+type = "plane"
+point = [0.0, 0.0, 0.0]
+normal = [0.0, 0.0, 1.0]
+rotate = [80.0, 0.0, 25.0]
+translate = [0.0, 1.5, 0.0]
+material = "matte"
+"""
+
+
+@needs_native
+def test_analytic_hit_kernels_match_their_torch_twins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closest hits (distance, object, normal, uv) and occlusion of random rays among spheres and planes, some
+    scaled, rotated and translated."""
+    geo = scene_geometry(make_scene(tmp_path, SHAPES), CPU)
+    assert geo.prims is not None and geo.prims.shape[0] == 4
+    g = torch.Generator().manual_seed(3)
+    n = 20000
+    o = torch.randn(n, 3, generator=g) * 1.5 + torch.tensor([0.0, 0.0, 1.0])
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    t_max = torch.rand(n, generator=g) * 3
+    fast, fast_blocked = geo.intersect(o, d), geo.occluded(o, d, t_max)
+    with monkeypatch.context() as mp:
+        _without_native(mp)
+        twin, twin_blocked = geo.intersect(o, d), geo.occluded(o, d, t_max)
+    assert set(twin.obj.unique().tolist()) == {-1, 0, 1, 2, 3}
+    assert torch.equal(fast.obj, twin.obj)
+    torch.testing.assert_close(fast.t, twin.t, rtol=1e-5, atol=1e-6)
+    for f in ("ng", "ns", "uv"):
+        torch.testing.assert_close(getattr(fast, f), getattr(twin, f), rtol=0, atol=1e-5)
+    assert 0.2 < twin_blocked.float().mean() < 0.8
+    assert torch.equal(fast_blocked, twin_blocked)
+
+
 @needs_native
 @pytest.mark.parametrize("name", ["whitted", "cornell", "object", "garden"])
 def test_shipped_scenes_render_alike_with_and_without_native(name: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,11 @@
-// torch.ops.nerf_native.rt_direct_samples: the raytracer's direct-light samples at diffuse hits, fused (CPU).
-// The twin of the PyTorch code in raytrace/render.py (_direct) and raytrace/lights.py (light_samples): the same
-// float32 operations in the same order (compiled with -ffp-contract=off), so the two agree to float32 rounding.
-// For every hit m and light sample j it gives, where the sample lights the front side, the shadow ray and the
-// unshadowed contribution brdf * E * cos; the caller traces the shadow rays and sums the unblocked contributions.
+// The raytracer's CPU kernels (torch.ops.nerf_native.rt_*), twins of its PyTorch code: the same float32 operations
+// in the same order (compiled with -ffp-contract=off), so the two agree to float32 rounding (torch's vectorised
+// sqrt, atan2 and acos may differ from the C library's by an ulp).
+// - rt_direct_samples (raytrace/render.py _direct, raytrace/lights.py light_samples): for every diffuse hit m and
+//   light sample j that lights the front side, the shadow ray and the unshadowed contribution brdf * E * cos; the
+//   caller traces the shadow rays and sums the unblocked contributions.
+// - rt_analytic_hit, rt_analytic_occluded (raytrace/geometry.py ray_sphere, ray_plane, AnalyticPrimitive): closest
+//   hits of a batch of rays with all the analytic spheres and planes in one pass, and shadow-ray occlusion.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -10,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace nerf_native {
 
@@ -188,6 +192,124 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
   return {index, origin, dir, t_max, contrib};
 }
 
+// One sphere or plane per row of the (P, kPrimRow) float32 table that raytrace.intersect.primitive_table writes.
+constexpr int64_t kPrimRow = 29;
+enum PrimType { kSphere = 0, kPlane = 1 };
+constexpr float kTMin = 1e-5f;   // raytrace.geometry.T_MIN
+constexpr float kTiny = 1e-30f;  // raytrace.geometry._TINY
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline V3 rows_times(const float* r, V3 v) {  // r (3, 3) row-major: r v (torch's v @ r.T)
+  return {r[0] * v.x + r[1] * v.y + r[2] * v.z, r[3] * v.x + r[4] * v.y + r[5] * v.z,
+          r[6] * v.x + r[7] * v.y + r[8] * v.z};
+}
+inline V3 columns_times(const float* r, V3 v) {  // r^T v (torch's v @ r)
+  return {v.x * r[0] + v.y * r[3] + v.z * r[6], v.x * r[1] + v.y * r[4] + v.z * r[7],
+          v.x * r[2] + v.y * r[5] + v.z * r[8]};
+}
+inline V3 to_local(const float* q, V3 p) { return (q[2] != 0.0f ? rows_times(q + 3, p) : p) + load(q + 12); }
+
+// AnalyticPrimitive.hit: distance along the world ray (inf on a miss).
+float prim_hit(const float* q, V3 o, V3 d) {
+  const V3 ol = to_local(q, o), dl = q[2] != 0.0f ? rows_times(q + 3, d) : d;
+  if (static_cast<int>(q[0]) == kSphere) {
+    const V3 oc = ol - load(q + 15);
+    const float a = dot(dl, dl), b = dot(oc, dl), c = dot(oc, oc) - q[28];
+    const float disc = b * b - a * c;
+    const float sq = std::sqrt(std::max(disc, 0.0f));
+    const float t0 = (-b - sq) / a, t1 = (-b + sq) / a;
+    const float t = t0 > kTMin ? t0 : t1;
+    return disc >= 0.0f && t > kTMin ? t : kInf;
+  }
+  const V3 normal = load(q + 19);
+  const float denom = dot(dl, normal);
+  const float t = dot(load(q + 15) - ol, normal) / (denom == 0.0f ? kTiny : denom);
+  return denom != 0.0f && t > kTMin ? t : kInf;
+}
+
+void check_rays(const at::Tensor& o, const at::Tensor& d, const at::Tensor& prims, const char* op) {
+  TORCH_CHECK(o.dim() == 2 && o.size(1) == 3 && d.sizes() == o.sizes() && o.scalar_type() == at::kFloat &&
+                  d.scalar_type() == at::kFloat && o.device().is_cpu() && d.device().is_cpu(),
+              "nerf_native.", op, ": o and d must be float32 (N, 3) on the CPU");
+  TORCH_CHECK(prims.dim() == 2 && prims.size(1) == kPrimRow && prims.scalar_type() == at::kFloat &&
+                  prims.device().is_cpu(),
+              "nerf_native.", op, ": prims must be float32 (P, ", kPrimRow, ") on the CPU");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> analytic_hit_impl(const at::Tensor& o_in,
+                                                                             const at::Tensor& d_in,
+                                                                             const at::Tensor& prims_in) {
+  check_rays(o_in, d_in, prims_in, "rt_analytic_hit");
+  const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), prims = prims_in.contiguous();
+  const int64_t n = o.size(0), count = prims.size(0);
+  at::Tensor t = at::empty({n}, o.options()), obj = at::empty({n}, o.options().dtype(at::kLong));
+  at::Tensor normal = at::empty({n, 3}, o.options()), uv = at::empty({n, 2}, o.options());
+  const float *op = o.data_ptr<float>(), *dp = d.data_ptr<float>(), *pr = prims.data_ptr<float>();
+  float *tp = t.data_ptr<float>(), *np_ = normal.data_ptr<float>(), *uvp = uv.data_ptr<float>();
+  int64_t* objp = obj.data_ptr<int64_t>();
+  constexpr float kTwoPi = static_cast<float>(2.0 * 3.14159265358979323846);
+  at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const V3 ro = load(op + 3 * i), rd = load(dp + 3 * i);
+      float best = kInf;
+      int64_t k = -1;
+      for (int64_t j = 0; j < count; ++j) {
+        const float tj = prim_hit(pr + j * kPrimRow, ro, rd);
+        if (tj < best) best = tj, k = j;
+      }
+      tp[i] = best;
+      V3 nw{0.0f, 0.0f, 0.0f};
+      float u = 0.0f, v = 0.0f;
+      if (k >= 0) {  // AnalyticPrimitive.surface at the hit
+        const float* q = pr + k * kPrimRow;
+        const V3 pl = to_local(q, ro + rd * best);
+        V3 nl;
+        if (static_cast<int>(q[0]) == kSphere) {
+          nl = (pl - load(q + 15)) / q[18];
+          u = 0.5f + std::atan2(nl.y, nl.x) / kTwoPi;
+          v = 1.0f - std::acos(std::min(std::max(nl.z, -1.0f), 1.0f)) / kPi;
+        } else {
+          nl = load(q + 19);
+          const V3 rel = pl - load(q + 15);
+          u = dot(rel, load(q + 22));
+          v = dot(rel, load(q + 25));
+        }
+        nw = q[2] != 0.0f ? columns_times(q + 3, nl) : nl;
+        nw = nw / std::sqrt(std::fma(nw.z, nw.z, std::fma(nw.y, nw.y, nw.x * nw.x)));  // torch's vector norm
+        objp[i] = static_cast<int64_t>(q[1]);
+      } else {
+        objp[i] = -1;
+      }
+      np_[3 * i] = nw.x, np_[3 * i + 1] = nw.y, np_[3 * i + 2] = nw.z;
+      uvp[2 * i] = u, uvp[2 * i + 1] = v;
+    }
+  });
+  return {t, obj, normal, uv};
+}
+
+at::Tensor analytic_occluded_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_max_in,
+                                  const at::Tensor& prims_in) {
+  check_rays(o_in, d_in, prims_in, "rt_analytic_occluded");
+  TORCH_CHECK(t_max_in.dim() == 1 && t_max_in.size(0) == o_in.size(0) && t_max_in.scalar_type() == at::kFloat,
+              "nerf_native.rt_analytic_occluded: t_max must be float32 (N,)");
+  const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), t_max = t_max_in.contiguous();
+  const at::Tensor prims = prims_in.contiguous();
+  const int64_t n = o.size(0), count = prims.size(0);
+  at::Tensor blocked = at::empty({n}, o.options().dtype(at::kBool));
+  const float *op = o.data_ptr<float>(), *dp = d.data_ptr<float>(), *tm = t_max.data_ptr<float>();
+  const float* pr = prims.data_ptr<float>();
+  bool* bp = blocked.data_ptr<bool>();
+  at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const V3 ro = load(op + 3 * i), rd = load(dp + 3 * i);
+      bool b = false;
+      for (int64_t j = 0; j < count && !b; ++j) b = prim_hit(pr + j * kPrimRow, ro, rd) < tm[i];
+      bp[i] = b;
+    }
+  });
+  return blocked;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
@@ -195,8 +317,14 @@ TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
       "rt_direct_samples(Tensor p, Tensor d, Tensor ng, Tensor ns, Tensor albedo, Tensor spec, Tensor shininess, "
       "Tensor lights, Tensor rand, float eps, bool glossy) -> (Tensor index, Tensor origin, Tensor direction, "
       "Tensor t_max, Tensor contrib)");
+  m.def("rt_analytic_hit(Tensor o, Tensor d, Tensor prims) -> (Tensor t, Tensor obj, Tensor normal, Tensor uv)");
+  m.def("rt_analytic_occluded(Tensor o, Tensor d, Tensor t_max, Tensor prims) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(nerf_native, CPU, m) { m.impl("rt_direct_samples", &direct_samples_impl); }
+TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
+  m.impl("rt_direct_samples", &direct_samples_impl);
+  m.impl("rt_analytic_hit", &analytic_hit_impl);
+  m.impl("rt_analytic_occluded", &analytic_occluded_impl);
+}
 
 }  // namespace nerf_native
