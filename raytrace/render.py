@@ -198,7 +198,9 @@ def _albedo(
     for k in table.patterned:
         sel = (obj == k).nonzero().squeeze(-1)
         if sel.numel():
-            a[sel] = albedo(geo.materials[k], uv[sel], geo.to_local(p[sel], obj[sel]))
+            m = geo.materials[k]
+            local = geo.to_local(p[sel], obj[sel]) if m.checker is not None and m.checker.space == "object" else None
+            a[sel] = albedo(m, uv[sel], local)
     return a
 
 
