@@ -161,32 +161,36 @@ def trace(
         hit = hits.obj >= 0
         if bounce == 0:
             covered = hit
-        if settings.environment is not None:
-            out.index_add_(0, sid[~hit], w[~hit] * environment_radiance(settings.environment, d[~hit]))
-        elif background is not None:
-            out.index_add_(0, sid[~hit], w[~hit] * background)
+        if settings.environment is not None or background is not None:
+            sid_m, w_m, d_m = _rows((~hit).nonzero().squeeze(-1), sid, w, d)
+            seen = background if settings.environment is None else environment_radiance(settings.environment, d_m)
+            out.index_add_(0, sid_m, w_m * seen)
         idx = hit.nonzero().squeeze(-1)
-        o, d, w, sid = o[idx], d[idx], w[idx], sid[idx]
-        hits = Hits(*(getattr(hits, f)[idx] for f in ("t", "obj", "ng", "ns", "uv")))
+        o, d, w, sid = _rows(idx, o, d, w, sid)
+        hits = Hits(*_rows(idx, hits.t, hits.obj, hits.ng, hits.ns, hits.uv))
         p = o + hits.t.unsqueeze(-1) * d
-        kind = table.kind[hits.obj]
+        kind = table.kind.index_select(0, hits.obj)
         sel = (kind == _EMISSIVE).nonzero().squeeze(-1)
         if sel.numel():
-            out.index_add_(0, sid[sel], w[sel] * table.emission[hits.obj[sel]])
+            sid_s, w_s, obj = _rows(sel, sid, w, hits.obj)
+            out.index_add_(0, sid_s, w_s * table.emission.index_select(0, obj))
         sel = (kind == _DIFFUSE).nonzero().squeeze(-1)
         if sel.numel():
-            obj = hits.obj[sel]
-            a = _albedo(geo, table, obj, hits.uv[sel], p[sel])
-            radiance = a * ambient + _direct(scene, geo, table, obj, a, p[sel], d[sel], hits.ng[sel], hits.ns[sel], gen)
-            out.index_add_(0, sid[sel], w[sel] * radiance)
+            obj, uv_s, p_s, d_s, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.uv, p, d, hits.ng, hits.ns, w, sid)
+            a = _albedo(geo, table, obj, uv_s, p_s)
+            radiance = a * ambient + _direct(scene, geo, table, obj, a, p_s, d_s, ng_s, ns_s, gen)
+            out.index_add_(0, sid_s, w_s * radiance)
         sel = ((kind == _MIRROR) | (kind == _GLASS)).nonzero().squeeze(-1)
         if bounce == settings.max_depth or sel.numel() == 0:
             break
-        o, d, w, sid = _secondary(geo, table, hits.obj[sel], p[sel], d[sel], hits.ng[sel], hits.ns[sel], w[sel],
-                                  sid[sel])
-        keep = (w.amax(-1) > MIN_THROUGHPUT).nonzero().squeeze(-1)
-        o, d, w, sid = o[keep], d[keep], w[keep], sid[keep]
+        o, d, w, sid = _secondary(geo, table, *_rows(sel, hits.obj, p, d, hits.ng, hits.ns, w, sid))
+        o, d, w, sid = _rows((w.amax(-1) > MIN_THROUGHPUT).nonzero().squeeze(-1), o, d, w, sid)
     return out, covered
+
+
+def _rows(i: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows ``i`` (K,) of each of ``xs``: ``index_select``, several times faster on the CPU than ``x[i]``."""
+    return tuple(x.index_select(0, i) for x in xs)
 
 
 def _albedo(
@@ -194,13 +198,13 @@ def _albedo(
 ) -> torch.Tensor:
     """Linear albedo ``(M, 3)`` at diffuse hits on objects ``obj`` (M,) with texture coordinates ``uv`` and world
     points ``p``: the colour, or each patterned material's texture / checker."""
-    a = table.color[obj]
+    a = table.color.index_select(0, obj)
     for k in table.patterned:
         sel = (obj == k).nonzero().squeeze(-1)
         if sel.numel():
             m = geo.materials[k]
-            local = geo.to_local(p[sel], obj[sel]) if m.checker is not None and m.checker.space == "object" else None
-            a[sel] = albedo(m, uv[sel], local)
+            local = geo.to_local(*_rows(sel, p, obj)) if m.checker is not None and m.checker.space == "object" else None
+            a.index_copy_(0, sel, albedo(m, uv.index_select(0, sel), local))
     return a
 
 
@@ -217,14 +221,13 @@ def _secondary(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reflected (and refracted) rays ``(origin, direction, weight, camera ray)`` from mirror / glass hits on
     objects ``obj`` (M,)."""
-    tint = table.color[obj]
-    glass = table.kind[obj] == _GLASS
+    tint, kind, ior = _rows(obj, table.color, table.kind, table.ior)
+    glass = kind == _GLASS
     entering = dot(d, ng) < 0
     sign = torch.where(entering, 1.0, -1.0).unsqueeze(-1)
     ng_f, ns_f = ng * sign, ns * sign
     # Mirrors: the geometric normal where the shading normal turns away from the ray.
     ns_f = torch.where(~glass.unsqueeze(-1) & (dot(d, ns_f) > 0).unsqueeze(-1), ng_f, ns_f)
-    ior = table.ior[obj]
     n1 = torch.where(entering, 1.0, ior)
     n2 = torch.where(entering, ior, 1.0)
     cos_i = (-dot(d, ns_f)).clamp(0.0, 1.0)
@@ -233,10 +236,11 @@ def _secondary(
     parts = [(p + geo.eps * ng_f, reflect(d, ns_f), reflected, sid)]
     g = glass.nonzero().squeeze(-1)
     if g.numel():
-        t_dir, tir = refract(d[g], ns_f[g], n1[g] / n2[g])
-        through = g[~tir]
-        parts.append((p[through] - geo.eps * ng_f[through], t_dir[~tir], (w * (1 - fresnel) * tint)[through],
-                      sid[through]))
+        d_g, ns_g, n1_g, n2_g = _rows(g, d, ns_f, n1, n2)
+        t_dir, tir = refract(d_g, ns_g, n1_g / n2_g)
+        passes = (~tir).nonzero().squeeze(-1)
+        p_t, ng_t, w_t, sid_t = _rows(g.index_select(0, passes), p, ng_f, w * (1 - fresnel) * tint, sid)
+        parts.append((p_t - geo.eps * ng_t, t_dir.index_select(0, passes), w_t, sid_t))
     o2, d2, w2, sid2 = (torch.cat(x) for x in zip(*parts, strict=True))
     return o2, d2, w2, sid2
 
@@ -255,7 +259,7 @@ def _direct(
 ) -> torch.Tensor:
     """Radiance ``(M, 3)`` reflected towards ``-d`` by lights at diffuse points ``p`` on objects ``obj`` (M,) with
     albedo ``a``: the native kernel where it runs (:mod:`raytrace.native`), else its PyTorch twin."""
-    ks, shininess = table.ks[obj], table.shininess[obj]
+    ks, shininess = _rows(obj, table.ks, table.shininess)
     spec = ks * (shininess + 8.0) / (8.0 * math.pi)
     glossy = bool((ks > 0).any())
     rands = [torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
