@@ -265,7 +265,7 @@ def _direct(
     rands = [torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
              for light in scene.lights if isinstance(light, AreaLight)]
     if native.available(p.device):
-        rand = torch.cat(rands, 1) if rands else p.new_zeros(p.shape[0], 0, 2)
+        rand = rands[0] if len(rands) == 1 else torch.cat(rands, 1) if rands else p.new_zeros(p.shape[0], 0, 2)
         index, origin, ray_d, t_max, contrib = torch.ops.nerf_native.rt_direct_samples(
             p, d, ng, ns, a, spec, shininess, geo.lights, rand, geo.eps, glossy)
         blocked = geo.occluded(origin, ray_d, t_max)
