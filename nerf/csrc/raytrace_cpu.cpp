@@ -13,7 +13,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 namespace nerf_native {
 
@@ -154,30 +158,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
     }
   };
 
-  at::Tensor counts = at::empty({m}, p.options().dtype(at::kLong));
-  int64_t* cp = counts.data_ptr<int64_t>();
-  at::parallel_for(0, m, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Hit h = hit_at(i);
-      int64_t c = 0;
-      for_samples(i, h, [&](const Sample&, bool lit) { c += lit; });
-      cp[i] = c;
-    }
-  });
-  const at::Tensor offsets = at::cumsum(counts, 0) - counts;
-  const int64_t total = m == 0 ? 0 : offsets[m - 1].item<int64_t>() + cp[m - 1];
-  const int64_t* op = offsets.data_ptr<int64_t>();
-  at::Tensor index = at::empty({total}, counts.options());
-  at::Tensor origin = at::empty({total, 3}, p.options()), dir = at::empty({total, 3}, p.options());
-  at::Tensor t_max = at::empty({total}, p.options()), contrib = at::empty({total, 3}, p.options());
+  // One pass: each block of hits writes its lit samples from its first hit's slot (hit * per_hit) on; the blocks
+  // are then moved together, in order.
+  const int64_t capacity = m * per_hit;
+  at::Tensor index = at::empty({capacity}, p.options().dtype(at::kLong));
+  at::Tensor origin = at::empty({capacity, 3}, p.options()), dir = at::empty({capacity, 3}, p.options());
+  at::Tensor t_max = at::empty({capacity}, p.options()), contrib = at::empty({capacity, 3}, p.options());
   int64_t* ip = index.data_ptr<int64_t>();
   float *orp = origin.data_ptr<float>(), *drp = dir.data_ptr<float>(), *tp = t_max.data_ptr<float>();
   float* cbp = contrib.data_ptr<float>();
+  std::vector<std::pair<int64_t, int64_t>> blocks;  // (first slot, samples written)
+  std::mutex blocks_mutex;
   at::parallel_for(0, m, 1024, [&](int64_t begin, int64_t end) {
+    const int64_t first = begin * per_hit;
+    int64_t k = first;
     for (int64_t i = begin; i < end; ++i) {
       const Hit h = hit_at(i);
       const V3 o = h.p + h.ng_f * eps_f;
-      int64_t k = op[i];
       for_samples(i, h, [&](const Sample& s, bool lit) {
         if (!lit) return;
         ip[k] = i;
@@ -188,7 +185,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
         ++k;
       });
     }
+    const std::lock_guard<std::mutex> lock(blocks_mutex);
+    blocks.emplace_back(first, k - first);
   });
+  std::sort(blocks.begin(), blocks.end());
+  int64_t total = 0;
+  for (const auto& [first, count] : blocks) {
+    if (first != total) {
+      std::memmove(ip + total, ip + first, count * sizeof(int64_t));
+      std::memmove(tp + total, tp + first, count * sizeof(float));
+      for (float* a : {orp, drp, cbp}) std::memmove(a + 3 * total, a + 3 * first, 3 * count * sizeof(float));
+    }
+    total += count;
+  }
+  index = index.narrow(0, 0, total), origin = origin.narrow(0, 0, total), dir = dir.narrow(0, 0, total);
+  t_max = t_max.narrow(0, 0, total), contrib = contrib.narrow(0, 0, total);
   return {index, origin, dir, t_max, contrib};
 }
 
