@@ -129,15 +129,15 @@ class SceneGeometry:
         return Hits(t, obj, ng, ns, uv)
 
     def _intersect_native(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
-        """``intersect`` with the analytic shapes in one native pass (``rt_analytic_hit``), meshes through Embree."""
-        t, obj, n, uv = torch.ops.nerf_native.rt_analytic_hit(o, d, self.prims)
+        """``intersect`` with the analytic shapes in one native pass (``rt_analytic_hit``) over Embree's hits."""
         if self.meshes is None:
-            return Hits(t, obj, n, n, uv)
-        m = self.meshes.cast(o, d)
-        closer = m["t"] < t
-        c = closer.unsqueeze(-1)
-        return Hits(torch.where(closer, m["t"], t), torch.where(closer, m["obj"], obj), torch.where(c, m["ng"], n),
-                    torch.where(c, m["ns"], n), torch.where(c, m["uv"], uv))
+            n = o.shape[0]
+            hits = Hits(torch.full((n,), math.inf), torch.full((n,), -1), torch.zeros(n, 3), torch.zeros(n, 3),
+                        torch.zeros(n, 2))
+        else:
+            hits = Hits(**self.meshes.cast(o, d))
+        torch.ops.nerf_native.rt_analytic_hit(o, d, self.prims, hits.t, hits.obj, hits.ng, hits.ns, hits.uv)
+        return hits
 
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: whether any surface lies on the ray strictly before ``t_max`` (N,)."""

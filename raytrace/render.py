@@ -75,7 +75,7 @@ def render_image(
     for start in range(0, n_pix * spp, CHUNK):
         o, d = camera_rays(c2w, intr, pixels[start : start + CHUNK])
         colour[start : start + CHUNK], covered[start : start + CHUNK] = trace(scene, geo, o, d, gen)
-    colour = colour.clamp(0.0, 1.0).view(n_pix, spp, 3)
+    colour = colour.clamp_(0.0, 1.0).view(n_pix, spp, 3)
     covered = covered.view(n_pix, spp)
     if scene.settings.background is None and scene.settings.environment is None:
         hits = covered.sum(1, keepdim=True)

@@ -5,7 +5,8 @@
 //   light sample j that lights the front side, the shadow ray and the unshadowed contribution brdf * E * cos; the
 //   caller traces the shadow rays and sums the unblocked contributions.
 // - rt_analytic_hit, rt_analytic_occluded (raytrace/geometry.py ray_sphere, ray_plane, AnalyticPrimitive): closest
-//   hits of a batch of rays with all the analytic spheres and planes in one pass, and shadow-ray occlusion.
+//   hits of a batch of rays with all the analytic spheres and planes in one pass (merged in place into Embree's
+//   hits), and shadow-ray occlusion.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -247,16 +248,25 @@ void check_rays(const at::Tensor& o, const at::Tensor& d, const at::Tensor& prim
               "nerf_native.", op, ": prims must be float32 (P, ", kPrimRow, ") on the CPU");
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> analytic_hit_impl(const at::Tensor& o_in,
-                                                                             const at::Tensor& d_in,
-                                                                             const at::Tensor& prims_in) {
+// Where an analytic shape is hit no farther than the hit already in (t, obj, ng, ns, uv) (Embree's, or a miss:
+// inf, -1, zeros), that hit replaces it, in place.
+void analytic_hit_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& prims_in, const at::Tensor& t,
+                       const at::Tensor& obj, const at::Tensor& ng, const at::Tensor& ns, const at::Tensor& uv) {
   check_rays(o_in, d_in, prims_in, "rt_analytic_hit");
+  const int64_t n = o_in.size(0);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                  obj.dim() == 1 && obj.size(0) == n && obj.scalar_type() == at::kLong && obj.is_contiguous(),
+              "nerf_native.rt_analytic_hit: t must be contiguous float32 (N,), obj int64 (N,)");
+  for (const at::Tensor* x : {&ng, &ns, &uv}) {
+    TORCH_CHECK(x->dim() == 2 && x->size(0) == n && x->size(1) == (x == &uv ? 2 : 3) &&
+                    x->scalar_type() == at::kFloat && x->is_contiguous(),
+                "nerf_native.rt_analytic_hit: ng, ns (N, 3) and uv (N, 2) must be contiguous float32");
+  }
   const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), prims = prims_in.contiguous();
-  const int64_t n = o.size(0), count = prims.size(0);
-  at::Tensor t = at::empty({n}, o.options()), obj = at::empty({n}, o.options().dtype(at::kLong));
-  at::Tensor normal = at::empty({n, 3}, o.options()), uv = at::empty({n, 2}, o.options());
+  const int64_t count = prims.size(0);
   const float *op = o.data_ptr<float>(), *dp = d.data_ptr<float>(), *pr = prims.data_ptr<float>();
-  float *tp = t.data_ptr<float>(), *np_ = normal.data_ptr<float>(), *uvp = uv.data_ptr<float>();
+  float *tp = t.data_ptr<float>(), *ngp = ng.data_ptr<float>(), *nsp = ns.data_ptr<float>();
+  float* uvp = uv.data_ptr<float>();
   int64_t* objp = obj.data_ptr<int64_t>();
   constexpr float kTwoPi = static_cast<float>(2.0 * 3.14159265358979323846);
   at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
@@ -268,34 +278,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> analytic_hit_impl(con
         const float tj = prim_hit(pr + j * kPrimRow, ro, rd);
         if (tj < best) best = tj, k = j;
       }
-      tp[i] = best;
-      V3 nw{0.0f, 0.0f, 0.0f};
-      float u = 0.0f, v = 0.0f;
-      if (k >= 0) {  // AnalyticPrimitive.surface at the hit
-        const float* q = pr + k * kPrimRow;
-        const V3 pl = to_local(q, ro + rd * best);
-        V3 nl;
-        if (static_cast<int>(q[0]) == kSphere) {
-          nl = (pl - load(q + 15)) / q[18];
-          u = 0.5f + std::atan2(nl.y, nl.x) / kTwoPi;
-          v = 1.0f - std::acos(std::min(std::max(nl.z, -1.0f), 1.0f)) / kPi;
-        } else {
-          nl = load(q + 19);
-          const V3 rel = pl - load(q + 15);
-          u = dot(rel, load(q + 22));
-          v = dot(rel, load(q + 25));
-        }
-        nw = q[2] != 0.0f ? columns_times(q + 3, nl) : nl;
-        nw = nw / std::sqrt(std::fma(nw.z, nw.z, std::fma(nw.y, nw.y, nw.x * nw.x)));  // torch's vector norm
-        objp[i] = static_cast<int64_t>(q[1]);
+      if (k < 0 || !(best <= tp[i])) continue;
+      const float* q = pr + k * kPrimRow;  // AnalyticPrimitive.surface at the hit
+      const V3 pl = to_local(q, ro + rd * best);
+      V3 nl;
+      float u, v;
+      if (static_cast<int>(q[0]) == kSphere) {
+        nl = (pl - load(q + 15)) / q[18];
+        u = 0.5f + std::atan2(nl.y, nl.x) / kTwoPi;
+        v = 1.0f - std::acos(std::min(std::max(nl.z, -1.0f), 1.0f)) / kPi;
       } else {
-        objp[i] = -1;
+        nl = load(q + 19);
+        const V3 rel = pl - load(q + 15);
+        u = dot(rel, load(q + 22));
+        v = dot(rel, load(q + 25));
       }
-      np_[3 * i] = nw.x, np_[3 * i + 1] = nw.y, np_[3 * i + 2] = nw.z;
+      V3 nw = q[2] != 0.0f ? columns_times(q + 3, nl) : nl;
+      nw = nw / std::sqrt(std::fma(nw.z, nw.z, std::fma(nw.y, nw.y, nw.x * nw.x)));  // torch's vector norm
+      tp[i] = best;
+      objp[i] = static_cast<int64_t>(q[1]);
+      for (float* a : {ngp, nsp}) a[3 * i] = nw.x, a[3 * i + 1] = nw.y, a[3 * i + 2] = nw.z;
       uvp[2 * i] = u, uvp[2 * i + 1] = v;
     }
   });
-  return {t, obj, normal, uv};
 }
 
 at::Tensor analytic_occluded_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_max_in,
@@ -328,7 +333,9 @@ TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
       "rt_direct_samples(Tensor p, Tensor d, Tensor ng, Tensor ns, Tensor albedo, Tensor spec, Tensor shininess, "
       "Tensor lights, Tensor rand, float eps, bool glossy) -> (Tensor index, Tensor origin, Tensor direction, "
       "Tensor t_max, Tensor contrib)");
-  m.def("rt_analytic_hit(Tensor o, Tensor d, Tensor prims) -> (Tensor t, Tensor obj, Tensor normal, Tensor uv)");
+  m.def(
+      "rt_analytic_hit(Tensor o, Tensor d, Tensor prims, Tensor(a!) t, Tensor(b!) obj, Tensor(c!) ng, Tensor(d!) ns, "
+      "Tensor(e!) uv) -> ()");
   m.def("rt_analytic_occluded(Tensor o, Tensor d, Tensor t_max, Tensor prims) -> Tensor");
 }
 
