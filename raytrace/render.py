@@ -26,7 +26,7 @@ from raytrace import native
 from raytrace.camera import Intrinsics, camera_rays, image_rays, pixel_grid
 from raytrace.colour import linear_to_srgb
 from raytrace.environment import radiance as environment_radiance
-from raytrace.intersect import Hits, SceneGeometry, scene_geometry
+from raytrace.intersect import SceneGeometry, scene_geometry
 from raytrace.lights import AreaLight, light_samples
 from raytrace.materials import MATERIAL_TYPES, Material, albedo
 from raytrace.optics import dot, reflect, refract, schlick
@@ -165,25 +165,23 @@ def trace(
             sid_m, w_m, d_m = _rows((~hit).nonzero().squeeze(-1), sid, w, d)
             seen = background if settings.environment is None else environment_radiance(settings.environment, d_m)
             out.index_add_(0, sid_m, w_m * seen)
-        idx = hit.nonzero().squeeze(-1)
-        o, d, w, sid = _rows(idx, o, d, w, sid)
-        hits = Hits(*_rows(idx, hits.t, hits.obj, hits.ng, hits.ns, hits.uv))
-        p = o + hits.t.unsqueeze(-1) * d
-        kind = table.kind.index_select(0, hits.obj)
+        kind = torch.where(hit, table.kind.index_select(0, hits.obj.clamp_min(0)), -1)  # -1: missed
         sel = (kind == _EMISSIVE).nonzero().squeeze(-1)
         if sel.numel():
             sid_s, w_s, obj = _rows(sel, sid, w, hits.obj)
             out.index_add_(0, sid_s, w_s * table.emission.index_select(0, obj))
         sel = (kind == _DIFFUSE).nonzero().squeeze(-1)
         if sel.numel():
-            obj, uv_s, p_s, d_s, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.uv, p, d, hits.ng, hits.ns, w, sid)
+            obj, uv_s, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.uv, hits.ng, hits.ns, w, sid)
+            p_s, d_s = _hit_points(sel, o, d, hits.t)
             a = _albedo(geo, table, obj, uv_s, p_s)
             radiance = a * ambient + _direct(scene, geo, table, obj, a, p_s, d_s, ng_s, ns_s, gen)
             out.index_add_(0, sid_s, w_s * radiance)
         sel = ((kind == _MIRROR) | (kind == _GLASS)).nonzero().squeeze(-1)
         if bounce == settings.max_depth or sel.numel() == 0:
             break
-        o, d, w, sid = _secondary(geo, table, *_rows(sel, hits.obj, p, d, hits.ng, hits.ns, w, sid))
+        obj, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.ng, hits.ns, w, sid)
+        o, d, w, sid = _secondary(geo, table, obj, *_hit_points(sel, o, d, hits.t), ng_s, ns_s, w_s, sid_s)
         o, d, w, sid = _rows((w.amax(-1) > MIN_THROUGHPUT).nonzero().squeeze(-1), o, d, w, sid)
     return out, covered
 
@@ -191,6 +189,14 @@ def trace(
 def _rows(i: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Rows ``i`` (K,) of each of ``xs``: ``index_select``, several times faster on the CPU than ``x[i]``."""
     return tuple(x.index_select(0, i) for x in xs)
+
+
+def _hit_points(
+    i: torch.Tensor, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hit points ``(K, 3)`` of rays ``i`` (K,) and their directions ``(K, 3)``."""
+    o_i, d_i, t_i = _rows(i, o, d, t)
+    return o_i + t_i.unsqueeze(-1) * d_i, d_i
 
 
 def _albedo(
