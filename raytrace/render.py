@@ -275,7 +275,7 @@ def _direct(
         index, origin, ray_d, t_max, contrib = torch.ops.nerf_native.rt_direct_samples(
             p, d, ng, ns, a, spec, shininess, geo.lights, rand, geo.eps, glossy)
         blocked = geo.occluded(origin, ray_d, t_max)
-        return torch.zeros_like(p).index_add_(0, index, contrib * (~blocked).unsqueeze(-1))
+        return torch.ops.nerf_native.rt_sum_unblocked(index, contrib, blocked, p.shape[0])
     ng_f = _facing(ng, d)
     n = _facing(ns, d)
     n = torch.where((dot(n, ng_f) < 0).unsqueeze(-1), ng_f, n)

@@ -3,7 +3,7 @@
 // sqrt, atan2 and acos may differ from the C library's by an ulp).
 // - rt_direct_samples (raytrace/render.py _direct, raytrace/lights.py light_samples): for every diffuse hit m and
 //   light sample j that lights the front side, the shadow ray and the unshadowed contribution brdf * E * cos; the
-//   caller traces the shadow rays and sums the unblocked contributions.
+//   caller traces the shadow rays; rt_sum_unblocked sums the unblocked contributions per hit.
 // - rt_analytic_hit, rt_analytic_occluded (raytrace/geometry.py ray_sphere, ray_plane, AnalyticPrimitive): closest
 //   hits of a batch of rays with all the analytic spheres and planes in one pass (merged in place into Embree's
 //   hits), and shadow-ray occlusion.
@@ -204,6 +204,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
   return {index, origin, dir, t_max, contrib};
 }
 
+// The radiance (M, 3) at each hit: the sum, in order, of its samples' contributions (K, 3) that no shadow ray
+// blocked (index (K,) names the hit of each sample).
+at::Tensor sum_unblocked_impl(const at::Tensor& index_in, const at::Tensor& contrib_in, const at::Tensor& blocked_in,
+                              int64_t m) {
+  const int64_t k = index_in.size(0);
+  TORCH_CHECK(index_in.dim() == 1 && index_in.scalar_type() == at::kLong && contrib_in.dim() == 2 &&
+                  contrib_in.size(0) == k && contrib_in.size(1) == 3 && contrib_in.scalar_type() == at::kFloat &&
+                  blocked_in.dim() == 1 && blocked_in.size(0) == k && blocked_in.scalar_type() == at::kBool &&
+                  index_in.device().is_cpu() && contrib_in.device().is_cpu() && blocked_in.device().is_cpu(),
+              "nerf_native.rt_sum_unblocked: index int64 (K,), contrib float32 (K, 3), blocked bool (K,) on the CPU");
+  const at::Tensor index = index_in.contiguous(), contrib = contrib_in.contiguous(), blocked = blocked_in.contiguous();
+  at::Tensor out = at::zeros({m, 3}, contrib.options());
+  const int64_t* ip = index.data_ptr<int64_t>();
+  const float* cp = contrib.data_ptr<float>();
+  const bool* bp = blocked.data_ptr<bool>();
+  float* op = out.data_ptr<float>();
+  for (int64_t j = 0; j < k; ++j) {
+    if (bp[j]) continue;
+    TORCH_CHECK(ip[j] >= 0 && ip[j] < m, "nerf_native.rt_sum_unblocked: index ", ip[j], " out of range");
+    float* row = op + 3 * ip[j];
+    row[0] += cp[3 * j], row[1] += cp[3 * j + 1], row[2] += cp[3 * j + 2];
+  }
+  return out;
+}
+
 // One sphere or plane per row of the (P, kPrimRow) float32 table that raytrace.intersect.primitive_table writes.
 constexpr int64_t kPrimRow = 29;
 enum PrimType { kSphere = 0, kPlane = 1 };
@@ -336,11 +361,13 @@ TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
   m.def(
       "rt_analytic_hit(Tensor o, Tensor d, Tensor prims, Tensor(a!) t, Tensor(b!) obj, Tensor(c!) ng, Tensor(d!) ns, "
       "Tensor(e!) uv) -> ()");
+  m.def("rt_sum_unblocked(Tensor index, Tensor contrib, Tensor blocked, int m) -> Tensor");
   m.def("rt_analytic_occluded(Tensor o, Tensor d, Tensor t_max, Tensor prims) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
   m.impl("rt_direct_samples", &direct_samples_impl);
+  m.impl("rt_sum_unblocked", &sum_unblocked_impl);
   m.impl("rt_analytic_hit", &analytic_hit_impl);
   m.impl("rt_analytic_occluded", &analytic_occluded_impl);
 }
