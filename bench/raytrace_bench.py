@@ -43,7 +43,7 @@ from raytrace.render import render_image
 from raytrace.scene import Scene, load_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENES = ("whitted", "cornell", "object")
+SCENES = ("whitted", "cornell", "object", "garden")
 PLANE_HALF_SIZE = 100.0  # infinite planes become squares this far out from their point
 
 
@@ -245,6 +245,8 @@ def mitsuba_scene(
                 dropped.add("area light visible=false")
     if scene.settings.background is not None and any(scene.settings.background):
         dropped.add("background colour")
+    if scene.settings.environment is not None:
+        dropped.add("environment (seen by missed rays in ours)")
     if any(scene.settings.ambient):
         dropped.add("ambient term")
     return d, ", ".join(sorted(dropped))

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raytrace.geometry import AnalyticPrimitive, Box, Quad
-from raytrace.lights import AreaLight
+from raytrace import native
+from raytrace.geometry import AnalyticPrimitive, Box, Plane, Quad, Sphere
+from raytrace.lights import AreaLight, light_table
 from raytrace.materials import Material
 from raytrace.meshes import MeshData, MeshSet, box_mesh, quad_mesh
 from raytrace.scene import Scene
 
+PRIM_ROW = 29  # floats per primitive in primitive_table
 OCCLUSION_CHUNK = 1 << 15
 OFFSET_SCALE = 1e-4  # secondary rays start this fraction of the scene's bounds diagonal off the surface
 
@@ -29,6 +31,23 @@ class Hits:
     ng: torch.Tensor  # (N, 3) geometric normal: outward for closed shapes, front side for planes
     ns: torch.Tensor  # (N, 3) shading normal (interpolated on smooth meshes), on ng's side
     uv: torch.Tensor  # (N, 2) texture coordinates
+
+
+def primitive_table(analytic: list[tuple[int, AnalyticPrimitive]]) -> torch.Tensor | None:
+    """Spheres and planes as ``(P, PRIM_ROW)`` float32 rows for the native kernels (``None`` if another shape is
+    among them): type (0 sphere, 1 plane), object index, whether it rotates, the inverse rotation (9, row-major)
+    and shift (3), the centre or point (3), the radius, the normal (3), the plane's tangents (3 each), radius^2."""
+    if not all(isinstance(prim.shape, Sphere | Plane) for _, prim in analytic):
+        return None
+    rows = torch.zeros(len(analytic), PRIM_ROW)
+    for row, (i, prim) in zip(rows, analytic, strict=True):
+        row[1], row[2], row[3:12], row[12:15] = i, prim.rotates, prim.inv_rot.flatten().cpu(), prim.inv_shift.cpu()
+        if isinstance(prim.shape, Sphere):
+            row[15:18], row[18], row[28] = prim.center.cpu(), prim.shape.radius, prim.shape.radius ** 2
+        else:
+            row[0], row[15:18], row[19:22] = 1, prim.point.cpu(), prim.normal.cpu()
+            row[22:25], row[25:28] = prim.tangents[0].cpu(), prim.tangents[1].cpu()
+    return rows
 
 
 def embree_available() -> bool:
@@ -73,6 +92,8 @@ class SceneGeometry:
         inv = np.linalg.inv(np.stack(matrices)) if matrices else np.zeros((0, 4, 4))
         self.inv_rot = torch.as_tensor(inv[:, :3, :3], dtype=torch.float32, device=device)
         self.inv_shift = torch.as_tensor(inv[:, :3, 3], dtype=torch.float32, device=device)
+        self.prims = primitive_table(self.analytic) if self.analytic else None  # for the native kernels
+        self.lights = light_table(scene.lights, device)  # (L, LIGHT_ROW) for the native shading kernel
         self.eps = max(OFFSET_SCALE * float(np.linalg.norm(scene.bounds[1] - scene.bounds[0])), 1e-6)
 
     def to_local(self, p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
@@ -81,6 +102,8 @@ class SceneGeometry:
 
     def intersect(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
         """Closest hits of rays with origins ``o`` and directions ``d`` ``(N, 3)``."""
+        if self.prims is not None and native.available(o.device):
+            return self._intersect_native(o, d)
         n = o.shape[0]
         t = torch.full((n,), math.inf, device=o.device)
         obj = torch.full((n,), -1, dtype=torch.long, device=o.device)
@@ -105,15 +128,33 @@ class SceneGeometry:
                 ng[sel], ns[sel], uv[sel] = normal, normal, tex
         return Hits(t, obj, ng, ns, uv)
 
+    def _intersect_native(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
+        """``intersect`` with the analytic shapes in one native pass (``rt_analytic_hit``) over Embree's hits."""
+        if self.meshes is None:
+            n = o.shape[0]
+            hits = Hits(torch.full((n,), math.inf), torch.full((n,), -1), torch.zeros(n, 3), torch.zeros(n, 3),
+                        torch.zeros(n, 2))
+        else:
+            hits = Hits(**self.meshes.cast(o, d))
+        torch.ops.nerf_native.rt_analytic_hit(o, d, self.prims, hits.t, hits.obj, hits.ng, hits.ns, hits.uv)
+        return hits
+
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: whether any surface lies on the ray strictly before ``t_max`` (N,)."""
+        if self.prims is not None and native.available(o.device):
+            blocked = torch.ops.nerf_native.rt_analytic_occluded(o, d, t_max, self.prims)
+        else:
+            blocked = self._occluded_analytic(o, d, t_max)
+        if self.meshes is not None:
+            blocked |= self.meshes.occluded(o, d, t_max)
+        return blocked
+
+    def _occluded_analytic(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
         blocked = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
         for start in range(0, o.shape[0], OCCLUSION_CHUNK):  # chunks small enough to stay in cache
             sl = slice(start, start + OCCLUSION_CHUNK)
             for _, prim in self.analytic:
                 blocked[sl] |= prim.hit(o[sl], d[sl]) < t_max[sl]
-        if self.meshes is not None:
-            blocked |= self.meshes.occluded(o, d, t_max)
         return blocked
 
 

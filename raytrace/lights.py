@@ -103,3 +103,32 @@ def light_samples(
     cos_l = dot(to_light, n_raw / area).abs()
     e = colour * (cos_l * area / (light.samples * dist**2)).unsqueeze(-1)
     return to_light, dist, e
+
+
+LIGHT_ROW = 19  # floats per light in light_table
+
+
+def light_table(lights: list[Light], device: torch.device | str = "cpu") -> torch.Tensor:
+    """The lights as ``(L, LIGHT_ROW)`` float32 rows for the native shading kernel, each holding the values
+    ``light_samples`` computes from it: type (index into LIGHT_TYPES), samples, colour x intensity (3), then the
+    position (point), the direction to the light (directional) or the corner (area) (3), and for area lights
+    edge1, edge2, the unit normal (3 each), the area and the stratification grid's side (0: not a square)."""
+    def vec(v: Vec3) -> torch.Tensor:
+        return torch.tensor(v, dtype=torch.float32)
+
+    rows = torch.zeros(len(lights), LIGHT_ROW)
+    for row, light in zip(rows, lights, strict=True):
+        row[1], row[2:5] = light.samples, vec(light.color) * light.intensity
+        if isinstance(light, PointLight):
+            row[0], row[5:8] = LIGHT_TYPES.index("point"), vec(light.position)
+        elif isinstance(light, DirectionalLight):
+            row[0], row[5:8] = LIGHT_TYPES.index("directional"), -vec(light.direction)
+        else:
+            e1, e2 = vec(light.edge1), vec(light.edge2)
+            n_raw = torch.linalg.cross(e1, e2)
+            area = n_raw.norm()
+            side = math.isqrt(light.samples)
+            row[0], row[5:8], row[8:11], row[11:14], row[14:17] = LIGHT_TYPES.index("area"), vec(light.corner), e1, \
+                e2, n_raw / area
+            row[17], row[18] = area, side if side * side == light.samples else 0
+    return rows.to(device)

@@ -81,9 +81,9 @@ def bilinear_wrap(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return top * (1 - fy) + bottom * fy
 
 
-def albedo(material: Material, uv: torch.Tensor, p_local: torch.Tensor) -> torch.Tensor:
+def albedo(material: Material, uv: torch.Tensor, p_local: torch.Tensor | None) -> torch.Tensor:
     """Linear RGB ``(N, 3)`` of ``material`` at surface points with texture coordinates ``uv`` (N, 2)
-    and object-space positions ``p_local`` (N, 3)."""
+    and object-space positions ``p_local`` (N, 3) (read by object-space checkers only: ``None`` for others)."""
     if material.texture is not None:
         tex = material.texture
         scaled = uv * torch.tensor(tex.scale, dtype=uv.dtype, device=uv.device)

@@ -183,26 +183,26 @@ class MeshSet:
         t = torch.from_numpy(r["t_hit"].numpy())
         idx = torch.isfinite(t).nonzero().squeeze(-1)
         gid = torch.from_numpy(r["geometry_ids"].numpy())[idx].long()
-        tri = self.tri_offset[gid] + torch.from_numpy(r["primitive_ids"].numpy())[idx].long()
-        bary = torch.from_numpy(r["primitive_uvs"].numpy())[idx]
+        tri = self.tri_offset.index_select(0, gid) + torch.from_numpy(r["primitive_ids"].numpy())[idx].long()
+        bary = torch.from_numpy(r["primitive_uvs"].numpy()).index_select(0, idx)
         w1, w2 = bary[:, :1], bary[:, 1:]
         w0 = 1.0 - (w1 + w2)
 
         def interpolate(corners: torch.Tensor) -> torch.Tensor:
-            c = corners[tri]
+            c = corners.index_select(0, tri)
             return c[:, 0] * w0 + c[:, 1] * w1 + c[:, 2] * w2
 
-        ng = self.face_normals[tri]
+        ng = self.face_normals.index_select(0, tri)
         ns = interpolate(self.corner_normals)
         ns = ns / dot(ns, ns).sqrt().clamp_min(1e-12).unsqueeze(-1)
         ns = torch.where((dot(ns, ng) < 0).unsqueeze(-1), -ns, ns)
         n = t.shape[0]
         out = {
             "t": t,
-            "obj": torch.full((n,), -1, dtype=torch.long).index_put_((idx,), self.objects[gid]),
-            "ng": torch.zeros(n, 3).index_put_((idx,), ng),
-            "ns": torch.zeros(n, 3).index_put_((idx,), ns),
-            "uv": torch.zeros(n, 2).index_put_((idx,), interpolate(self.corner_uvs)),
+            "obj": torch.full((n,), -1, dtype=torch.long).index_copy_(0, idx, self.objects.index_select(0, gid)),
+            "ng": torch.zeros(n, 3).index_copy_(0, idx, ng),
+            "ns": torch.zeros(n, 3).index_copy_(0, idx, ns),
+            "uv": torch.zeros(n, 2).index_copy_(0, idx, interpolate(self.corner_uvs)),
         }
         return {k: v.to(o.device) for k, v in out.items()}
 
