@@ -1,6 +1,6 @@
 """Checkpoint files: one ``torch.save``'d dict with a format version, written atomically.
 
-Layout (``FORMAT_VERSION`` 2): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
+Layout (``FORMAT_VERSION`` 3): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
 (state dict), ``optimizer`` and ``grid`` (state dicts or None), ``config`` (dict), ``extra`` (dict or None).
 Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
 """
@@ -21,7 +21,7 @@ import torch
 from raytrace.atomic import atomic_path
 from raytrace.errors import InputError
 
-FORMAT_VERSION = 2  # 2: the hash grid follows tiny-cuda-nn's function and layout
+FORMAT_VERSION = 3  # 2: the hash grid follows tiny-cuda-nn's function and layout; 3: the field's density_scale
 _OLD_FORMATS = {1: " (a hash grid of another layout; train it again)"}
 _REQUIRED = ("config", "model", "step")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -102,7 +102,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise InputError(path, "format_version", "missing: not a nerfkit checkpoint")
     version = ckpt["format_version"]
-    if version != FORMAT_VERSION:
+    if version == 2:
+        _upgrade_from_2(ckpt)
+    elif version != FORMAT_VERSION:
         why = _OLD_FORMATS.get(version, "")
         raise InputError(
             path, "format_version", f"checkpoint format version {version}, this nerfkit reads {FORMAT_VERSION}{why}"
@@ -111,6 +113,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in ckpt:
             raise InputError(path, key, "missing from the checkpoint")
     return ckpt
+
+
+def _upgrade_from_2(ckpt: dict[str, Any]) -> None:
+    """Format 2 predates :data:`nerf.field.UNTRAINED_DIAGONAL_DEPTH`: its hash-grid fields were trained with a
+    ``density_scale`` of 1, which the loaded state then carries."""
+    config, state = ckpt.get("config"), ckpt.get("model")
+    if isinstance(config, dict) and config.get("model", "ngp") == "ngp" and isinstance(state, dict):
+        state.setdefault("density_scale", torch.tensor(1.0))
 
 
 def _check_crcs(path: Path) -> None:

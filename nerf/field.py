@@ -13,6 +13,12 @@ from nerf.sh import sh_encode
 
 TRUNC_EXP_MAX = 15.0
 """``trunc_exp``'s gradient is ``exp(min(x, TRUNC_EXP_MAX))``."""
+UNTRAINED_DIAGONAL_DEPTH = 3**0.5
+"""The optical depth of the untrained field along its box's diagonal, whatever the scene's size: instant-NGP's
+(density 1 across its unit cube). ``sigma = trunc_exp(raw) * density_scale``, ``density_scale`` = this / the box's
+diagonal, so one marching step of the untrained field (1/256 of the diagonal or less) is below the occupancy
+threshold (0.01) and the grid prunes empty space from its first updates, rather than after training has pushed the
+density of every empty cell down (hundreds of steps in a large box)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class NGPField(nn.Module):
         self.cfg = cfg
         self.contracted = contracted
         self.register_buffer("aabb", check_aabb(aabb))
+        self.register_buffer("density_scale", UNTRAINED_DIAGONAL_DEPTH / (self.aabb[1] - self.aabb[0]).norm())
         self.encoding = HashGrid(hash_cfg or HashGridConfig(), encode_fn)
         self.density_mlp = mlp(self.encoding.output_dim, cfg.hidden, 1, 1 + cfg.geo_features)
         self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features, cfg.color_hidden, cfg.color_layers, 3)
@@ -95,7 +102,8 @@ class NGPField(nn.Module):
         unit = self.normalize(x)
         inside = ((unit >= 0.0) & (unit <= 1.0)).all(dim=-1)
         out = self.density_mlp(self.encoding(unit))
-        sigma = torch.where(inside, trunc_exp(out[:, 0]), torch.zeros((), dtype=out.dtype, device=out.device))
+        sigma = trunc_exp(out[:, 0]) * self.density_scale
+        sigma = torch.where(inside, sigma, torch.zeros((), dtype=out.dtype, device=out.device))
         return sigma, out[:, 1:]
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nerf.field import FieldConfig, NGPField, trunc_exp
+from nerf.field import UNTRAINED_DIAGONAL_DEPTH, FieldConfig, NGPField, trunc_exp
 from nerf.hashgrid import HashGridConfig, param_count
 
 SMALL_HASH = HashGridConfig(levels=4, features=2, log2_table_size=12, base_resolution=4, max_resolution=32)
@@ -66,7 +66,7 @@ def test_density_is_exp_of_first_output_and_gradients_reach_every_parameter() ->
     unit = (x - AABB[0]) / (AABB[1] - AABB[0])
     raw = field.density_mlp(field.encoding(unit))
     sigma, geo = field.density(x)
-    torch.testing.assert_close(sigma, raw[:, 0].exp())
+    torch.testing.assert_close(sigma, raw[:, 0].exp() * math.sqrt(3) / (AABB[1] - AABB[0]).norm())
     torch.testing.assert_close(geo, raw[:, 1:])
     sigma, rgb = field(x, d)
     (sigma.sum() + rgb.sum()).backward()
@@ -88,3 +88,17 @@ def test_colour_depends_on_direction_and_density_does_not() -> None:
 def test_aabb_must_be_2x3_min_below_max(bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="aabb"):
         NGPField(FieldConfig(), bad, SMALL_HASH)
+
+
+@pytest.mark.parametrize("size", [0.1, 1.0, 30.0])
+def test_untrained_density_is_the_same_optical_depth_at_any_scale(size: float) -> None:
+    """Across the box's diagonal the untrained field is sqrt(3) thick (instant-NGP's unit cube at density 1),
+    so one step of 1/256 of the diagonal stays below the occupancy threshold 0.01 however large the scene."""
+    torch.manual_seed(0)
+    box = AABB * size
+    field = NGPField(FieldConfig(), box, SMALL_HASH)
+    x = box[0] + torch.rand(4096, 3) * (box[1] - box[0])
+    with torch.no_grad():
+        thickness = field.density(x)[0] * (box[1] - box[0]).norm()
+    torch.testing.assert_close(thickness, torch.full_like(thickness, math.sqrt(3)), rtol=1e-3, atol=0)
+    assert UNTRAINED_DIAGONAL_DEPTH / 256 < 0.01

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
+from nerf.checkpoint import latest_checkpoint
 from nerf.cli import eval_main, train_main
 from nerf.config import TrainConfig
 from nerf.data import load_dataset
@@ -41,6 +43,25 @@ def test_reloaded_checkpoint_renders_the_identical_image(tiny_run):
     assert ckpt["step"] == STEPS
     for key in ("rgb", "depth", "opacity"):
         assert torch.equal(before[key], after[key]), key
+
+
+def test_format_2_checkpoints_load_with_the_density_they_were_trained_with(tiny_run, tmp_path):
+    """Format 2 had no ``density_scale`` (the field's density was ``trunc_exp(raw)``): such a checkpoint loads
+    with a scale of 1 and renders what its weights rendered then."""
+    _, result = tiny_run
+    run = tmp_path / "old"
+    shutil.copytree(result.run_dir, run)
+    ckpt_path = latest_checkpoint(run)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    del ckpt["model"]["density_scale"]
+    torch.save({**ckpt, "format_version": 2}, ckpt_path)
+    _, model, _ = load_run(run, "cpu")
+    assert float(model.field.density_scale) == 1.0
+    x = torch.rand(256, 3) * (model.field.aabb[1] - model.field.aabb[0]) + model.field.aabb[0]
+    with torch.no_grad():
+        old = model.field.density(x)[0]
+        new = result.model.field.density(x)[0]
+    torch.testing.assert_close(old, new / result.model.field.density_scale)
 
 
 def test_resume_continues_the_step_count(tiny_run, tmp_path):
