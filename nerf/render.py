@@ -22,7 +22,7 @@ from nerf.marching import (
     prune_occluded,
 )
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, composite
+from nerf.volume import CompositeFn, composite, early_terminated
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -39,6 +39,9 @@ VIEW_GRID_MAX_QUERIES = 1 << 22
 
 VIEW_GRID_CHUNK = 1 << 18
 """Points per density query while deriving a view grid."""
+
+FIRST_ROUND = 8
+"""Samples per live ray in the first round of :func:`render_rays_rounds`; each later round takes twice as many."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,58 @@ def render_rays(
     return out
 
 
+@torch.no_grad()
+def render_rays_rounds(
+    field: nn.Module,
+    grid: OccupancyGrid | None,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    march: MarchSettings,
+    background: torch.Tensor | None,
+    eps: float = 1e-4,
+) -> dict[str, torch.Tensor]:
+    """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
+    ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
+
+    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round): the full
+    field is evaluated at the round's samples, which ``march.composite_fn`` composites; each ray's colour, depth and
+    opacity accumulate behind its transmittance so far, and a ray whose transmittance fell below ``eps`` stops
+    (:func:`nerf.marching.prune_occluded`'s early termination, applied between rounds: the samples a round takes
+    past that point add less than ``eps`` to the opacity)."""
+    n, device = origins.shape[0], origins.device
+    s = march_rays(origins, dirs, march.aabb, grid, march.rule, march.max_samples, candidates_fn=march.candidates_fn)
+    counts = torch.bincount(s.ray_indices, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    rgb = origins.new_zeros(n, 3)
+    depth_sum, opacity, trans = origins.new_zeros(n), origins.new_zeros(n), origins.new_ones(n)
+    done = torch.zeros(n, dtype=torch.long, device=device)  # samples of each ray taken so far
+    live = counts.nonzero().squeeze(-1)
+    size, evaluated = FIRST_ROUND, 0
+    while live.numel():
+        k = done[live, None] + torch.arange(size, device=device)  # (m, size): the round's samples of each live ray
+        valid = k < counts[live, None]
+        index = (first[live, None] + k)[valid]
+        local = valid.nonzero()[:, 0]  # packed, sorted by live ray
+        rays = live[local]
+        t_starts, t_ends = s.t_starts[index], s.t_ends[index]
+        sigmas, rgbs = field(origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None], dirs[rays])
+        out = march.composite_fn(sigmas, rgbs, t_starts, t_ends, local, live.numel(), None)
+        before = trans[live]
+        rgb[live] += before[:, None] * out["rgb"]
+        opacity[live] += before * out["opacity"]
+        depth_sum[live] += before * out["opacity"] * out["depth"]
+        trans[live] = before * (1.0 - out["opacity"])
+        done[live] += size
+        evaluated += index.numel()
+        live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
+        size *= 2
+    if background is not None:
+        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
+    positive = opacity > 0
+    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
+
+
 def render_rays_static(
     field: nn.Module,
     grid: OccupancyGrid | None,
@@ -166,7 +221,7 @@ def render_image(
     start = 0
     while start < origins.shape[0]:
         try:
-            out = render_rays(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march,
+            out = render_rays_rounds(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march,
                               background)
         except OUT_OF_MEMORY:
             if chunk == 1:
