@@ -170,6 +170,13 @@ def render_rays_rounds(
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
 
 
+RaysFn = Callable[
+    [nn.Module, OccupancyGrid | None, torch.Tensor, torch.Tensor, MarchSettings, torch.Tensor | None],
+    dict[str, torch.Tensor],
+]
+"""The signature of :func:`render_rays` and :func:`render_rays_rounds` (positional): what renders a chunk of rays."""
+
+
 def render_rays_static(
     field: nn.Module,
     grid: OccupancyGrid | None,
@@ -208,8 +215,10 @@ def render_image(
     march: MarchSettings,
     background: torch.Tensor | None = None,
     chunk: int = 8192,
+    rays_fn: RaysFn | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``.
+    """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``, each chunk of rays through
+    ``rays_fn`` (default :func:`render_rays_rounds`; :func:`render_rays` renders the same to 1e-4).
 
     ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied). ``chunk``
     rays are rendered at a time; when the device runs out of memory the chunk is halved (with a warning) and the
@@ -221,8 +230,8 @@ def render_image(
     start = 0
     while start < origins.shape[0]:
         try:
-            out = render_rays_rounds(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march,
-                              background)
+            out = (rays_fn or render_rays_rounds)(field, grid, origins[start : start + chunk],
+                                                   dirs[start : start + chunk], march, background)
         except OUT_OF_MEMORY:
             if chunk == 1:
                 raise
