@@ -22,7 +22,7 @@ from nerf.marching import (
     prune_occluded,
 )
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, composite, early_terminated
+from nerf.volume import CompositeFn, accumulate, composite, early_terminated
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -42,6 +42,9 @@ VIEW_GRID_CHUNK = 1 << 18
 
 FIRST_ROUND = 8
 """Samples per live ray in the first round of :func:`render_rays_rounds`; each later round takes twice as many."""
+
+MIN_COLOUR_WEIGHT = 1e-5
+""":func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,15 @@ def render_rays_rounds(
     march: MarchSettings,
     background: torch.Tensor | None,
     eps: float = 1e-4,
+    min_weight: float = MIN_COLOUR_WEIGHT,
 ) -> dict[str, torch.Tensor]:
     """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
     ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
 
-    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round): the full
-    field is evaluated at the round's samples, which ``march.composite_fn`` composites; each ray's colour, depth and
+    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round): the density
+    is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.rgb``) only
+    where a sample's weight is at least ``min_weight`` (the others render black: the colour of a ray is off by
+    at most the sum of their weights; 0 evaluates every colour); each ray's colour, depth and
     opacity accumulate behind its transmittance so far, and a ray whose transmittance fell below ``eps`` stops
     (:func:`nerf.marching.prune_occluded`'s early termination, applied between rounds: the samples a round takes
     past that point add less than ``eps`` to the opacity)."""
@@ -152,10 +158,12 @@ def render_rays_rounds(
         local = valid.nonzero()[:, 0]  # packed, sorted by live ray
         rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
-        sigmas, rgbs = field(origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None], dirs[rays])
-        out = march.composite_fn(sigmas, rgbs, t_starts, t_ends, local, live.numel(), None)
+        sigmas, features = field.density(origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None])
+        out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
         before = trans[live]
-        rgb[live] += before[:, None] * out["rgb"]
+        seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
+        colours = field.rgb(features[seen], dirs[rays[seen]])
+        rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
         trans[live] = before * (1.0 - out["opacity"])

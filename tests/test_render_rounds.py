@@ -24,11 +24,14 @@ def test_rounds_render_what_render_rays_renders(tiny_run, backend: str) -> None:
         o, d = image_rays(pose, test.intrinsics)
         with torch.no_grad():
             reference = render_rays(m.field, m.grid, o, d, m.march, torch.ones(3))
-        rounds = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3))
+        rounds = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3), min_weight=0.0)
         opacity = reference["opacity"]
         assert (opacity > 0.999).any() and (opacity < 0.01).any()  # rays that terminate early, rays that miss
         for key in ("rgb", "depth", "opacity"):
             torch.testing.assert_close(rounds[key], reference[key], rtol=0, atol=1e-4, msg=lambda e, k=key: f"{k}: {e}")
+        skipping = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3))  # colours of weight >= 1e-5
+        torch.testing.assert_close(skipping["rgb"], reference["rgb"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(skipping["opacity"], rounds["opacity"], rtol=0, atol=0)
         marched = len(march_rays(o, d, m.march.aabb, m.grid, m.march.rule, m.march.max_samples,
                                  candidates_fn=m.march.candidates_fn))
         assert int(reference["samples"]) < int(rounds["samples"]) < marched  # each sample evaluated once at most
@@ -42,8 +45,8 @@ def test_rounds_stop_a_ray_behind_an_opaque_wall() -> None:
         def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.where(x[:, 0] > 0.0, 1e3, 0.0), x
 
-        def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.density(x)[0], torch.tensor([0.2, 0.4, 0.6]).expand(x.shape[0], 3)
+        def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
 
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     o = torch.zeros(2, 3)
