@@ -41,7 +41,14 @@ VIEW_GRID_CHUNK = 1 << 18
 """Points per density query while deriving a view grid."""
 
 FIRST_ROUND = 8
-"""Samples per live ray in the first round of :func:`render_rays_rounds`; each later round takes twice as many."""
+"""Samples per live ray in the first round of :func:`render_rays_rounds`."""
+
+FIELD_CHUNK = 1 << 14
+"""Samples per field call in :func:`render_rays_rounds` (smaller calls keep the activations in cache: 1.7x faster
+than 2^17 on the CPU)."""
+
+ROUND_GROWTH = 2.0
+"""Each round of :func:`render_rays_rounds` takes this many times the samples of the last one (rounded down)."""
 
 MIN_COLOUR_WEIGHT = 1e-5
 """:func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
@@ -158,11 +165,11 @@ def render_rays_rounds(
         local = valid.nonzero()[:, 0]  # packed, sorted by live ray
         rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
-        sigmas, features = field.density(origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None])
+        sigmas, features = in_chunks(field.density, origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None])
         out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
         before = trans[live]
         seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
-        colours = field.rgb(features[seen], dirs[rays[seen]])
+        colours = in_chunks(field.rgb, features[seen], dirs[rays[seen]])
         rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
@@ -170,12 +177,24 @@ def render_rays_rounds(
         done[live] += size
         evaluated += index.numel()
         live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
-        size *= 2
+        size = int(size * ROUND_GROWTH)
     if background is not None:
         rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
     positive = opacity > 0
     depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
+
+
+def in_chunks(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *inputs: torch.Tensor,
+              chunk: int = FIELD_CHUNK) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``fn`` over ``chunk`` rows of ``inputs`` ``(S, ...)`` at a time, its outputs (a tensor or a tuple of them)
+    concatenated along the rows."""
+    if len(inputs[0]) <= chunk:
+        return fn(*inputs)
+    parts = [fn(*(x[i : i + chunk] for x in inputs)) for i in range(0, len(inputs[0]), chunk)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+    return torch.cat(parts)
 
 
 RaysFn = Callable[
