@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="hash-grid backends to time (default: the fastest available)")
     p.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=list(RENDERERS),
                    help="renderers to time (the first is the baseline of the ratios and PSNR differences)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--no-write", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     run = args.run or trained_run(devices[-1], args.train_seconds)

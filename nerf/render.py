@@ -37,9 +37,6 @@ VIEW_GRID_RESOLUTION = 256
 VIEW_GRID_MAX_QUERIES = 1 << 22
 """At most this many density queries derive a view grid (a coarser one where the training grid is mostly full)."""
 
-VIEW_GRID_CHUNK = 1 << 18
-"""Points per density query while deriving a view grid."""
-
 FIRST_ROUND = 8
 """Samples per live ray in the first round of :func:`render_rays_rounds`."""
 
@@ -303,8 +300,7 @@ def view_grid(
     sub = torch.stack(torch.meshgrid(*[torch.arange(factor, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
     ijk = (grid.mask.nonzero()[:, None] * factor + sub).reshape(-1, 3)
     points = grid.aabb[0] + (ijk + 0.5) / r * (grid.aabb[1] - grid.aabb[0])
-    thickness = torch.cat([density_fn(points[i : i + VIEW_GRID_CHUNK]).float().reshape(-1) * step_size
-                           for i in range(0, points.shape[0], VIEW_GRID_CHUNK)]) if len(points) else points[:, 0]
+    thickness = in_chunks(density_fn, points).float().reshape(-1) * step_size if len(points) else points[:, 0]
     fine.density[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = thickness
     hit = fine.density > torch.clamp(fine.density.mean(), max=grid.threshold)
     fine.mask.copy_(F.max_pool3d(hit[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0)
