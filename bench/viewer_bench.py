@@ -1,9 +1,12 @@
-"""Viewer render throughput: frames per second of the render worker's full-resolution frame at 256^2, 512^2 and
-800^2, for the reference ``torch`` backend and the fastest available one, on the CPU (and the GPU when present).
+"""Viewer render speed against issue 12's goals: ms per 512x512 frame, frames per second at 128x128 (the size a
+moving camera is previewed at), seconds to the first image, and the test PSNR against the renderer before the
+inference path (the density pass, then the survivors again: :func:`nerf.render.render_rays`).
 
 Uses ``--run`` or, without it, trains the shipped object scene (rendered at 100 px) for ``--train-seconds``.
 Each frame is :meth:`viewer.worker.ViewRenderer.render` at scale 1, exactly what the worker thread runs when the
-camera stops, from the first test camera of the run's dataset. Prints a table and appends it to
+camera stops, from the first test camera of the run's dataset; three renderers: ``before`` (``render_rays``, view
+grid: what ``nerf-view`` ran before), ``rounds`` (:func:`nerf.render.render_rays_rounds`, the training grid) and
+``rounds+view`` (the same, view grid: what ``nerf-view`` runs now). Prints a table and appends it to
 ``bench/RESULTS.md`` under ``## viewer_bench``.
 """
 
@@ -26,6 +29,7 @@ from nerf.config import TrainConfig
 from nerf.data import Split, load_dataset
 from nerf.metrics import psnr
 from nerf.model import load_run
+from nerf.render import RaysFn, render_rays, render_rays_rounds
 from nerf.train import train
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
@@ -68,10 +72,25 @@ def test_psnr(renderer: ViewRenderer, test: Split) -> float:
     return sum(values) / len(values)
 
 
-def first_image(renderer: ViewRenderer, req: RenderRequest) -> float:
-    """Seconds to the first pass a window shows for ``req`` (at the controller's starting scale)."""
+FIRST_SIZE = (640, 480)
+"""The window size ``nerf-view`` opens with: the first image is measured at it."""
+
+RENDERERS: dict[str, tuple[RaysFn, bool]] = {
+    "before": (render_rays, True),
+    "rounds": (render_rays_rounds, False),
+    "rounds+view": (render_rays_rounds, True),
+}
+"""The renderers timed: how each chunk of rays is rendered, and whether the finer view grid is marched."""
+
+
+def first_image(run: Path, device: str, backend: str, c2w, fov: float, renderer: tuple[RaysFn, bool]) -> float:
+    """Seconds from loading the run to the first pass a ``nerf-view`` window shows (at the controller's starting
+    scale, :data:`FIRST_SIZE`)."""
     start = time.perf_counter()
-    renderer.render(req, ResolutionController(1.0).scale_for(req.width * req.height))
+    _, model, _ = load_run(run, device, backend)
+    view = ViewRenderer(model, fine_grid=renderer[1], rays_fn=renderer[0])
+    req = RenderRequest(c2w, fov, *FIRST_SIZE)
+    view.render(req, ResolutionController(default_target_fps(view.device)).scale_for(req.width * req.height))
     return time.perf_counter() - start
 
 
@@ -80,63 +99,65 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", type=Path, default=None, help="trained run folder or checkpoint (default: train one)")
     p.add_argument("--train-seconds", type=float, default=60.0, help="training budget when no --run is given")
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 800], help="square view sizes")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512], help="square view sizes")
     p.add_argument("--min-seconds", type=float, default=2.0, help="time spent per measurement (at least 1 frame)")
     p.add_argument("--backends", nargs="+", default=None,
-                   help="hash-grid backends to time (default: torch and the fastest available)")
+                   help="hash-grid backends to time (default: the fastest available)")
+    p.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=list(RENDERERS),
+                   help="renderers to time (the first is the baseline of the ratios and PSNR differences)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--no-write", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     run = args.run or trained_run(devices[-1], args.train_seconds)
     rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
-        backends = args.backends or list(dict.fromkeys(["torch", available_backends(device)[0]]))
-        for backend in backends:
+        for backend in args.backends or [available_backends(device)[0]]:
             cfg, model, ckpt = load_run(run, dev_name, backend)
             test = load_dataset(cfg.data, splits=("train", "test"), downscale=cfg.downscale).splits["test"]
-            fov = test.intrinsics.camera_angle_x
-            for fine in (False, True):
-                renderer = ViewRenderer(model, fine_grid=fine)
-                req0 = RenderRequest(test.poses[0].double().numpy(), fov, args.sizes[0], args.sizes[0])
-                first = first_image(renderer, req0)
+            fov, c2w = test.intrinsics.camera_angle_x, test.poses[0].double().numpy()
+            for name in args.renderers:
+                rays_fn, fine = RENDERERS[name]
+                first = first_image(run, dev_name, backend, c2w, fov, RENDERERS[name])
+                renderer = ViewRenderer(model, fine_grid=fine, rays_fn=rays_fn)
                 t0 = time.perf_counter()
                 grid = renderer.grid()
                 build = time.perf_counter() - t0
                 grid_text = f"{grid.resolution}^3 ({100 * grid.mask.float().mean():.1f}% occupied, {build:.1f} s)"
                 quality = test_psnr(renderer, test)
-                for size in tqdm(args.sizes, desc=f"{dev_name} {model.backend} {grid.resolution}^3"):
-                    req = RenderRequest(test.poses[0].double().numpy(), fov, size, size)
-                    seconds, frames = measure(renderer, req, args.min_seconds, device)
-                    ctl = ResolutionController(default_target_fps(device))
-                    ctl.record(size * size, seconds)
-                    rows.append((dev_name, model.backend, grid_text, size, frames, seconds, default_target_fps(device),
-                                 ctl.scale_for(size * size), quality, first))
-    ref: dict[tuple[str, str, int], float] = {}
-    for r in rows:  # the training grid's row comes first for each device, backend and size
-        ref.setdefault((r[0], r[1], r[3]), r[5])
+                for size in tqdm(args.sizes, desc=f"{dev_name} {model.backend} {name}"):
+                    seconds, frames = measure(renderer, RenderRequest(c2w, fov, size, size), args.min_seconds, device)
+                    rows.append((dev_name, model.backend, name, grid_text, size, frames, seconds, quality, first))
+    base: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for r in rows:  # the first renderer's row comes first for each device, backend and size
+        base.setdefault((r[0], r[1], r[4]), (r[6], r[7]))
     lines = [
-        "| device | backend | grid (built in) | view | frames timed | ms/frame | fps | vs training grid | "
-        "preview scale at target fps | test PSNR | first image s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| device | backend | renderer | grid (built in) | view | frames timed | ms/frame | fps | speed-up | "
+        "test PSNR | PSNR change | first image s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for dev, backend, grid, size, frames, seconds, target, scale, quality, first in rows:
-        base = ref.get((dev, backend, size), seconds)
-        lines.append(f"| {dev} | {backend} | {grid} | {size}x{size} | {frames} | {1000 * seconds:.0f} | "
-                     f"{1 / seconds:.2f} | {base / seconds:.2f}x | {scale:.2f} ({target:g} fps: "
-                     f"{round(size * scale)}x{round(size * scale)}) | {quality:.3f} | {first:.2f} |")
+    for dev, backend, name, grid, size, frames, seconds, quality, first in rows:
+        base_s, base_q = base[(dev, backend, size)]
+        lines.append(f"| {dev} | {backend} | {name} | {grid} | {size}x{size} | {frames} | {1000 * seconds:.0f} | "
+                     f"{1 / seconds:.2f} | {base_s / seconds:.2f}x | {quality:.3f} | {quality - base_q:+.3f} | "
+                     f"{first:.2f} |")
     table = "\n".join(lines)
     load = os.getloadavg()[0]
     body = (f"Run: `{run}` (step {ckpt['step']}, {cfg.model} model, {cfg.hash.levels} levels, "
             f"2^{cfg.hash.log2_table_size} table, {cfg.march.steps} march steps); camera: first test view of its "
-            f"dataset, white background, "
-            f"RGB mode. A frame = `ViewRenderer.render` at full resolution (the worker's last pass), with the "
-            f"training grid and with the finer view grid (`nerf.render.view_grid`, as `nerf-view RUN` uses). "
-            f"Test PSNR: full-resolution frames of every test view. First image: the first (coarsest) pass. "
-            f"Preview scale: what the dynamic-resolution controller picks from that timing to hold the target "
-            f"frame rate while the camera moves. Load average {load:.1f} at the end; total "
-            f"{time.perf_counter() - t_start:.0f} s.\n\n{table}")
+            f"dataset, white background, RGB mode. A frame = `ViewRenderer.render` at full resolution (the worker's "
+            f"last pass; a moving camera's preview is one such frame at a smaller size). Renderers: `before` = "
+            f"`render_rays` (density pass, then the survivors again) on the view grid, as `nerf-view` rendered "
+            f"before; `rounds` = `render_rays_rounds` on the training grid; `rounds+view` = `render_rays_rounds` on "
+            f"the view grid (`nerf.render.view_grid`), as `nerf-view RUN` renders now. Goals (quiet 2-core "
+            f"machine): 512x512 <= 1000 ms, 128x128 >= 8 fps, first image <= 1 s, PSNR change >= -0.1 dB. Test "
+            f"PSNR: full-resolution frames of every test view. First image: loading the run, then the first "
+            f"(coarsest) pass of a {FIRST_SIZE[0]}x{FIRST_SIZE[1]} window. Load average {load:.1f} at the end; "
+            f"total {time.perf_counter() - t_start:.0f} s.\n\n{table}")
     print(table)
     if not args.no_write:
         append_results(SECTION, body)

@@ -109,5 +109,9 @@ class NGPField(nn.Module):
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``sigma (N,)`` and ``rgb (N, 3)`` in ``(0, 1)`` at world points ``x`` seen along ``d``."""
         sigma, geo = self.density(x)
+        return sigma, self.rgb(geo, d)
+
+    def rgb(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``rgb (N, 3)`` in ``(0, 1)`` from :meth:`density`'s features ``(N, geo_features)`` seen along ``d``."""
         h = torch.cat([sh_encode(d, self.cfg.sh_degree).to(geo.dtype), geo], dim=-1)
-        return sigma, torch.sigmoid(self.color_mlp(h))
+        return torch.sigmoid(self.color_mlp(h))

@@ -51,5 +51,8 @@ class PENeRFField(nn.Module):
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sigma, h = self.density(x)
-        rgb = torch.sigmoid(self.color(torch.cat([h, positional_encoding(d, self.dir_freqs)], dim=-1)))
-        return sigma, rgb
+        return sigma, self.rgb(h, d)
+
+    def rgb(self, h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``rgb (N, 3)`` from :meth:`density`'s features ``(N, width)`` seen along ``d`` ``(N, 3)``."""
+        return torch.sigmoid(self.color(torch.cat([h, positional_encoding(d, self.dir_freqs)], dim=-1)))

@@ -22,7 +22,7 @@ from nerf.marching import (
     prune_occluded,
 )
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, composite
+from nerf.volume import CompositeFn, accumulate, composite, early_terminated
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -37,8 +37,18 @@ VIEW_GRID_RESOLUTION = 256
 VIEW_GRID_MAX_QUERIES = 1 << 22
 """At most this many density queries derive a view grid (a coarser one where the training grid is mostly full)."""
 
-VIEW_GRID_CHUNK = 1 << 18
-"""Points per density query while deriving a view grid."""
+FIRST_ROUND = 8
+"""Samples per live ray in the first round of :func:`render_rays_rounds`."""
+
+FIELD_CHUNK = 1 << 14
+"""Samples per field call in :func:`render_rays_rounds` (smaller calls keep the activations in cache: 1.7x faster
+than 2^17 on the CPU)."""
+
+ROUND_GROWTH = 2.0
+"""Each round of :func:`render_rays_rounds` takes this many times the samples of the last one (rounded down)."""
+
+MIN_COLOUR_WEIGHT = 1e-5
+""":func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,82 @@ def render_rays(
     return out
 
 
+@torch.no_grad()
+def render_rays_rounds(
+    field: nn.Module,
+    grid: OccupancyGrid | None,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    march: MarchSettings,
+    background: torch.Tensor | None,
+    eps: float = 1e-4,
+    min_weight: float = MIN_COLOUR_WEIGHT,
+) -> dict[str, torch.Tensor]:
+    """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
+    ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
+
+    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round): the density
+    is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.rgb``) only
+    where a sample's weight is at least ``min_weight`` (the others render black: the colour of a ray is off by
+    at most the sum of their weights; 0 evaluates every colour); each ray's colour, depth and
+    opacity accumulate behind its transmittance so far, and a ray whose transmittance fell below ``eps`` stops
+    (:func:`nerf.marching.prune_occluded`'s early termination, applied between rounds: the samples a round takes
+    past that point add less than ``eps`` to the opacity)."""
+    n, device = origins.shape[0], origins.device
+    s = march_rays(origins, dirs, march.aabb, grid, march.rule, march.max_samples, candidates_fn=march.candidates_fn)
+    counts = torch.bincount(s.ray_indices, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    rgb = origins.new_zeros(n, 3)
+    depth_sum, opacity, trans = origins.new_zeros(n), origins.new_zeros(n), origins.new_ones(n)
+    done = torch.zeros(n, dtype=torch.long, device=device)  # samples of each ray taken so far
+    live = counts.nonzero().squeeze(-1)
+    size, evaluated = FIRST_ROUND, 0
+    while live.numel():
+        k = done[live, None] + torch.arange(size, device=device)  # (m, size): the round's samples of each live ray
+        valid = k < counts[live, None]
+        index = (first[live, None] + k)[valid]
+        local = valid.nonzero()[:, 0]  # packed, sorted by live ray
+        rays = live[local]
+        t_starts, t_ends = s.t_starts[index], s.t_ends[index]
+        sigmas, features = in_chunks(field.density, origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None])
+        out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
+        before = trans[live]
+        seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
+        colours = in_chunks(field.rgb, features[seen], dirs[rays[seen]])
+        rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
+        opacity[live] += before * out["opacity"]
+        depth_sum[live] += before * out["opacity"] * out["depth"]
+        trans[live] = before * (1.0 - out["opacity"])
+        done[live] += size
+        evaluated += index.numel()
+        live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
+        size = int(size * ROUND_GROWTH)
+    if background is not None:
+        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
+    positive = opacity > 0
+    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
+
+
+def in_chunks(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *inputs: torch.Tensor,
+              chunk: int = FIELD_CHUNK) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``fn`` over ``chunk`` rows of ``inputs`` ``(S, ...)`` at a time, its outputs (a tensor or a tuple of them)
+    concatenated along the rows."""
+    if len(inputs[0]) <= chunk:
+        return fn(*inputs)
+    parts = [fn(*(x[i : i + chunk] for x in inputs)) for i in range(0, len(inputs[0]), chunk)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+    return torch.cat(parts)
+
+
+RaysFn = Callable[
+    [nn.Module, OccupancyGrid | None, torch.Tensor, torch.Tensor, MarchSettings, torch.Tensor | None],
+    dict[str, torch.Tensor],
+]
+"""The signature of :func:`render_rays` and :func:`render_rays_rounds` (positional): what renders a chunk of rays."""
+
+
 def render_rays_static(
     field: nn.Module,
     grid: OccupancyGrid | None,
@@ -153,8 +239,10 @@ def render_image(
     march: MarchSettings,
     background: torch.Tensor | None = None,
     chunk: int = 8192,
+    rays_fn: RaysFn | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``.
+    """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``, each chunk of rays through
+    ``rays_fn`` (default :func:`render_rays_rounds`; :func:`render_rays` renders the same to 1e-4).
 
     ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied). ``chunk``
     rays are rendered at a time; when the device runs out of memory the chunk is halved (with a warning) and the
@@ -166,8 +254,8 @@ def render_image(
     start = 0
     while start < origins.shape[0]:
         try:
-            out = render_rays(field, grid, origins[start : start + chunk], dirs[start : start + chunk], march,
-                              background)
+            out = (rays_fn or render_rays_rounds)(field, grid, origins[start : start + chunk],
+                                                   dirs[start : start + chunk], march, background)
         except OUT_OF_MEMORY:
             if chunk == 1:
                 raise
@@ -212,8 +300,7 @@ def view_grid(
     sub = torch.stack(torch.meshgrid(*[torch.arange(factor, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
     ijk = (grid.mask.nonzero()[:, None] * factor + sub).reshape(-1, 3)
     points = grid.aabb[0] + (ijk + 0.5) / r * (grid.aabb[1] - grid.aabb[0])
-    thickness = torch.cat([density_fn(points[i : i + VIEW_GRID_CHUNK]).float().reshape(-1) * step_size
-                           for i in range(0, points.shape[0], VIEW_GRID_CHUNK)]) if len(points) else points[:, 0]
+    thickness = in_chunks(density_fn, points).float().reshape(-1) * step_size if len(points) else points[:, 0]
     fine.density[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = thickness
     hit = fine.density > torch.clamp(fine.density.mean(), max=grid.threshold)
     fine.mask.copy_(F.max_pool3d(hit[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0)

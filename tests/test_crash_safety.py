@@ -162,7 +162,7 @@ def test_render_falls_back_to_smaller_chunks_when_out_of_memory(monkeypatch):
     c2w = torch.as_tensor(look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.0]), dtype=torch.float32)
     intr = Intrinsics.from_fov(24, 20, 0.7)
     expected = render_image(model.field, model.grid, c2w, intr, model.march, chunk=4096)
-    real = nerf.render.render_rays
+    real = nerf.render.render_rays_rounds
     sizes = []
 
     def small_memory(field, grid, origins, *args, **kwargs):
@@ -171,7 +171,7 @@ def test_render_falls_back_to_smaller_chunks_when_out_of_memory(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(field, grid, origins, *args, **kwargs)
 
-    monkeypatch.setattr(nerf.render, "render_rays", small_memory)
+    monkeypatch.setattr(nerf.render, "render_rays_rounds", small_memory)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         got = render_image(model.field, model.grid, c2w, intr, model.march, chunk=400)
     assert max(s for s in sizes[3:]) <= 50 and sizes[:4] == [400, 200, 100, 50]

@@ -96,7 +96,8 @@ def test_rendered_image_with_native_compositing_equals_the_reference(native_run)
         render_image(m.field, m.grid, test.poses[0], test.intrinsics, m.march, torch.ones(3), chunk=512)
         for m in native_and_reference(result.run_dir, native_device, calls)
     )
-    assert calls == ["native"] * 2 + ["reference"] * 2  # 32 x 32 pixels in chunks of 512 rays
+    half = len(calls) // 2  # 32 x 32 pixels in chunks of 512 rays, one call per round of samples
+    assert half >= 2 and calls == ["native"] * half + ["reference"] * half
     opacity = reference["opacity"]
     assert (opacity > 0.9).any() and (opacity < 0.1).any()  # the ball and the empty space around it
     for key in ("rgb", "depth", "opacity"):

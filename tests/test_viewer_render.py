@@ -16,7 +16,7 @@ import torch
 from nerf.evaluate import colorize_depth, depth_colours
 from nerf.metrics import psnr
 from nerf.panels import BAR_HEIGHT, colour_bar
-from nerf.render import VIEW_GRID_RESOLUTION, render_image
+from nerf.render import VIEW_GRID_RESOLUTION, render_image, render_rays
 from viewer.worker import ERROR_VMAX, RenderRequest, ViewRenderer, error_colours, error_heatmap
 
 from .test_viewer_window import WAIT_MS, current_frame, open_window
@@ -36,6 +36,22 @@ def test_strips_keep_the_lens_distortion(tiny_run) -> None:
     frame = ViewRenderer(m, strip_pixels=32 * 5).render(req)  # strips of 5 rows
     whole = render_image(m.field, m.grid, split.poses[0], req.intrinsics(), m.march, torch.ones(3))
     np.testing.assert_allclose(frame.rgb, whole["rgb"].numpy(), atol=1e-5)
+
+
+def test_the_viewer_renders_in_rounds_what_render_rays_renders(tiny_run) -> None:
+    _, result = tiny_run
+    split, m = result.dataset.splits["test"], result.model
+    req = RenderRequest(split.poses[0].double().numpy(), split.intrinsics.camera_angle_x, 32, 32)
+    chunks = []
+
+    def before_fn(*args):
+        chunks.append(args[2].shape[0])
+        return render_rays(*args)
+
+    rounds, before = ViewRenderer(m).render(req), ViewRenderer(m, rays_fn=before_fn).render(req)
+    assert sum(chunks) == 32 * 32 and (before.opacity > 0.99).any()
+    np.testing.assert_allclose(rounds.rgb, before.rgb, atol=1e-3)
+    np.testing.assert_allclose(rounds.opacity, before.opacity, atol=1e-4)
 
 
 def test_the_view_grid_is_finer_and_renders_the_same_views(tiny_run) -> None:

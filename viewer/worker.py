@@ -30,7 +30,7 @@ from nerf.metrics import psnr
 from nerf.model import Model
 from nerf.occupancy import OccupancyGrid
 from nerf.panels import with_colour_bar
-from nerf.render import render_image, view_grid
+from nerf.render import RaysFn, render_image, view_grid
 from nerf.train import Session
 from raytrace.camera import Intrinsics
 from raytrace.render import render_image as raytrace_image
@@ -160,7 +160,8 @@ def composite_over(rgba: torch.Tensor, background: tuple[float, float, float]) -
 
 class ViewRenderer:
     """Renders views of ``model`` (and, with a ``scene``, its raytraced ground truth). ``lock`` serialises
-    access to the model with a trainer running on another thread."""
+    access to the model with a trainer running on another thread; ``rays_fn`` renders each chunk of rays
+    (default :func:`nerf.render.render_rays_rounds`)."""
 
     def __init__(
         self,
@@ -170,6 +171,7 @@ class ViewRenderer:
         strip_pixels: int = 1 << 14,
         gt_device: str = "cpu",
         fine_grid: bool = False,
+        rays_fn: RaysFn | None = None,
     ) -> None:
         self.model = model
         self.scene = scene
@@ -177,6 +179,7 @@ class ViewRenderer:
         self.strip_pixels = strip_pixels
         self.gt_device = gt_device
         self.fine_grid = fine_grid
+        self.rays_fn = rays_fn
         self._grid: OccupancyGrid | None = None
 
     def grid(self, scale: float = 1.0) -> OccupancyGrid | None:
@@ -223,7 +226,8 @@ class ViewRenderer:
             m = self.model
             with self.lock:
                 grid = self.grid(scale)
-                parts.append(render_image(m.field, grid, c2w, strip, m.march, background, self.strip_pixels))
+                parts.append(render_image(m.field, grid, c2w, strip, m.march, background, self.strip_pixels,
+                                          self.rays_fn))
             if progress is not None:
                 progress(min(1.0, (row + rows) / intr.height))
         out = {k: torch.cat([p[k] for p in parts]).float().cpu().numpy() for k in ("rgb", "depth", "opacity")}

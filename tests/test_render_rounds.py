@@ -1,0 +1,58 @@
+"""The inference path :func:`nerf.render.render_rays_rounds` (one field evaluation per sample, in rounds) renders
+what :func:`nerf.render.render_rays` (a density pass, then the survivors again) renders, on both backends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nerf.backends import _native_error
+from nerf.marching import march_rays
+from nerf.model import load_run
+from nerf.render import FIRST_ROUND, MarchSettings, render_rays, render_rays_rounds
+from raytrace.camera import image_rays
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_rounds_render_what_render_rays_renders(tiny_run, backend: str) -> None:
+    if backend == "native" and _native_error(torch.device("cpu")) is not None:
+        pytest.skip(_native_error(torch.device("cpu")))
+    _, result = tiny_run
+    _, m, _ = load_run(result.run_dir, "cpu", backend)
+    test = result.dataset.splits["test"]
+    for pose in test.poses:
+        o, d = image_rays(pose, test.intrinsics)
+        with torch.no_grad():
+            reference = render_rays(m.field, m.grid, o, d, m.march, torch.ones(3))
+        rounds = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3), min_weight=0.0)
+        opacity = reference["opacity"]
+        assert (opacity > 0.999).any() and (opacity < 0.01).any()  # rays that terminate early, rays that miss
+        for key in ("rgb", "depth", "opacity"):
+            torch.testing.assert_close(rounds[key], reference[key], rtol=0, atol=1e-4, msg=lambda e, k=key: f"{k}: {e}")
+        skipping = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3))  # colours of weight >= 1e-5
+        torch.testing.assert_close(skipping["rgb"], reference["rgb"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(skipping["opacity"], rounds["opacity"], rtol=0, atol=0)
+        marched = len(march_rays(o, d, m.march.aabb, m.grid, m.march.rule, m.march.max_samples,
+                                 candidates_fn=m.march.candidates_fn))
+        assert int(reference["samples"]) < int(rounds["samples"]) < marched  # each sample evaluated once at most
+
+
+def test_rounds_stop_a_ray_behind_an_opaque_wall() -> None:
+    """A wall of density 1e3 at x > 0: a ray along +x stops in the round after the wall, a ray along -x (no wall)
+    takes every sample; the colour is the wall's and the depth the first sample's mid-point (steps of 0.02)."""
+
+    class Wall(torch.nn.Module):
+        def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.where(x[:, 0] > 0.0, 1e3, 0.0), x
+
+        def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
+
+    march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
+    o = torch.zeros(2, 3)
+    d = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    out = render_rays_rounds(Wall(), None, o, d, march, torch.ones(3))
+    torch.testing.assert_close(out["rgb"][0], torch.tensor([0.2, 0.4, 0.6]))
+    torch.testing.assert_close(out["rgb"][1], torch.ones(3))
+    assert out["depth"][0] == pytest.approx(0.01, abs=1e-6) and out["opacity"][1] == 0.0
+    assert int(out["samples"]) == 50 + FIRST_ROUND  # the -x ray's 50 samples, one round of the +x ray's
