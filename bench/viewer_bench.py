@@ -5,8 +5,8 @@ inference path (the density pass, then the survivors again: :func:`nerf.render.r
 Uses ``--run`` or, without it, trains the shipped object scene (rendered at 100 px) for ``--train-seconds``.
 Each frame is :meth:`viewer.worker.ViewRenderer.render` at scale 1, exactly what the worker thread runs when the
 camera stops, from the first test camera of the run's dataset; three renderers: ``before`` (``render_rays``, view
-grid: what ``nerf-view`` ran before), ``rounds`` (:func:`nerf.render.render_rays_rounds`, the training grid) and
-``rounds+view`` (the same, view grid: what ``nerf-view`` runs now). Prints a table and appends it to
+grid: what ``nerf-view`` ran before), ``rounds`` (:func:`nerf.render.render_rays_rounds`, the training grid:
+what ``nerf-view`` runs now) and ``rounds+view`` (the same, view grid). Prints a table and appends it to
 ``bench/RESULTS.md`` under ``## viewer_bench``.
 """
 
@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
             f"dataset, white background, RGB mode. A frame = `ViewRenderer.render` at full resolution (the worker's "
             f"last pass; a moving camera's preview is one such frame at a smaller size). Renderers: `before` = "
             f"`render_rays` (density pass, then the survivors again) on the view grid, as `nerf-view` rendered "
-            f"before; `rounds` = `render_rays_rounds` on the training grid; `rounds+view` = `render_rays_rounds` on "
-            f"the view grid (`nerf.render.view_grid`), as `nerf-view RUN` renders now. Goals (quiet 2-core "
+            f"before; `rounds` = `render_rays_rounds` on the training grid (what `nerf-view RUN` renders now); "
+            f"`rounds+view` = `render_rays_rounds` on "
+            f"the view grid (`nerf.render.view_grid`). Goals (quiet 2-core "
             f"machine): 512x512 <= 1000 ms, 128x128 >= 8 fps, first image <= 1 s, PSNR change >= -0.1 dB. Test "
             f"PSNR: full-resolution frames of every test view. First image: loading the run, then the first "
             f"(coarsest) pass of a {FIRST_SIZE[0]}x{FIRST_SIZE[1]} window. Load average {load:.1f} at the end; "

@@ -24,7 +24,8 @@ def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
 
 
 def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = None) -> tuple[ViewRenderer, str]:
-    """The renderer of a window; without ``lock`` (no training) it marches a finer view grid."""
+    """The renderer of a window. It marches the training grid: a finer view grid (``fine_grid``) bought nothing on a
+    trained run and cost 7-20% per frame (bench/RESULTS.md, viewer_bench 2026-11-30 01:39)."""
     scene, note = None, ""
     if dataset is not None and dataset.scene_file is not None:
         try:
@@ -32,7 +33,7 @@ def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = 
         except InputError as err:
             note = f"no ground truth: {err}"
     gt_device = "cuda" if torch.cuda.is_available() else "cpu"
-    return ViewRenderer(model, scene, lock, gt_device=gt_device, fine_grid=lock is None), note
+    return ViewRenderer(model, scene, lock, gt_device=gt_device), note
 
 
 def open_run(
