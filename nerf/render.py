@@ -15,6 +15,7 @@ from torch import nn
 from nerf.marching import (
     CandidatesFn,
     SampleBuffer,
+    Samples,
     StepRule,
     march_candidates,
     march_rays,
@@ -84,6 +85,18 @@ class MarchSettings:
         """Candidates per ray at most: ``steps``, twice that when contracted (the box, then out to infinity)."""
         return 2 * self.steps if self.contracted else self.steps
 
+    def samples(
+        self,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        grid: OccupancyGrid | None,
+        jitter: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Samples:
+        """The samples :func:`nerf.marching.march_rays` takes on rays ``(N, 3)`` with these settings."""
+        return march_rays(origins, dirs, self.aabb, grid, self.rule, self.max_samples, jitter=jitter,
+                          generator=generator, candidates_fn=self.candidates_fn)
+
 
 def render_rays(
     field: nn.Module,
@@ -101,17 +114,7 @@ def render_rays(
     termination), so their cost is one density query without autograd. ``march`` picks the marching and
     compositing kernels.
     """
-    samples = march_rays(
-        origins,
-        dirs,
-        march.aabb,
-        grid,
-        march.rule,
-        march.max_samples,
-        jitter=jitter,
-        generator=generator,
-        candidates_fn=march.candidates_fn,
-    )
+    samples = march.samples(origins, dirs, grid, jitter, generator)
 
     def sigma_fn(x: torch.Tensor) -> torch.Tensor:
         return field.density(x)[0]
@@ -147,7 +150,7 @@ def render_rays_rounds(
     (:func:`nerf.marching.prune_occluded`'s early termination, applied between rounds: the samples a round takes
     past that point add less than ``eps`` to the opacity)."""
     n, device = origins.shape[0], origins.device
-    s = march_rays(origins, dirs, march.aabb, grid, march.rule, march.max_samples, candidates_fn=march.candidates_fn)
+    s = march.samples(origins, dirs, grid)
     counts = torch.bincount(s.ray_indices, minlength=n)
     first = torch.cumsum(counts, 0) - counts
     rgb = origins.new_zeros(n, 3)

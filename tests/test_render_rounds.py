@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from nerf.backends import _native_error
-from nerf.marching import march_rays
 from nerf.model import load_run
 from nerf.render import FIRST_ROUND, MarchSettings, render_rays, render_rays_rounds
 from raytrace.camera import image_rays
@@ -32,8 +31,7 @@ def test_rounds_render_what_render_rays_renders(tiny_run, backend: str) -> None:
         skipping = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3))  # colours of weight >= 1e-5
         torch.testing.assert_close(skipping["rgb"], reference["rgb"], rtol=0, atol=1e-3)
         torch.testing.assert_close(skipping["opacity"], rounds["opacity"], rtol=0, atol=0)
-        marched = len(march_rays(o, d, m.march.aabb, m.grid, m.march.rule, m.march.max_samples,
-                                 candidates_fn=m.march.candidates_fn))
+        marched = len(m.march.samples(o, d, m.grid))
         assert int(reference["samples"]) < int(rounds["samples"]) < marched  # each sample evaluated once at most
 
 
