@@ -316,8 +316,18 @@ def prune_occluded(
         return samples
     with torch.no_grad():
         points = samples.positions(o, d)
-        sigmas = torch.cat(
-            [sigma_fn(points[i : i + EVAL_CHUNK]).reshape(-1) for i in range(0, len(points), EVAL_CHUNK)]
-        )
+        sigmas = in_chunks(sigma_fn, points, chunk=EVAL_CHUNK).reshape(-1)
         _, transmittance = render_weights(sigmas, samples.deltas, samples.ray_indices, o.shape[0])
     return samples.select(early_terminated(transmittance, eps))
+
+
+def in_chunks(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *inputs: torch.Tensor,
+              chunk: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``fn`` over ``chunk`` rows of ``inputs`` ``(S, ...)`` at a time, its outputs (a tensor or a tuple of them)
+    concatenated along the rows."""
+    if len(inputs[0]) <= chunk:
+        return fn(*inputs)
+    parts = [fn(*(x[i : i + chunk] for x in inputs)) for i in range(0, len(inputs[0]), chunk)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+    return torch.cat(parts)

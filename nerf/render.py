@@ -17,6 +17,7 @@ from nerf.marching import (
     SampleBuffer,
     Samples,
     StepRule,
+    in_chunks,
     march_candidates,
     march_rays,
     march_rays_static,
@@ -165,11 +166,12 @@ def render_rays_rounds(
         local = valid.nonzero()[:, 0]  # packed, sorted by live ray
         rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
-        sigmas, features = in_chunks(field.density, origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None])
+        points = origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None]
+        sigmas, features = in_chunks(field.density, points, chunk=FIELD_CHUNK)
         out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
         before = trans[live]
         seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
-        colours = in_chunks(field.rgb, features[seen], dirs[rays[seen]])
+        colours = in_chunks(field.rgb, features[seen], dirs[rays[seen]], chunk=FIELD_CHUNK)
         rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
@@ -183,18 +185,6 @@ def render_rays_rounds(
     positive = opacity > 0
     depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
-
-
-def in_chunks(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *inputs: torch.Tensor,
-              chunk: int = FIELD_CHUNK) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """``fn`` over ``chunk`` rows of ``inputs`` ``(S, ...)`` at a time, its outputs (a tensor or a tuple of them)
-    concatenated along the rows."""
-    if len(inputs[0]) <= chunk:
-        return fn(*inputs)
-    parts = [fn(*(x[i : i + chunk] for x in inputs)) for i in range(0, len(inputs[0]), chunk)]
-    if isinstance(parts[0], tuple):
-        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
-    return torch.cat(parts)
 
 
 RaysFn = Callable[
@@ -303,7 +293,9 @@ def view_grid(
     sub = torch.stack(torch.meshgrid(*[torch.arange(factor, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
     ijk = (grid.mask.nonzero()[:, None] * factor + sub).reshape(-1, 3)
     points = grid.aabb[0] + (ijk + 0.5) / r * (grid.aabb[1] - grid.aabb[0])
-    thickness = in_chunks(density_fn, points).float().reshape(-1) * step_size if len(points) else points[:, 0]
+    thickness = points[:, 0]
+    if len(points):
+        thickness = in_chunks(density_fn, points, chunk=FIELD_CHUNK).float().reshape(-1) * step_size
     fine.density[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = thickness
     hit = fine.density > torch.clamp(fine.density.mean(), max=grid.threshold)
     fine.mask.copy_(F.max_pool3d(hit[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0)
