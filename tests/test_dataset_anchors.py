@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -141,18 +142,26 @@ def test_anchor_readers_see_our_rays_and_depth(dataset: Path, reader) -> None:
             np.testing.assert_allclose(p1[hit1], p2[hit2], atol=0.5 * unit * 1.5 + 1e-5)
 
 
-def _strip(root: Path, dest: Path, drop: tuple[str, ...], top_drop: tuple[str, ...] = ()) -> Path:
+def _copy_editing(root: Path, dest: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of the dataset at ``root`` in ``dest`` whose JSON files ``edit`` changed in place."""
     shutil.copytree(root, dest)
     for split in ("train", "val", "test"):
         path = transforms_path(dest, split)
         meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta))
+    return dest
+
+
+def _strip(root: Path, dest: Path, drop: tuple[str, ...], top_drop: tuple[str, ...] = ()) -> Path:
+    def edit(meta: dict) -> None:
         for key in top_drop:
             meta.pop(key, None)
         for fr in meta["frames"]:
             for key in drop:
                 fr.pop(key, None)
-        path.write_text(json.dumps(meta))
-    return dest
+
+    return _copy_editing(root, dest, edit)
 
 
 @pytest.mark.parametrize(
@@ -197,11 +206,7 @@ def test_format_1_datasets_still_load(dataset: Path, tmp_path: Path) -> None:
 
 def _with_keys(root: Path, dest: Path, **keys: object) -> Path:
     """A copy of the dataset at ``root`` whose JSON files carry ``keys`` at the top level."""
-    shutil.copytree(root, dest)
-    for split in ("train", "val", "test"):
-        meta = json.loads(transforms_path(dest, split).read_text())
-        transforms_path(dest, split).write_text(json.dumps({**meta, **keys}))
-    return dest
+    return _copy_editing(root, dest, lambda meta: meta.update(keys))
 
 
 def test_instant_ngp_distortion_keys_bend_the_rays(dataset: Path, tmp_path: Path) -> None:
