@@ -41,14 +41,14 @@ from raytrace.errors import InputError
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
+_DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
+"""instant-ngp's OpenCV lens distortion (:data:`raytrace.camera.Distortion`)."""
 _TOP_KEYS = {
     "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "scene_aabb", "aabb",
-    "scene", "bounded", "integer_depth_scale", "depth_unit_scale_factor", "aabb_scale",
-    "k1", "k2", "p1", "p2",  # instant-ngp's OpenCV lens distortion (:data:`raytrace.camera.Distortion`)
+    "scene", "bounded", "integer_depth_scale", "depth_unit_scale_factor", "aabb_scale", *_DISTORTION_KEYS,
     # Keys other tools write; accepted so their datasets load (k3, k4 and is_fisheye only when they are zero/false).
     "k3", "k4", "is_fisheye", "scale", "offset", "enable_depth_loading",
 }
-_DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
 _FRAME_PATHS = ("depth_path", "depth_file_path", "distance_path", "normal_path")
 _FRAME_KEYS = {"file_path", "transform_matrix", *_FRAME_PATHS, "rotation", "sharpness"}
 
