@@ -32,6 +32,14 @@ class Hits:
     ns: torch.Tensor  # (N, 3) shading normal (interpolated on smooth meshes), on ng's side
     uv: torch.Tensor  # (N, 2) texture coordinates
 
+    @classmethod
+    def misses(cls, n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Hits:
+        """``n`` rays that hit nothing."""
+        return cls(torch.full((n,), math.inf, device=device, dtype=dtype),
+                   torch.full((n,), -1, dtype=torch.long, device=device),
+                   torch.zeros(n, 3, device=device, dtype=dtype), torch.zeros(n, 3, device=device, dtype=dtype),
+                   torch.zeros(n, 2, device=device, dtype=dtype))
+
 
 def primitive_table(analytic: list[tuple[int, AnalyticPrimitive]]) -> torch.Tensor | None:
     """Spheres and planes as ``(P, PRIM_ROW)`` float32 rows for the native kernels (``None`` if another shape is
@@ -104,14 +112,13 @@ class SceneGeometry:
         """Closest hits of rays with origins ``o`` and directions ``d`` ``(N, 3)``."""
         if self.prims is not None and native.available(o.device):
             return self._intersect_native(o, d)
-        n = o.shape[0]
-        t = torch.full((n,), math.inf, device=o.device)
-        obj = torch.full((n,), -1, dtype=torch.long, device=o.device)
+        miss = Hits.misses(o.shape[0], o.device)
+        t, obj = miss.t, miss.obj
         for i, prim in self.analytic:
             ti = prim.hit(o, d)
             closer = ti < t
             t, obj = torch.where(closer, ti, t), torch.where(closer, i, obj)
-        ng, ns, uv = torch.zeros_like(o), torch.zeros_like(o), torch.zeros((n, 2), device=o.device)
+        ng, ns, uv = miss.ng.to(o.dtype), miss.ns.to(o.dtype), miss.uv
         if self.meshes is not None and not self.analytic:
             m = self.meshes.cast(o, d)
             t, obj, ng, ns, uv = m["t"], m["obj"], m["ng"], m["ns"], m["uv"]
@@ -130,12 +137,7 @@ class SceneGeometry:
 
     def _intersect_native(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
         """``intersect`` with the analytic shapes in one native pass (``rt_analytic_hit``) over Embree's hits."""
-        if self.meshes is None:
-            n = o.shape[0]
-            hits = Hits(torch.full((n,), math.inf), torch.full((n,), -1), torch.zeros(n, 3), torch.zeros(n, 3),
-                        torch.zeros(n, 2))
-        else:
-            hits = Hits(**self.meshes.cast(o, d))
+        hits = Hits.misses(o.shape[0]) if self.meshes is None else Hits(**self.meshes.cast(o, d))
         torch.ops.nerf_native.rt_analytic_hit(o, d, self.prims, hits.t, hits.obj, hits.ng, hits.ns, hits.uv)
         return hits
 
