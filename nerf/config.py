@@ -55,6 +55,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
     loss: str = "huber"  # huber | mse
+    distortion: float | None = None  # mip-NeRF 360's distortion loss weight; None: 0.01 if contracted, else 0
 
 
 SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
@@ -162,6 +163,7 @@ RANGES: dict[str, Any] = {
     "optim.lr_final_factor": float_range(0.0, lo_open=True),
     "optim.betas": float_range(0.0, 1.0, hi_open=True),
     "optim.eps": float_range(0.0, 1.0),
+    "optim.distortion": float_range(0.0),
 }
 """The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
 apply to a config read from a file (:func:`check_config`)."""

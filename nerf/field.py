@@ -61,7 +61,7 @@ def mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
     """``layers`` hidden ReLU layers of width ``hidden``, no biases (as tiny-cuda-nn's FullyFusedMLP)."""
     mods: list[nn.Module] = []
     for _ in range(layers):
-        mods += [nn.Linear(in_dim, hidden, bias=False), nn.ReLU()]
+        mods += [nn.Linear(in_dim, hidden, bias=False), nn.ReLU(inplace=True)]
         in_dim = hidden
     mods.append(nn.Linear(in_dim, out_dim, bias=False))
     return nn.Sequential(*mods)

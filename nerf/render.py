@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerf.contraction import ray_spacing
 from nerf.marching import (
     CandidatesFn,
     SampleBuffer,
@@ -24,7 +25,7 @@ from nerf.marching import (
     prune_occluded,
 )
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, accumulate, composite, early_terminated
+from nerf.volume import CompositeFn, accumulate, composite, distortion, early_terminated
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -48,6 +49,13 @@ than 2^17 on the CPU)."""
 
 ROUND_GROWTH = 2.0
 """Each round of :func:`render_rays_rounds` takes this many times the samples of the last one (rounded down)."""
+
+SURFACE_TRANSMITTANCE = 0.99
+"""A ray of :func:`render_rays_rounds` whose transmittance fell below this is in a surface: it ends within a few
+samples, so its next round takes :data:`SURFACE_ROUND` samples, not the doubled round."""
+
+SURFACE_ROUND = 4
+"""Samples per round of a ray in a surface (:data:`SURFACE_TRANSMITTANCE`)."""
 
 MIN_COLOUR_WEIGHT = 1e-5
 """:func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
@@ -108,8 +116,11 @@ def render_rays(
     background: torch.Tensor | None,
     jitter: bool = False,
     generator: torch.Generator | None = None,
+    with_distortion: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count.
+    """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
+    ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`nerf.volume.distortion`, distances
+    normalised by :func:`nerf.contraction.ray_spacing` at half the box's diagonal).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
     termination), so their cost is one density query without autograd. ``march`` picks the marching and
@@ -126,7 +137,17 @@ def render_rays(
         sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], background
     )
     out["samples"] = torch.tensor(samples.ray_indices.numel())
+    if with_distortion:
+        out["distortion"] = ray_distortion(out["weights"], samples, march, origins.shape[0])
     return out
+
+
+def ray_distortion(weights: torch.Tensor, samples: Samples, march: MarchSettings, n_rays: int) -> torch.Tensor:
+    """:func:`nerf.volume.distortion` ``(n_rays,)`` of the samples' ``weights`` ``(S,)``, distances normalised by
+    :func:`nerf.contraction.ray_spacing` at half the box's diagonal."""
+    scale = 0.5 * march.step_size * march.steps
+    return distortion(weights, ray_spacing(samples.t_starts, scale), ray_spacing(samples.t_ends, scale),
+                      samples.ray_indices, n_rays)
 
 
 @torch.no_grad()
@@ -143,7 +164,8 @@ def render_rays_rounds(
     """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
     ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
 
-    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round): the density
+    The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round, but only
+    :data:`SURFACE_ROUND` for a ray whose transmittance fell below :data:`SURFACE_TRANSMITTANCE`): the density
     is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.rgb``) only
     where a sample's weight is at least ``min_weight`` (the others render black: the colour of a ray is off by
     at most the sum of their weights; 0 evaluates every colour); each ray's colour, depth and
@@ -160,10 +182,12 @@ def render_rays_rounds(
     live = counts.nonzero().squeeze(-1)
     size, evaluated = FIRST_ROUND, 0
     while live.numel():
-        k = done[live, None] + torch.arange(size, device=device)  # (m, size): the round's samples of each live ray
-        valid = k < counts[live, None]
-        index = (first[live, None] + k)[valid]
-        local = valid.nonzero()[:, 0]  # packed, sorted by live ray
+        start = done[live]
+        take = torch.where(trans[live] < SURFACE_TRANSMITTANCE, min(SURFACE_ROUND, size), size)
+        take = torch.minimum(take, counts[live] - start)  # (m,): the round's samples of each live ray
+        local = torch.repeat_interleave(torch.arange(live.numel(), device=device), take)  # packed by live ray
+        offsets = torch.cumsum(take, 0) - take
+        index = (first[live] + start - offsets)[local] + torch.arange(local.numel(), device=device)
         rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
         points = origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None]
@@ -176,7 +200,7 @@ def render_rays_rounds(
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
         trans[live] = before * (1.0 - out["opacity"])
-        done[live] += size
+        done[live] += take
         evaluated += index.numel()
         live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
         size = int(size * ROUND_GROWTH)
@@ -205,11 +229,13 @@ def render_rays_static(
     capacity: int,
     candidate_capacity: int,
     generator: torch.Generator | None = None,
+    with_distortion: bool = False,
 ) -> tuple[dict[str, torch.Tensor], SampleBuffer]:
     """:func:`render_rays` (jittered) with static shapes and no host synchronisation, for training: the first
     ``active`` (0-d long tensor) rays ``(N, 3)`` through ``capacity`` sample slots (see
     :func:`nerf.marching.march_rays_static`; no early ray termination: the slots are there anyway). Returns
-    ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``) and the buffer."""
+    ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``), with
+    ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer."""
     if not march.rule.uniform:
         raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
     n = origins.shape[0]
@@ -220,6 +246,8 @@ def render_rays_static(
     sigmas, rgbs = field(origins[index] + dirs[index] * s.t_mids[:, None], dirs[index])
     back = torch.cat([background, background[:1]]) if background.dim() == 2 else background
     out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, back)
+    if with_distortion:
+        out["distortion"] = ray_distortion(out["weights"], s, march, n + 1)
     return {k: v[:n] for k, v in out.items() if k != "weights"}, buf
 
 

@@ -79,11 +79,13 @@ def train_step(
     else:
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
-    out = render_rays(
-        model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True, generator=generator
-    )
+    lam = cfg.optim.distortion or 0.0
+    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True,
+                      generator=generator, with_distortion=lam > 0)
     mse = F.mse_loss(out["rgb"], target)
     loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.optim.loss == "huber" else mse
+    if lam > 0:
+        loss = loss + lam * out["distortion"].mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -255,8 +257,9 @@ def static_train_step(
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
     samples = int(cfg.samples_per_step or 0)
+    lam = cfg.optim.distortion or 0.0
     out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                  budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator)
+                                  budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator, lam > 0)
     weight = buf.fits.to(rgb.dtype)[:, None]
     count = buf.fits.sum()
     denominator = count.clamp(min=1).to(rgb.dtype) * 3
@@ -265,6 +268,8 @@ def static_train_step(
         loss = (F.smooth_l1_loss(out["rgb"], target, beta=0.1, reduction="none") * weight).sum() / denominator
     else:
         loss = mse
+    if lam > 0:
+        loss = loss + lam * (out["distortion"] * weight[:, 0]).sum() / (denominator / 3)
     opt.zero_grad(set_to_none=False)
     loss.backward()
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]

@@ -74,6 +74,21 @@ def composite(
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
 
 
+def distortion(
+    weights: torch.Tensor, s_starts: torch.Tensor, s_ends: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
+) -> torch.Tensor:
+    """mip-NeRF 360's distortion loss of each ray ``(n_rays,)``: ``sum_ij w_i w_j |m_i - m_j| + sum_i w_i^2 ds_i / 3``
+    over its packed samples ``(S,)`` (sorted by ray, then by ``s``), with ``m`` the mid-point and ``ds`` the length
+    of the interval ``[s_starts, s_ends]`` in a normalised distance (:func:`nerf.contraction.ray_spacing`). Small
+    when each ray's weight sits in one short interval (a surface); floaters and fog in front of it raise it.
+    O(S): the pair sum is ``2 sum_i w_i (m_i W_i - (wm)_i)``, ``W_i`` and ``(wm)_i`` the ray's exclusive prefix sums."""
+    mids = 0.5 * (s_starts + s_ends)
+    before = _segment_exclusive_cumsum(weights, ray_indices)
+    before_m = _segment_exclusive_cumsum(weights * mids, ray_indices)
+    per_sample = 2.0 * weights * (mids * before - before_m) + weights.square() * (s_ends - s_starts) / 3.0
+    return accumulate(per_sample, None, ray_indices, n_rays)
+
+
 CompositeFn = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor | None],
     dict[str, torch.Tensor],

@@ -3,12 +3,21 @@ what :func:`nerf.render.render_rays` (a density pass, then the survivors again) 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from nerf.backends import _native_error
 from nerf.model import load_run
-from nerf.render import FIRST_ROUND, MarchSettings, render_rays, render_rays_rounds
+from nerf.render import (
+    FIRST_ROUND,
+    SURFACE_ROUND,
+    SURFACE_TRANSMITTANCE,
+    MarchSettings,
+    render_rays,
+    render_rays_rounds,
+)
 from raytrace.camera import image_rays
 
 
@@ -54,3 +63,28 @@ def test_rounds_stop_a_ray_behind_an_opaque_wall() -> None:
     torch.testing.assert_close(out["rgb"][1], torch.ones(3))
     assert out["depth"][0] == pytest.approx(0.01, abs=1e-6) and out["opacity"][1] == 0.0
     assert int(out["samples"]) == 50 + FIRST_ROUND  # the -x ray's 50 samples, one round of the +x ray's
+
+
+def test_a_ray_in_a_surface_takes_short_rounds() -> None:
+    """A medium of density 30 at x > 0 (0.6 optical depth per 0.02 step): after the first round (8 samples,
+    transmittance exp(-4.8)) the ray is in a surface, so it goes on by SURFACE_ROUND samples (exp(-7.2), then
+    exp(-9.6) < 1e-4: stop), not by a doubled round of 16; what it renders is unchanged (render_rays)."""
+
+    class Medium(torch.nn.Module):
+        def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.where(x[:, 0] > 0.0, 30.0, 0.0), x
+
+        def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
+
+        def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.density(x)[0], self.rgb(x, d)
+
+    march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
+    o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    assert SURFACE_ROUND == 4 and FIRST_ROUND == 8 and math.exp(-4.8) < SURFACE_TRANSMITTANCE
+    out = render_rays_rounds(Medium(), None, o, d, march, torch.ones(3))
+    assert int(out["samples"]) == FIRST_ROUND + 2 * SURFACE_ROUND
+    reference = render_rays(Medium(), None, o, d, march, torch.ones(3))
+    for key in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(out[key], reference[key], rtol=0, atol=1e-4)

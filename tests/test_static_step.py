@@ -4,6 +4,7 @@ graph capture, and the native ops under ``torch.library.opcheck``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from nerf.data import RaySampler, load_dataset
 from nerf.marching import march_rays, march_rays_static
 from nerf.model import build_model
 from nerf.occupancy import OccupancyGrid
-from nerf.render import render_rays_static
-from nerf.step import RayBudget, StaticStep
+from nerf.render import render_rays, render_rays_static
+from nerf.step import CANDIDATES_PER_SAMPLE, RayBudget, StaticStep, train_step
 from tests.conftest import tiny_config
 
 BUDGET = 4096
@@ -202,3 +203,41 @@ def test_static_occupancy_update_finds_the_occupied_half_without_host_sync() -> 
         grid.update(density, 5, warmup_steps=1, n_samples=256, generator=gen)
     assert not any("nonzero" in name or "_local_scalar_dense" in name or "unique" in name for name, _ in rec.calls)
     assert grid.mask[8:].all() and not grid.mask[:8].any()  # occupied cells probed again: they stay
+
+
+def test_static_step_adds_the_mean_distortion_of_the_rays_it_marched(setup) -> None:
+    """With ``--distortion`` the static step's loss is the photometric one plus the weight times the mean
+    :func:`nerf.render.ray_distortion` over the rays that fit (the same draws, replayed)."""
+    losses = []
+    for lam in (0.0, 1.0):
+        cfg, model, opt, sampler = setup()
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, distortion=lam))
+        step = StaticStep(model, opt, sampler, cfg, torch.Generator().manual_seed(5), graph=False)
+        replay = torch.Generator().manual_seed(5)
+        batch = sampler.sample(step.budget.hi, replay)
+        background = torch.rand(batch.rgba[:, :3].shape, generator=replay)
+        out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
+                                      step.budget.rays, BUDGET, BUDGET * CANDIDATES_PER_SAMPLE, replay, True)
+        expected = (out["distortion"] * buf.fits).sum() / buf.fits.sum()
+        losses.append(step()[0])
+    assert expected > 1e-4
+    torch.testing.assert_close(losses[1] - losses[0], expected.detach(), rtol=1e-3, atol=1e-6)
+
+
+def test_dynamic_step_adds_the_mean_distortion(setup) -> None:
+    """The same for :func:`nerf.step.train_step` (the CPU's step): plus the weight times the batch's mean
+    distortion, replayed from the same draws."""
+    cfg, model, _, sampler = setup()
+    gen = torch.Generator().manual_seed(5)
+    batch = sampler.sample(cfg.batch_rays)
+    background = torch.rand(batch.rgba[:, :3].shape, generator=gen)
+    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True,
+                      generator=gen, with_distortion=True)
+    expected = out["distortion"].mean().item()
+    losses = []
+    for lam in (0.0, 1.0):
+        cfg, model, opt, sampler = setup()
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, distortion=lam))
+        losses.append(train_step(model, opt, sampler, cfg, torch.Generator().manual_seed(5))["loss"])
+    assert expected > 1e-4
+    assert losses[1] - losses[0] == pytest.approx(expected, rel=1e-3)

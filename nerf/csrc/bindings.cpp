@@ -292,31 +292,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
   const MarchRays rays{o.data_ptr<float>(),     d.data_ptr<float>(),       t0.data_ptr<float>(),
                        t_far.data_ptr<float>(), counts.data_ptr<int64_t>(), n,
                        rule};
-  at::Tensor kept = at::empty({n}, counts.options());
+  at::Tensor ray_indices, t_starts, t_ends;
+  const auto allocate = [&](int64_t total) {
+    ray_indices = at::empty({total}, counts.options());
+    t_starts = at::empty({total}, o.options());
+    t_ends = at::empty({total}, o.options());
+    return MarchOutput{ray_indices.data_ptr<int64_t>(), t_starts.data_ptr<float>(), t_ends.data_ptr<float>()};
+  };
+  if (!o.is_cuda()) {
+    march_cpu(rays, grid, first_ray, allocate);
+    return {ray_indices, t_starts, t_ends};
+  }
 #ifdef NERF_WITH_CUDA
   c10::cuda::OptionalCUDAGuard guard;  // both passes and the scan between them run on the rays' device
-  if (o.is_cuda()) guard.set_device(o.device());
-#endif
-  if (o.is_cuda()) {
-#ifdef NERF_WITH_CUDA
-    march_count_cuda(rays, grid, kept.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream().stream());
-#endif
-  } else {
-    march_count_cpu(rays, grid, kept.data_ptr<int64_t>());
-  }
+  guard.set_device(o.device());
+  at::Tensor kept = at::empty({n}, counts.options());
+  march_count_cuda(rays, grid, kept.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream().stream());
   const at::Tensor offsets = at::cumsum(kept, 0) - kept;  // exclusive scan, on the rays' device
-  const int64_t total = n == 0 ? 0 : (offsets[n - 1] + kept[n - 1]).item<int64_t>();
-  at::Tensor ray_indices = at::empty({total}, counts.options());
-  at::Tensor t_starts = at::empty({total}, o.options()), t_ends = at::empty({total}, o.options());
-  if (o.is_cuda()) {
-#ifdef NERF_WITH_CUDA
-    march_fill_cuda(rays, grid, offsets.data_ptr<int64_t>(), first_ray, ray_indices.data_ptr<int64_t>(),
-                    t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream());
+  const MarchOutput out = allocate(n == 0 ? 0 : (offsets[n - 1] + kept[n - 1]).item<int64_t>());
+  march_fill_cuda(rays, grid, offsets.data_ptr<int64_t>(), first_ray, out.ray_indices, out.t_starts, out.t_ends,
+                  c10::cuda::getCurrentCUDAStream().stream());
 #endif
-  } else {
-    march_fill_cpu(rays, grid, offsets.data_ptr<int64_t>(), first_ray, ray_indices.data_ptr<int64_t>(),
-                   t_starts.data_ptr<float>(), t_ends.data_ptr<float>());
-  }
   return {ray_indices, t_starts, t_ends};
 }
 
