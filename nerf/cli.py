@@ -95,7 +95,8 @@ _HELP = {
     "optim.eps": "Adam's epsilon (added to the denominator)",
     "optim.loss": "the photometric loss: huber or mse",
     "optim.distortion": "weight of mip-NeRF 360's distortion loss, which pulls each ray's weight together into "
-    "one surface (fewer floaters and samples); none: 0.01 when contracted, else 0",
+    "one surface; 0.03 carves the fog of an unbounded scene seen from outside its box (Whitted: 17 -> 25 dB in 4 "
+    "CPU minutes), but the garden scene collapses under it",
 }
 
 

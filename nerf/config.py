@@ -55,7 +55,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
     loss: str = "huber"  # huber | mse
-    distortion: float | None = None  # mip-NeRF 360's distortion loss weight; None: 0.01 if contracted, else 0
+    distortion: float = 0.0  # weight of mip-NeRF 360's distortion loss (nerf.volume.distortion); 0: none
 
 
 SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}

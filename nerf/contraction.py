@@ -69,12 +69,6 @@ def far_box(aabb: torch.Tensor) -> torch.Tensor:
     return centre + (aabb - centre) * FAR_NORM
 
 
-def ray_spacing(t: torch.Tensor, scale: float) -> torch.Tensor:
-    """mip-NeRF 360's normalised ray distance ``s`` ``(N,)`` in ``[0, 1)`` of distances ``t`` ``(N,)``: linear,
-    ``t / (2 scale)``, up to ``scale`` (half the box's diagonal), then even in disparity, ``1 - scale / (2 t)``."""
-    return torch.where(t < scale, t / (2.0 * scale), 1.0 - scale / (2.0 * t.clamp(min=scale)))
-
-
 def resolve_contraction(name: str, bounded: bool) -> str:
     """``auto`` -> ``none`` for a bounded dataset, ``mipnerf360`` otherwise; a name in :data:`CONTRACTIONS` stays."""
     if name == "auto":

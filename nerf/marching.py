@@ -12,12 +12,14 @@ import torch
 
 from nerf.contraction import box_norm, far_box
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import early_terminated, render_weights
+from nerf.volume import early_terminated, render_weights, segment_exclusive_cumsum
 
 MARCH_CHUNK = 1 << 21
 """Candidate samples materialised at once while marching (bounds the memory of long rays)."""
 EVAL_CHUNK = 1 << 17
 """Points per call of ``sigma_fn`` in :func:`prune_occluded` (bounds the encoder's memory)."""
+GAP_POINTS = 4
+"""Points of the midpoint rule that counts the steps in a gap between two samples (:func:`step_coordinates`)."""
 
 
 def ray_aabb(
@@ -299,6 +301,31 @@ def march_rays_static(
     t_ends = torch.zeros(capacity + 1, dtype=o.dtype, device=device).scatter_(0, dest, cand.t_ends)
     samples = Samples(ray_indices[:capacity], t_starts[:capacity], t_ends[:capacity])
     return SampleBuffer(samples, fits, torch.stack([kept_ends[-1], ends[-1]]))
+
+
+def step_coordinates(
+    samples: Samples, o: torch.Tensor, d: torch.Tensor, rule: StepRule, points: int = GAP_POINTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each sample ``(S,)`` lies along its ray of ``o, d`` ``(N, 3)``, counted in marching steps: the
+    ``(s_starts, s_ends)`` ``(S,)`` of its interval, from its ray's first sample. A marched interval is one step
+    (its length over ``rule``'s step at its start: 1 but for a ray's clipped last one); a gap between two samples
+    (empty space the grid skipped) is ``integral dt / step(t)``, by the midpoint rule on ``points`` sub-intervals.
+    So a step counts the same near the camera and far out, where steps are long (as mip-NeRF 360's samples,
+    spaced evenly in its ``s``)."""
+    if len(samples) == 0:
+        return samples.t_starts, samples.t_ends
+    rays = samples.ray_indices
+    ro, rd = o[rays], d[rays]
+    lengths = samples.deltas / rule.lengths(ro, rd, samples.t_starts)
+    before = torch.cat([samples.t_starts[:1], samples.t_ends[:-1]])  # the previous sample's end
+    first = torch.ones_like(rays, dtype=torch.bool)
+    first[1:] = rays[1:] != rays[:-1]
+    width = torch.where(first, 0.0, samples.t_starts - before) / points
+    gaps = torch.zeros_like(width)
+    for q in range(points):
+        gaps = gaps + width / rule.lengths(ro, rd, before + (q + 0.5) * width)
+    starts = segment_exclusive_cumsum(gaps + lengths, rays) + gaps
+    return starts, starts + lengths
 
 
 def prune_occluded(

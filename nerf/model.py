@@ -38,16 +38,10 @@ UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
 """instant-NGP's cone angle for scenes with ``aabb_scale`` > 1: the default of contracted scenes."""
 
 
-UNBOUNDED_DISTORTION = 0.03
-"""mip-NeRF 360's distortion-loss weight: the default of contracted scenes. On whitted (CPU preset, 240 s) it carves
-the fog a contracted scene starts in: 17.2 -> 24.3 dB, 2.7x the steps (bench/RESULTS.md, issue 11)."""
-
-
 def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
-    """A copy of a resolved config whose march names its contraction and cone angle, and whose optimiser its
-    distortion-loss weight (``auto`` / ``None`` decided by ``bounded``: unbounded scenes are contracted, except for
-    ``--model nerf``, step with :data:`UNBOUNDED_CONE_ANGLE` and weigh :data:`UNBOUNDED_DISTORTION`; bounded ones
-    do neither), so that the run's config and checkpoints record them."""
+    """A copy of a resolved config whose march names its contraction and cone angle (``auto`` / ``None`` decided
+    by ``bounded``: unbounded scenes are contracted, except for ``--model nerf``, and step with
+    :data:`UNBOUNDED_CONE_ANGLE`; bounded ones do not), so that the run's config and checkpoints record them."""
     if cfg.march is None:
         raise ValueError("resolve_scene needs a resolved config (TrainConfig.resolved)")
     contraction = resolve_contraction(cfg.march.scene_contraction, bounded or cfg.model == "nerf")
@@ -55,10 +49,7 @@ def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
     if cone is None:
         cone = UNBOUNDED_CONE_ANGLE if contraction != "none" else 0.0
     march = dataclasses.replace(cfg.march, scene_contraction=contraction, cone_angle=cone)
-    distortion = cfg.optim.distortion
-    if distortion is None:
-        distortion = UNBOUNDED_DISTORTION if contraction != "none" else 0.0
-    return dataclasses.replace(cfg, march=march, optim=dataclasses.replace(cfg.optim, distortion=distortion))
+    return dataclasses.replace(cfg, march=march)
 
 
 @dataclass

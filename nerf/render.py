@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nerf.contraction import ray_spacing
 from nerf.marching import (
     CandidatesFn,
     SampleBuffer,
@@ -23,6 +22,7 @@ from nerf.marching import (
     march_rays,
     march_rays_static,
     prune_occluded,
+    step_coordinates,
 )
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, accumulate, composite, distortion, early_terminated
@@ -55,7 +55,8 @@ SURFACE_TRANSMITTANCE = 0.99
 samples, so its next round takes :data:`SURFACE_ROUND` samples, not the doubled round."""
 
 SURFACE_ROUND = 4
-"""Samples per round of a ray in a surface (:data:`SURFACE_TRANSMITTANCE`)."""
+"""Samples per round of a ray in a surface (:data:`SURFACE_TRANSMITTANCE`), at least; 1/16 of the round's size
+once that is larger (so that rays in a thick fog do not take hundreds of rounds)."""
 
 MIN_COLOUR_WEIGHT = 1e-5
 """:func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
@@ -119,8 +120,7 @@ def render_rays(
     with_distortion: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
-    ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`nerf.volume.distortion`, distances
-    normalised by :func:`nerf.contraction.ray_spacing` at half the box's diagonal).
+    ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`ray_distortion`).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
     termination), so their cost is one density query without autograd. ``march`` picks the marching and
@@ -138,16 +138,18 @@ def render_rays(
     )
     out["samples"] = torch.tensor(samples.ray_indices.numel())
     if with_distortion:
-        out["distortion"] = ray_distortion(out["weights"], samples, march, origins.shape[0])
+        out["distortion"] = ray_distortion(out["weights"], samples, origins, dirs, march)
     return out
 
 
-def ray_distortion(weights: torch.Tensor, samples: Samples, march: MarchSettings, n_rays: int) -> torch.Tensor:
-    """:func:`nerf.volume.distortion` ``(n_rays,)`` of the samples' ``weights`` ``(S,)``, distances normalised by
-    :func:`nerf.contraction.ray_spacing` at half the box's diagonal."""
-    scale = 0.5 * march.step_size * march.steps
-    return distortion(weights, ray_spacing(samples.t_starts, scale), ray_spacing(samples.t_ends, scale),
-                      samples.ray_indices, n_rays)
+def ray_distortion(
+    weights: torch.Tensor, samples: Samples, origins: torch.Tensor, dirs: torch.Tensor, march: MarchSettings
+) -> torch.Tensor:
+    """:func:`nerf.volume.distortion` ``(N,)`` of the samples' ``weights`` ``(S,)`` on rays ``(N, 3)``, distances
+    in marching steps (:func:`nerf.marching.step_coordinates`) over ``march.max_samples``."""
+    starts, ends = step_coordinates(samples, origins, dirs, march.rule)
+    scale = 1.0 / march.max_samples
+    return distortion(weights, starts * scale, ends * scale, samples.ray_indices, origins.shape[0])
 
 
 @torch.no_grad()
@@ -165,7 +167,8 @@ def render_rays_rounds(
     ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
 
     The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round, but only
-    :data:`SURFACE_ROUND` for a ray whose transmittance fell below :data:`SURFACE_TRANSMITTANCE`): the density
+    :data:`SURFACE_ROUND` for a ray whose transmittance fell below :data:`SURFACE_TRANSMITTANCE`; no round is
+    longer than ``march.max_samples``): the density
     is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.rgb``) only
     where a sample's weight is at least ``min_weight`` (the others render black: the colour of a ray is off by
     at most the sum of their weights; 0 evaluates every colour); each ray's colour, depth and
@@ -183,7 +186,8 @@ def render_rays_rounds(
     size, evaluated = FIRST_ROUND, 0
     while live.numel():
         start = done[live]
-        take = torch.where(trans[live] < SURFACE_TRANSMITTANCE, min(SURFACE_ROUND, size), size)
+        surface = min(max(SURFACE_ROUND, size // 16), size)
+        take = torch.full_like(start, size).masked_fill_(trans[live] < SURFACE_TRANSMITTANCE, surface)
         take = torch.minimum(take, counts[live] - start)  # (m,): the round's samples of each live ray
         local = torch.repeat_interleave(torch.arange(live.numel(), device=device), take)  # packed by live ray
         offsets = torch.cumsum(take, 0) - take
@@ -203,7 +207,7 @@ def render_rays_rounds(
         done[live] += take
         evaluated += index.numel()
         live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
-        size = int(size * ROUND_GROWTH)
+        size = min(int(size * ROUND_GROWTH), march.max_samples)
     if background is not None:
         rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
     positive = opacity > 0
@@ -247,7 +251,8 @@ def render_rays_static(
     back = torch.cat([background, background[:1]]) if background.dim() == 2 else background
     out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, back)
     if with_distortion:
-        out["distortion"] = ray_distortion(out["weights"], s, march, n + 1)
+        pad = torch.cat([origins, origins[:1]]), torch.cat([dirs, dirs[:1]])  # the dump ray N
+        out["distortion"] = ray_distortion(out["weights"], s, *pad, march)
     return {k: v[:n] for k, v in out.items() if k != "weights"}, buf
 
 

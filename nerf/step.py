@@ -79,7 +79,7 @@ def train_step(
     else:
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
-    lam = cfg.optim.distortion or 0.0
+    lam = cfg.optim.distortion
     out = render_rays(model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True,
                       generator=generator, with_distortion=lam > 0)
     mse = F.mse_loss(out["rgb"], target)
@@ -257,7 +257,7 @@ def static_train_step(
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
     samples = int(cfg.samples_per_step or 0)
-    lam = cfg.optim.distortion or 0.0
+    lam = cfg.optim.distortion
     out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
                                   budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator, lam > 0)
     weight = buf.fits.to(rgb.dtype)[:, None]

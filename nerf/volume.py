@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 
-def _segment_exclusive_cumsum(values: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
+def segment_exclusive_cumsum(values: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
     """Per-ray exclusive prefix sum ``(S,)`` of ``values`` ``(S,)`` over packed samples sorted by ray.
 
     One global cumsum minus each ray's running total at its first sample; accumulated in float64 (except on
@@ -32,7 +32,7 @@ def render_weights(
     """
     del n_rays
     tau = sigmas * deltas
-    transmittance = torch.exp(-_segment_exclusive_cumsum(tau, ray_indices))
+    transmittance = torch.exp(-segment_exclusive_cumsum(tau, ray_indices))
     alpha = 1.0 - torch.exp(-tau)
     return transmittance * alpha, transmittance
 
@@ -79,12 +79,12 @@ def distortion(
 ) -> torch.Tensor:
     """mip-NeRF 360's distortion loss of each ray ``(n_rays,)``: ``sum_ij w_i w_j |m_i - m_j| + sum_i w_i^2 ds_i / 3``
     over its packed samples ``(S,)`` (sorted by ray, then by ``s``), with ``m`` the mid-point and ``ds`` the length
-    of the interval ``[s_starts, s_ends]`` in a normalised distance (:func:`nerf.contraction.ray_spacing`). Small
+    of the interval ``[s_starts, s_ends]`` in a normalised distance (:func:`nerf.marching.step_coordinates`). Small
     when each ray's weight sits in one short interval (a surface); floaters and fog in front of it raise it.
     O(S): the pair sum is ``2 sum_i w_i (m_i W_i - (wm)_i)``, ``W_i`` and ``(wm)_i`` the ray's exclusive prefix sums."""
     mids = 0.5 * (s_starts + s_ends)
-    before = _segment_exclusive_cumsum(weights, ray_indices)
-    before_m = _segment_exclusive_cumsum(weights * mids, ray_indices)
+    before = segment_exclusive_cumsum(weights, ray_indices)
+    before_m = segment_exclusive_cumsum(weights * mids, ray_indices)
     per_sample = 2.0 * weights * (mids * before - before_m) + weights.square() * (s_ends - s_starts) / 3.0
     return accumulate(per_sample, None, ray_indices, n_rays)
 

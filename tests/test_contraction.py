@@ -3,7 +3,6 @@ trips, the cone-angle rule, disparity spacing, and the model built for an unboun
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -11,20 +10,11 @@ import torch
 
 from nerf.checkpoint import save_checkpoint
 from nerf.config import MarchConfig, TrainConfig
-from nerf.contraction import (
-    FAR_NORM,
-    box_norm,
-    contract,
-    far_box,
-    ray_spacing,
-    resolve_contraction,
-    uncontract,
-    unit_coords,
-)
+from nerf.contraction import FAR_NORM, box_norm, contract, far_box, resolve_contraction, uncontract, unit_coords
 from nerf.field import NGPField
 from nerf.hashgrid import HashGridConfig
 from nerf.marching import StepRule, march_rays
-from nerf.model import UNBOUNDED_CONE_ANGLE, UNBOUNDED_DISTORTION, build_model, load_run, resolve_scene
+from nerf.model import UNBOUNDED_CONE_ANGLE, build_model, load_run, resolve_scene
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
 from raytrace.errors import InputError
@@ -58,14 +48,6 @@ def test_uncontract_inverts_unit_coords() -> None:
     world = uncontract(unit, AABB)
     torch.testing.assert_close(unit_coords(world, AABB, True), unit, atol=2e-5, rtol=0)
     assert (box_norm(world, AABB) > 10).any()  # the outer cells lie far outside the box
-
-
-def test_ray_spacing_is_linear_then_even_in_disparity() -> None:
-    t = torch.tensor([0.0, 1.0, 2.0, 4.0, 8.0, 1e9])
-    s = ray_spacing(t, 2.0)
-    torch.testing.assert_close(s, torch.tensor([0.0, 0.25, 0.5, 0.75, 0.875, 1.0]))
-    dense = ray_spacing(torch.linspace(0.0, 100.0, 10001), 2.0)
-    assert (dense.diff() > 0).all()  # monotonic, continuous at the scale
 
 
 def test_resolve_contraction() -> None:
@@ -143,12 +125,8 @@ def test_unbounded_dataset_builds_a_contracted_model() -> None:
     assert cfg.march.scene_contraction == "mipnerf360" and cfg.march.cone_angle == UNBOUNDED_CONE_ANGLE
     bounded = resolve_scene(base, bounded=True)
     assert bounded.march.scene_contraction == "none" and bounded.march.cone_angle == 0.0
-    assert cfg.optim.distortion == UNBOUNDED_DISTORTION and bounded.optim.distortion == 0.0
-    chosen = dataclasses.replace(base, optim=dataclasses.replace(base.optim, distortion=0.5))
-    assert resolve_scene(chosen, bounded=True).optim.distortion == 0.5  # an explicit weight stays
     assert resolve_scene(TrainConfig(model="nerf").resolved("cpu"), False).march.scene_contraction == "none"
     assert TrainConfig.from_dict(cfg.to_dict()).march == cfg.march  # the config (and checkpoints) record it
-    assert TrainConfig.from_dict(cfg.to_dict()).optim == cfg.optim
     model = build_model(cfg, AABB, torch.device("cpu"))
     assert model.field.contracted and model.grid.contracted and model.march.contracted
     assert model.march.rule.contract_aabb is not None and model.march.rule.cone_angle == UNBOUNDED_CONE_ANGLE

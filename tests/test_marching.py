@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import nerf.marching as marching
-from nerf.marching import march_rays, prune_occluded, ray_aabb
+from nerf.contraction import box_norm
+from nerf.marching import Samples, StepRule, march_rays, prune_occluded, ray_aabb, step_coordinates
 from nerf.occupancy import OccupancyGrid
 
 UNIT = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
@@ -152,3 +153,37 @@ def test_prune_occluded_drops_samples_behind_an_opaque_wall(device: torch.device
     before = list(zip(s.ray_indices.tolist(), s.t_starts.tolist(), s.t_ends.tolist(), strict=True))
     after = list(zip(kept.ray_indices.tolist(), kept.t_starts.tolist(), kept.t_ends.tolist(), strict=True))
     assert after == [sample for sample in before if sample in set(after)]  # a subset of the samples, order kept
+
+
+def test_step_coordinates_count_steps_and_skipped_gaps() -> None:
+    """Uniform steps of 0.1: intervals [0, 0.1], [0.1, 0.2], [0.5, 0.6] of one ray and [0.3, 0.4] of another are
+    steps 0-1, 1-2, 5-6 and 0-1. With a contraction and a cone angle, every marched sample is one step long, and
+    the samples a grid keeps keep their distances from their ray's first one (the gaps count the skipped steps)."""
+    s = Samples(torch.tensor([0, 0, 0, 1]), torch.tensor([0.0, 0.1, 0.5, 0.3]), torch.tensor([0.1, 0.2, 0.6, 0.4]))
+    o, d = torch.zeros(2, 3), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    starts, ends = step_coordinates(s, o, d, StepRule(0.1))
+    torch.testing.assert_close(starts, torch.tensor([0.0, 1.0, 5.0, 0.0]))
+    torch.testing.assert_close(ends, torch.tensor([1.0, 2.0, 6.0, 1.0]))
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    rule = StepRule(0.02, 1 / 64, 0.5, aabb)
+    gen = torch.Generator().manual_seed(0)
+    o = torch.rand(64, 3, generator=gen) - 0.5
+    d = torch.nn.functional.normalize(torch.randn(64, 3, generator=gen), dim=-1)
+    every = march_rays(o, d, aabb, None, rule, 4096)
+    starts, ends = step_coordinates(every, o, d, rule)
+    clipped = every.t_ends < every.t_starts + rule.lengths(o[every.ray_indices], d[every.ray_indices], every.t_starts)
+    whole = ~clipped  # all but the last sample of each ray
+    torch.testing.assert_close((ends - starts)[whole], torch.ones(int(whole.sum())), atol=0.05, rtol=0)
+    grid = OccupancyGrid(aabb, 16, contracted=True)
+    grid.mask[:, :, :8] = False
+    kept = march_rays(o, d, aabb, grid, rule, 4096)
+    assert 0 < len(kept) < len(every) * 0.8
+    kept_starts, _ = step_coordinates(kept, o, d, rule)
+    index = {(int(r), float(t)): float(v) for r, t, v in zip(every.ray_indices, every.t_starts, starts, strict=True)}
+    expected = torch.tensor([index[(int(r), float(t))] for r, t in zip(kept.ray_indices, kept.t_starts, strict=True)])
+    ray_first = torch.searchsorted(kept.ray_indices, kept.ray_indices)  # coordinates count from a ray's first
+    expected = expected - expected[ray_first]
+    near = box_norm(kept.positions(o, d), aabb) < 4.0  # steps grow 16-fold out to there
+    assert near.float().mean() > 0.5
+    torch.testing.assert_close(kept_starts[near], expected[near], rtol=0.05, atol=0.5)

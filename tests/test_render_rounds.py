@@ -71,8 +71,12 @@ def test_a_ray_in_a_surface_takes_short_rounds() -> None:
     exp(-9.6) < 1e-4: stop), not by a doubled round of 16; what it renders is unchanged (render_rays)."""
 
     class Medium(torch.nn.Module):
+        def __init__(self, sigma: float = 30.0) -> None:
+            super().__init__()
+            self.sigma = sigma
+
         def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return torch.where(x[:, 0] > 0.0, 30.0, 0.0), x
+            return torch.where(x[:, 0] > 0.0, self.sigma, 0.0), x
 
         def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
@@ -80,11 +84,19 @@ def test_a_ray_in_a_surface_takes_short_rounds() -> None:
         def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self.density(x)[0], self.rgb(x, d)
 
-    march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     assert SURFACE_ROUND == 4 and FIRST_ROUND == 8 and math.exp(-4.8) < SURFACE_TRANSMITTANCE
     out = render_rays_rounds(Medium(), None, o, d, march, torch.ones(3))
     assert int(out["samples"]) == FIRST_ROUND + 2 * SURFACE_ROUND
     reference = render_rays(Medium(), None, o, d, march, torch.ones(3))
     for key in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(out[key], reference[key], rtol=0, atol=1e-4)
+
+    # A thin fog (optical depth 1 over the ray's 5,000 samples) never ends the ray: its rounds grow, so it takes
+    # every sample in a few dozen rounds and renders what render_rays renders.
+    long = MarchSettings(march.aabb, 10_000 * 3**0.5)
+    out = render_rays_rounds(Medium(1.0), None, o, d, long, torch.ones(3))
+    assert int(out["samples"]) == 5_000
+    reference = render_rays(Medium(1.0), None, o, d, long, torch.ones(3))
+    torch.testing.assert_close(out["opacity"], reference["opacity"], rtol=0, atol=1e-4)
