@@ -52,26 +52,20 @@ struct GridView {
   bool contracted;
 };
 
-// OccupancyGrid.cell_indices of one world point: its flat cell index, or -1 outside the grid (or NaN).
-HD inline int64_t grid_cell(const GridView& g, const float x[3]) {
+// OccupancyGrid.occupied of one world point.
+HD inline bool grid_occupied(const GridView& g, const float x[3]) {
+  if (g.mask == nullptr) return true;
   const float r = static_cast<float>(g.resolution);
   float units[3];
   unit_coords(g.box, g.contracted, x, units);
   int64_t ijk[3];
   for (int a = 0; a < 3; ++a) {
     const float unit = units[a];
-    if (!(unit >= 0.f && unit <= 1.f)) return -1;
+    if (!(unit >= 0.f && unit <= 1.f)) return false;  // outside the grid (or NaN)
     const int64_t c = static_cast<int64_t>(floorf(unit * r));
     ijk[a] = c < g.resolution ? c : g.resolution - 1;  // unit = 1 is the last cell
   }
-  return (ijk[0] * g.resolution + ijk[1]) * g.resolution + ijk[2];
-}
-
-// OccupancyGrid.occupied of one world point.
-HD inline bool grid_occupied(const GridView& g, const float x[3]) {
-  if (g.mask == nullptr) return true;
-  const int64_t cell = grid_cell(g, x);
-  return cell >= 0 && g.mask[cell];
+  return g.mask[(ijk[0] * g.resolution + ijk[1]) * g.resolution + ijk[2]];
 }
 
 // StepRule: dt = clamp(t * cone_angle, step, max_step), times n^2 (n >= 1) outside the box when contracted.
@@ -119,40 +113,6 @@ struct MarchRays {
   StepRule rule;
 };
 
-// The cell (-1: outside the grid) of the mid-point of uniform sample k, computed as march_keep computes it.
-HD inline int64_t uniform_cell(const float* o, const float* d, float t0, float step, float t_far, int64_t k,
-                               const GridView& g) {
-  const float s = t0 + static_cast<float>(k) * step;
-  const float next = s + step;
-  const float e = next < t_far ? next : t_far;
-  const float mid = 0.5f * (s + e);
-  const float x[3] = {o[0] + d[0] * mid, o[1] + d[1] * mid, o[2] + d[2] * mid};
-  return grid_cell(g, x);
-}
-
-// Uniform marching, after sample k's mid-point fell in the empty cell `cell` of an uncontracted grid: the next
-// sample worth testing. The geometric exit of the ray from the cell proposes the last sample j whose mid-point is
-// still inside; it is skipped with k .. j when its mid-point, computed exactly as march_keep computes it, lies in
-// the same cell. That is exact, not approximate: every float operation from k to the cell index (s, mid, x, the
-// unit coordinate, floor) is monotonic in k, so the samples between two of the same cell are in that cell too.
-HD inline int64_t skip_empty_cell(const float* o, const float* d, float t0, float step, float t_far, int64_t k,
-                                  int64_t count, int64_t cell, const GridView& g) {
-  const int64_t r = g.resolution;
-  const int64_t ijk[3] = {cell / (r * r), (cell / r) % r, cell % r};
-  float t_exit = INFINITY;
-  for (int a = 0; a < 3; ++a) {
-    if (d[a] == 0.f) continue;
-    const float face = g.box.lo[a] + static_cast<float>(ijk[a] + (d[a] > 0.f ? 1 : 0)) * g.box.extent[a] /
-                                         static_cast<float>(r);
-    const float t = (face - o[a]) / d[a];
-    t_exit = t < t_exit ? t : t_exit;
-  }
-  const float last = floorf((t_exit - t0) / step - 0.5f);  // mid-point t0 + (j + 1/2) step before the exit
-  if (!(last > static_cast<float>(k + 1))) return k + 1;  // NaN included
-  const int64_t j = last < static_cast<float>(count - 1) ? static_cast<int64_t>(last) : count - 1;
-  return uniform_cell(o, d, t0, step, t_far, j, g) == cell ? j + 1 : k + 1;
-}
-
 // Calls emit(s, e) for every kept sample of ray r, in order.
 template <typename Emit>
 HD inline void march_ray(const MarchRays& m, const GridView& g, int64_t r, Emit emit) {
@@ -161,25 +121,9 @@ HD inline void march_ray(const MarchRays& m, const GridView& g, int64_t r, Emit 
   const float t0 = m.t0[r], t_far = m.t_far[r];
   float e;
   if (m.rule.uniform()) {
-    const float step = m.rule.step;
-    const int64_t count = m.counts[r];
-    if (g.mask == nullptr || g.contracted) {
-      for (int64_t k = 0; k < count; ++k) {
-        const float s = t0 + static_cast<float>(k) * step;
-        if (march_keep(o, d, s, s + step, t_far, g, &e)) emit(s, e);
-      }
-      return;
-    }
-    for (int64_t k = 0; k < count;) {
-      const int64_t cell = uniform_cell(o, d, t0, step, t_far, k, g);
-      if (cell >= 0 && g.mask[cell]) {
-        const float s = t0 + static_cast<float>(k) * step;
-        const float next = s + step;
-        emit(s, next < t_far ? next : t_far);
-        ++k;
-      } else {
-        k = cell >= 0 ? skip_empty_cell(o, d, t0, step, t_far, k, count, cell, g) : k + 1;
-      }
+    for (int64_t k = 0; k < m.counts[r]; ++k) {
+      const float s = t0 + static_cast<float>(k) * m.rule.step;
+      if (march_keep(o, d, s, s + m.rule.step, t_far, g, &e)) emit(s, e);
     }
     return;
   }
