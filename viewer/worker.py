@@ -43,7 +43,7 @@ CPU_TARGET_FPS = 4.0  # the CPU cannot hold 20 fps at any useful size; a stated 
 ERROR_VMAX = 0.25  # mean absolute colour error drawn at the top of the heat map
 STRIP_PIXELS = 1 << 16
 """Pixels rendered per call of the renderer; the worker gives way to a newer request between two strips. Each call
-pays a fixed cost per round of :func:`nerf.render.render_rays_rounds`: 2^16 renders a 512x512 frame 1.15x faster
+pays a fixed cost per round of :func:`nerf.render.render_rays_rounds`: 2^16 renders a 512x512 frame about 1.2x faster
 than 2^14, and a strip still takes about 0.25 s on 2 CPU cores (bench/RESULTS.md, issue 12)."""
 
 
