@@ -86,7 +86,8 @@ def main() -> None:
     p.add_argument("--eval-views", type=int, default=5, help="test views per curve point")
     p.add_argument("--device", default="auto", help="torch device")
     p.add_argument("--backend", default="auto", help="hash-grid backend")
-    p.add_argument("--distortion", type=float, default=0.0, help="weight of the distortion loss (nerf-train's)")
+    p.add_argument("--distortion", type=float, default=None,
+                   help="weight of the distortion loss (nerf-train's; default: its default)")
     p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args()
 
@@ -96,7 +97,8 @@ def main() -> None:
         for model in args.models:
             cfg = TrainConfig(data=str(data), model=model, device=args.device, backend=args.backend,
                               out=str(ROOT / "runs" / "bench"), **MODELS[model])
-            cfg.optim = dataclasses.replace(cfg.optim, distortion=args.distortion)
+            if args.distortion is not None:
+                cfg.optim = dataclasses.replace(cfg.optim, distortion=args.distortion)
             print(f"== {scene} / {model}: {args.budget:.0f} s", flush=True)
             r = train_curve(cfg, args.budget, args.eval_every, args.eval_views)
             curves[(scene, model)] = r["curve"]

@@ -55,7 +55,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
     loss: str = "huber"  # huber | mse
-    distortion: float = 0.0  # weight of mip-NeRF 360's distortion loss (nerf.volume.distortion); 0: none
+    distortion: float | None = None  # mip-NeRF 360's distortion loss weight; None: 0.03 if contracted, else 0
+    near_gradients: float | None = None  # radius, in half box diagonals, of near-camera gradient scaling;
+    # None: 1 if contracted, else 0 (off). See nerf.render.scale_near_gradients
 
 
 SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
@@ -164,6 +166,7 @@ RANGES: dict[str, Any] = {
     "optim.betas": float_range(0.0, 1.0, hi_open=True),
     "optim.eps": float_range(0.0, 1.0),
     "optim.distortion": float_range(0.0),
+    "optim.near_gradients": float_range(0.0),
 }
 """The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
 apply to a config read from a file (:func:`check_config`)."""

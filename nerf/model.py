@@ -38,10 +38,21 @@ UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
 """instant-NGP's cone angle for scenes with ``aabb_scale`` > 1: the default of contracted scenes."""
 
 
+UNBOUNDED_DISTORTION = 0.03
+"""mip-NeRF 360's distortion-loss weight, the default of contracted scenes (with :data:`UNBOUNDED_NEAR_GRADIENTS`:
+alone it lets the garden scene collapse into a screen in front of each camera). It carves the fog a contracted
+scene starts in: Whitted 17.2 -> 24.8 dB in the 240 s CPU benchmark (bench/RESULTS.md, issue 11)."""
+
+UNBOUNDED_NEAR_GRADIENTS = 1.0
+"""The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
+
+
 def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
-    """A copy of a resolved config whose march names its contraction and cone angle (``auto`` / ``None`` decided
-    by ``bounded``: unbounded scenes are contracted, except for ``--model nerf``, and step with
-    :data:`UNBOUNDED_CONE_ANGLE`; bounded ones do not), so that the run's config and checkpoints record them."""
+    """A copy of a resolved config whose march names its contraction and cone angle, and whose optimiser its
+    distortion weight and near-gradient radius (``auto`` / ``None`` decided by ``bounded``: unbounded scenes are
+    contracted, except for ``--model nerf``, step with :data:`UNBOUNDED_CONE_ANGLE`, weigh
+    :data:`UNBOUNDED_DISTORTION` and scale gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`; bounded ones do none
+    of it), so that the run's config and checkpoints record them."""
     if cfg.march is None:
         raise ValueError("resolve_scene needs a resolved config (TrainConfig.resolved)")
     contraction = resolve_contraction(cfg.march.scene_contraction, bounded or cfg.model == "nerf")
@@ -49,7 +60,15 @@ def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
     if cone is None:
         cone = UNBOUNDED_CONE_ANGLE if contraction != "none" else 0.0
     march = dataclasses.replace(cfg.march, scene_contraction=contraction, cone_angle=cone)
-    return dataclasses.replace(cfg, march=march)
+    contracted = contraction != "none"
+    o = cfg.optim
+    optim = dataclasses.replace(
+        o,
+        distortion=(UNBOUNDED_DISTORTION if contracted else 0.0) if o.distortion is None else o.distortion,
+        near_gradients=(UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0) if o.near_gradients is None
+        else o.near_gradients,
+    )
+    return dataclasses.replace(cfg, march=march, optim=optim)
 
 
 @dataclass

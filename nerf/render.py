@@ -118,9 +118,11 @@ def render_rays(
     jitter: bool = False,
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
+    near_radius: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
-    ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`ray_distortion`).
+    ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`ray_distortion`). With ``near_radius``
+    > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
     termination), so their cost is one density query without autograd. ``march`` picks the marching and
@@ -133,6 +135,9 @@ def render_rays(
 
     samples = prune_occluded(samples, origins, dirs, sigma_fn)
     sigmas, rgbs = field(samples.positions(origins, dirs), samples.dirs(dirs))
+    if near_radius > 0:
+        factor = (samples.t_mids / near_radius).square().clamp(max=1.0)
+        sigmas, rgbs = scale_near_gradients(sigmas, factor), scale_near_gradients(rgbs, factor)
     out = march.composite_fn(
         sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], background
     )
@@ -140,6 +145,27 @@ def render_rays(
     if with_distortion:
         out["distortion"] = ray_distortion(out["weights"], samples, origins, dirs, march)
     return out
+
+
+class _ScaleGradients(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(factor)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (factor,) = ctx.saved_tensors
+        return grad * factor.reshape(-1, *([1] * (grad.dim() - 1))), None
+
+
+def scale_near_gradients(values: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``values`` ``(S, ...)`` unchanged, their gradients times ``factor`` ``(S,)``: with ``factor = min(1, (t /
+    r)^2)`` at each sample's distance ``t``, the gradient scaling of "Floaters No More" (Philip and Deschaintre,
+    2023). The space just in front of a camera is seen by that camera alone, more densely than anything else, so
+    its gradients are the strongest and a screen that fits that one view forms there first; scaled by the squared
+    distance, every region gets about the gradient its footprint in the views deserves."""
+    return _ScaleGradients.apply(values, factor)
 
 
 def ray_distortion(

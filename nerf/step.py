@@ -79,9 +79,11 @@ def train_step(
     else:
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
-    lam = cfg.optim.distortion
-    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True,
-                      generator=generator, with_distortion=lam > 0)
+    lam = cfg.optim.distortion or 0.0
+    march = model.march
+    near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps  # in half diagonals
+    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, march, background, jitter=True,
+                      generator=generator, with_distortion=lam > 0, near_radius=near_radius)
     mse = F.mse_loss(out["rgb"], target)
     loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.optim.loss == "huber" else mse
     if lam > 0:
@@ -107,9 +109,11 @@ def train_step(
 def static_step_applies(cfg: TrainConfig, device: torch.device, world: World = SINGLE) -> bool:
     """The static, sync-free step (:class:`StaticStep`) runs on CUDA with a sample budget in a single process; the
     CPU keeps the dynamic :func:`train_step` (faster there), and so do data-parallel runs (their gradients are
-    all-reduced on the host's schedule) and marches whose steps grow along the ray (cone angle, contraction:
-    :attr:`nerf.render.MarchSettings.rule`), whose sample positions depend on the previous ones."""
-    return device.type == "cuda" and bool(cfg.samples_per_step) and world.size == 1
+    all-reduced on the host's schedule), marches whose steps grow along the ray (cone angle, contraction:
+    :attr:`nerf.render.MarchSettings.rule`), whose sample positions depend on the previous ones, and runs that
+    scale near gradients (``optim.near_gradients``)."""
+    return (device.type == "cuda" and bool(cfg.samples_per_step) and world.size == 1
+            and not cfg.optim.near_gradients)
 
 
 class RayBudget:
@@ -257,7 +261,7 @@ def static_train_step(
         background = torch.ones_like(rgb)
     target = rgb * alpha + background * (1.0 - alpha)
     samples = int(cfg.samples_per_step or 0)
-    lam = cfg.optim.distortion
+    lam = cfg.optim.distortion or 0.0
     out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
                                   budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator, lam > 0)
     weight = buf.fits.to(rgb.dtype)[:, None]

@@ -3,6 +3,7 @@ trips, the cone-angle rule, disparity spacing, and the model built for an unboun
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,9 +15,17 @@ from nerf.contraction import FAR_NORM, box_norm, contract, far_box, resolve_cont
 from nerf.field import NGPField
 from nerf.hashgrid import HashGridConfig
 from nerf.marching import StepRule, march_rays
-from nerf.model import UNBOUNDED_CONE_ANGLE, build_model, load_run, resolve_scene
+from nerf.model import (
+    UNBOUNDED_CONE_ANGLE,
+    UNBOUNDED_DISTORTION,
+    UNBOUNDED_NEAR_GRADIENTS,
+    build_model,
+    load_run,
+    resolve_scene,
+)
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
+from nerf.step import static_step_applies
 from raytrace.errors import InputError
 
 AABB = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 1.0]])
@@ -125,8 +134,14 @@ def test_unbounded_dataset_builds_a_contracted_model() -> None:
     assert cfg.march.scene_contraction == "mipnerf360" and cfg.march.cone_angle == UNBOUNDED_CONE_ANGLE
     bounded = resolve_scene(base, bounded=True)
     assert bounded.march.scene_contraction == "none" and bounded.march.cone_angle == 0.0
+    assert cfg.optim.distortion == UNBOUNDED_DISTORTION and cfg.optim.near_gradients == UNBOUNDED_NEAR_GRADIENTS
+    assert bounded.optim.distortion == 0.0 and bounded.optim.near_gradients == 0.0
+    chosen = dataclasses.replace(base, optim=dataclasses.replace(base.optim, distortion=0.5, near_gradients=0.0))
+    assert resolve_scene(chosen, bounded=False).optim == chosen.optim  # explicit values stay
     assert resolve_scene(TrainConfig(model="nerf").resolved("cpu"), False).march.scene_contraction == "none"
     assert TrainConfig.from_dict(cfg.to_dict()).march == cfg.march  # the config (and checkpoints) record it
+    assert TrainConfig.from_dict(cfg.to_dict()).optim == cfg.optim
+    assert not static_step_applies(dataclasses.replace(cfg, samples_per_step=1 << 18), torch.device("cuda"))
     model = build_model(cfg, AABB, torch.device("cpu"))
     assert model.field.contracted and model.grid.contracted and model.march.contracted
     assert model.march.rule.contract_aabb is not None and model.march.rule.cone_angle == UNBOUNDED_CONE_ANGLE

@@ -17,7 +17,9 @@ from nerf.render import (
     MarchSettings,
     render_rays,
     render_rays_rounds,
+    scale_near_gradients,
 )
+from nerf.volume import render_weights
 from raytrace.camera import image_rays
 
 
@@ -100,3 +102,44 @@ def test_a_ray_in_a_surface_takes_short_rounds() -> None:
     assert int(out["samples"]) == 5_000
     reference = render_rays(Medium(1.0), None, o, d, long, torch.ones(3))
     torch.testing.assert_close(out["opacity"], reference["opacity"], rtol=0, atol=1e-4)
+
+
+def test_scale_near_gradients_keeps_values_and_scales_gradients() -> None:
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], requires_grad=True)
+    factor = torch.tensor([0.25, 1.0, 0.0])
+    out = scale_near_gradients(values, factor)
+    assert torch.equal(out, values)
+    out.sum().backward()
+    torch.testing.assert_close(values.grad, factor[:, None].expand(3, 2))
+
+
+def test_render_rays_scales_the_gradients_of_near_samples() -> None:
+    """A constant colour c seen through a slab of density 2 between x = 0.1 and 0.9: d rgb / d c is the sum of the
+    weights, and with ``near_radius`` r the sum of the weights times min(1, (t / r)^2) at each sample's mid-point."""
+
+    class Slab(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = torch.nn.Parameter(torch.tensor(0.5))
+
+        def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.where((x[:, 0] > 0.1) & (x[:, 0] < 0.9), 2.0, 0.0), x
+
+        def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.density(x)[0], self.c.expand(x.shape[0], 3)
+
+    march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
+    o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    grads = []
+    for radius in (0.0, 0.5):
+        field = Slab()
+        out = render_rays(field, None, o, d, march, torch.zeros(3), near_radius=radius)
+        out["rgb"][0, 0].backward()
+        grads.append(field.c.grad.item())
+    s = march.samples(o, d, None)
+    sigmas = Slab().density(s.positions(o, d))[0]
+    weights, _ = render_weights(sigmas, s.deltas, s.ray_indices, 1)
+    assert grads[0] == pytest.approx(weights.sum().item(), rel=1e-5)
+    factor = (s.t_mids / 0.5).square().clamp(max=1.0)
+    assert grads[1] == pytest.approx((weights * factor).sum().item(), rel=1e-5)
+    assert grads[1] < 0.9 * grads[0]
