@@ -81,7 +81,8 @@ def train_step(
     target = rgb * alpha + background * (1.0 - alpha)
     lam = cfg.optim.distortion or 0.0
     march = model.march
-    near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps  # in half diagonals
+    # near_gradients is in half box diagonals (step_size * steps is the diagonal); near_radius in world units
+    near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps
     out = render_rays(model.field, model.grid, batch.origins, batch.dirs, march, background, jitter=True,
                       generator=generator, with_distortion=lam > 0, near_radius=near_radius)
     mse = F.mse_loss(out["rgb"], target)
