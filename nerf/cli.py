@@ -35,7 +35,7 @@ from raytrace.cliutil import (
     EXIT_FAILURE,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
-    HelpFormatter,
+    ArgumentParser,
     add_hidden_alias,
     check_device,
     check_memory,
@@ -252,11 +252,10 @@ def torch_has_cuda() -> bool:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nerf-train",
         description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic). Data-parallel over "
         "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.cli DATA.",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -341,10 +340,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
 
 def eval_main(argv: list[str] | None = None) -> int:
     """``nerf-eval``: exit status 0, 2 for bad input, 1 for a failure, 130 when interrupted."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nerf-eval",
         description="Evaluate a run on the test split: PSNR, SSIM and depth error; writes metrics.json and renders/.",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", help="run folder (or a checkpoint file)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
@@ -393,10 +391,9 @@ def _mesh_path(text: str) -> Path:
 
 def export_main(argv: list[str] | None = None) -> int:
     """``nerf-export``: exit status 0, 2 for bad input, 1 for a failure, 130 when interrupted."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nerf-export",
         description="Export a trained run: a mesh by marching cubes on the density grid (PLY).",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", help="run folder (or a checkpoint file)")
     parser.add_argument("--mesh", action="store_true", help="extract a mesh (the only export for now)")

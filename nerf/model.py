@@ -17,7 +17,7 @@ from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,6 +139,9 @@ def load_run(
     aabb = extra.get("aabb") if isinstance(extra, dict) else None
     if aabb is None:
         raise InputError(ckpt_path, "extra.aabb", "missing")
+    if not (isinstance(aabb, list) and len(aabb) == 2 and all(
+            isinstance(row, list) and len(row) == 3 and all(map(is_finite_number, row)) for row in aabb)):
+        raise InputError(ckpt_path, "extra.aabb", f"expected 2 rows of 3 finite numbers, got {aabb!r}")
     from_run = extra.get("data_from_run")
     cfg.data = locate_dataset(cfg.data, run_folder(ckpt_path), from_run if isinstance(from_run, str) else None)
     try:
@@ -146,14 +149,19 @@ def load_run(
     except InputError as e:
         hint = "; checkpoints run on every backend: try --backend auto" if e.where == "--backend" else ""
         raise InputError(ckpt_path, f"config.{(e.where or '').lstrip('-')}", f"{e.problem}{hint}") from None
-    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+    except ValueError as e:  # a component refuses a value of the config
         raise InputError(ckpt_path, "config", f"cannot build its model ({first_line(e)})") from None
-    try:
-        model.field.load_state_dict(ckpt["model"])
-        if ckpt.get("grid") is not None:
-            model.grid.load_state_dict(ckpt["grid"])
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
-        raise InputError(ckpt_path, "model", f"does not fit this model ({first_line(e)})") from None
+    for key, module in (("model", model.field), ("grid", model.grid)):
+        state = ckpt.get(key)
+        if state is None and key == "grid":
+            continue
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) or k.endswith("_extra_state")
+                                                for k, v in state.items())):
+            raise InputError(ckpt_path, key, "expected a dict of tensors")
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, ValueError) as e:  # torch's answer to missing keys and other shapes
+            raise InputError(ckpt_path, key, f"does not fit this model ({first_line(e)})") from None
     return cfg, model, ckpt
 
 

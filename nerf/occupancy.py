@@ -50,7 +50,10 @@ class OccupancyGrid(nn.Module):
         return {"generator": self.generator.get_state()}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        generator = state.get("generator") if isinstance(state, dict) else None
+        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
+            raise ValueError("the occupancy grid's generator state is not a byte tensor")
+        self.generator.set_state(generator)
 
     def cell_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat cell index ``(N,)`` long of world points ``x`` ``(N, 3)`` (clamped into the grid) and whether

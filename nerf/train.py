@@ -48,7 +48,7 @@ from nerf.evaluate import evaluate
 from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.colmap import data_root
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 
 NAN_LR_FACTOR = 0.5
 """The learning rate is multiplied by this after a step with a NaN/Inf loss or gradient."""
@@ -303,24 +303,41 @@ def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model
 
 def _restore_training_state(session: Session, ckpt: dict[str, Any], source: Path) -> None:
     """Optimiser, scheduler, step, clock and this rank's generators from a checkpoint (a rank the checkpoint has
-    no generator state for, after a change of world size, gets fresh seeds)."""
-    rank, where = session.world.rank, "optimizer"
+    no generator state for, after a change of world size, gets fresh seeds). A malformed or foreign state is an
+    :class:`InputError`; what torch raises beyond that is our bug."""
+    rank, state, extra = session.world.rank, ckpt.get("optimizer"), ckpt.get("extra")
+    if not (isinstance(state, dict) and isinstance(state.get("optimizer"), dict)
+            and isinstance(state.get("scheduler"), dict)):
+        raise InputError(source, "optimizer", "cannot resume from it (no optimiser and scheduler state)")
     try:
-        session.opt.load_state_dict(ckpt["optimizer"]["optimizer"])
-        session.sched.load_state_dict(ckpt["optimizer"]["scheduler"])
-        where = "extra"
-        extra = ckpt["extra"]
-        session.step = int(ckpt["step"])
-        session.seconds_before = float(extra.get("seconds", 0.0))
-        states = extra.get("rng_ranks") or [extra["rng"]]
-        if rank < len(states):
-            for gen, state in zip(session.generators, states[rank], strict=True):
-                gen.set_state(state)
-        else:
-            for i, gen in enumerate(session.generators):
-                gen.manual_seed(session.cfg.seed + 2 * rank + i + 1_000_003 * session.step)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as e:
-        raise InputError(source, where, f"cannot resume from it ({first_line(e)})") from None
+        session.opt.load_state_dict(state["optimizer"])
+        session.sched.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError, TypeError) as e:  # torch's answer to a foreign or damaged state (only torch runs)
+        raise InputError(source, "optimizer", f"cannot resume from it ({first_line(e)})") from None
+    states = _generator_states(extra, len(session.generators))
+    step = ckpt["step"]
+    if states is None or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InputError(source, "extra", "cannot resume from it (step, seconds or generator states malformed)")
+    session.step = step
+    session.seconds_before = float(extra.get("seconds", 0.0))
+    if rank < len(states):
+        for gen, gen_state in zip(session.generators, states[rank], strict=True):
+            gen.set_state(gen_state)
+    else:
+        for i, gen in enumerate(session.generators):
+            gen.manual_seed(session.cfg.seed + 2 * rank + i + 1_000_003 * session.step)
+
+
+def _generator_states(extra: Any, count: int) -> list | None:
+    """The per-rank generator states of a checkpoint's ``extra`` (``rng_ranks``, or an older single ``rng``),
+    each ``count`` byte tensors; None when they or ``extra.seconds`` are malformed."""
+    if not isinstance(extra, dict) or not is_finite_number(extra.get("seconds", 0.0)):
+        return None
+    states = extra.get("rng_ranks") or ([extra["rng"]] if "rng" in extra else None)
+    ok = isinstance(states, list | tuple) and all(
+        isinstance(s, list | tuple) and len(s) == count
+        and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in s) for s in states)
+    return list(states) if ok else None
 
 
 class _StopRequest:

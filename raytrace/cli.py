@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raytrace.cliutil import HelpFormatter, check_memory, device_name, int_range, positive_int, run_command
+from raytrace.cliutil import ArgumentParser, check_memory, device_name, int_range, positive_int, run_command
 from raytrace.errors import InputError
 
 if TYPE_CHECKING:
@@ -37,13 +37,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="raytrace",
         description="Raytrace a scene file into a multi-view dataset: transforms_{train,val,test}.json, "
         "RGBA PNGs, per-frame depth (16-bit z-depth PNGs that instant-ngp and nerfstudio read, exact ray distance "
         "as .npz), optional normals and a copy of the scene. Reruns into the same folder keep frames already "
         "rendered with the same scene and settings.",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("scene", type=Path, help="scene file (.toml)")
     p.add_argument("-o", "--out", type=Path, default=None,

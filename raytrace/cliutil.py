@@ -1,18 +1,17 @@
-"""What every command line shares: flag types (ranges, finiteness, devices), the help formatter, and the error
-boundary that turns expected faults into one line and the documented exit code (2 bad input, 1 failure,
-130 interrupted)."""
+"""What every command line shares: the parser (a bad flag is one line), flag types (ranges, finiteness, devices),
+the help formatter, and the error boundary that turns expected faults into one line and the documented exit code
+(2 bad input, 1 failure, 130 interrupted)."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 
 EXIT_FAILURE = 1
 EXIT_INPUT = 2
@@ -32,7 +31,7 @@ def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], i
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"must be in {_interval(lo, hi)}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be {_bounds(lo, hi)} (got {value})")
         return value
 
     parse.__name__ = "int"  # argparse names the type in "invalid int value"
@@ -48,22 +47,28 @@ def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool 
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        bad = not math.isfinite(value)
+        bad = not is_finite_number(value)
         bad |= lo is not None and (value <= lo if lo_open else value < lo)
         bad |= hi is not None and (value >= hi if hi_open else value > hi)
         if bad:
-            raise argparse.ArgumentTypeError(f"must be a finite number in {_interval(lo, hi, lo_open, hi_open)}, "
-                                             f"got {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number{_bounds(lo, hi, lo_open, hi_open, ' ')} "
+                                             f"(got {text})")
         return value
 
     parse.__name__ = "float"
     return parse
 
 
-def _interval(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> str:
-    left = "(-inf" if lo is None else ("(" if lo_open else "[") + str(lo)
-    right = "inf)" if hi is None else str(hi) + (")" if hi_open else "]")
-    return f"{left}, {right}"
+def _bounds(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False,
+            lead: str = "") -> str:
+    """``>= 1``, ``< 1`` or ``in [0, 1)`` (``lead`` before it; nothing when both ends are open)."""
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f"{lead}{'>' if lo_open else '>='} {lo}"
+    if lo is None:
+        return f"{lead}{'<' if hi_open else '<='} {hi}"
+    return f"{lead}in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
 positive_int = int_range(1)
@@ -108,6 +113,26 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, argparse.SUPPRESS, False) or "default" in text:
             return text
         return super()._get_help_string(action)
+
+
+_ARGUMENT = re.compile(r"^argument (\S+): (.*)$", re.S)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every command: defaults shown in ``--help`` (:class:`HelpFormatter`), and a bad flag is one
+    line, ``PROG: error: --flag: problem; see PROG --help``, with exit status 2 (argparse prints its usage first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        match = _ARGUMENT.match(message)
+        if match:  # "argument -o/--out: ..." -> "--out: ..."
+            names = match[1].split("/")
+            message = f"{next((n for n in names if n.startswith('--')), names[0])}: {match[2]}"
+        message = " ".join(message.split())
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}; see {self.prog} --help\n" if is_main_process() else None)
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs: Any) -> None:

@@ -27,7 +27,7 @@ from scipy.spatial.transform import Rotation
 from raytrace.atomic import write_bytes
 from raytrace.camera import Distortion, Intrinsics, c2w_to_colmap, colmap_to_c2w, image_rays
 from raytrace.dataset_format import SPLITS, Frame, read_transforms, resolve_image, transforms_path
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 
 MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "RADIAL": 3, "OPENCV": 4}
 PARAM_COUNTS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8}
@@ -157,7 +157,7 @@ def _values(path: Path, line_no: int, tokens: list[str], names: str, kinds: str)
         except ValueError:
             raise InputError(path, f"line {line_no}: {label}",
                              f"expected {'an integer' if kind == 'i' else 'a number'}, got {tok!r}") from None
-        if kind == "f" and not np.isfinite(v):
+        if kind == "f" and not is_finite_number(v):
             raise InputError(path, f"line {line_no}: {label}", f"expected a finite number, got {tok!r}")
         out.append(v)
     return out

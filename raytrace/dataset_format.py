@@ -37,7 +37,7 @@ import numpy as np
 
 from raytrace.atomic import write_json
 from raytrace.camera import NO_DISTORTION, Distortion, Intrinsics, focal_from_fov
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
@@ -130,11 +130,7 @@ def write_transforms(path: str | Path, transforms: Transforms) -> None:
 
 
 def _number(path: Path, where: str, value: Any, positive: bool = False) -> float:
-    try:
-        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        finite = False
-    if not finite:
+    if not is_finite_number(value):
         raise InputError(path, where, f"expected a finite number, got {value!r}")
     if positive and value <= 0:
         raise InputError(path, where, f"must be > 0, got {value!r}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 
 class InputError(ValueError):
@@ -17,3 +19,13 @@ class InputError(ValueError):
         self.problem = problem
         parts = [p for p in (self.file, where) if p]
         super().__init__(": ".join([*parts, problem]).replace("\n", " "))
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float (a TOML or JSON integer can be too large for one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

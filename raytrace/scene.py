@@ -35,7 +35,6 @@ an infinite plane, else true. ``bounds`` is then the inner box where the detail 
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ import torch
 
 from raytrace.colour import srgb_to_linear
 from raytrace.environment import Environment, EnvironmentImage, Sky
-from raytrace.errors import InputError
+from raytrace.errors import InputError, is_finite_number
 from raytrace.geometry import Box, Plane, Sphere, transform_matrix, transformed_aabb
 from raytrace.lights import LIGHT_TYPES, AreaLight, DirectionalLight, Light, PointLight
 from raytrace.materials import CHECKER_SPACES, MATERIAL_TYPES, Checker, ImageTexture, Material
@@ -120,16 +119,6 @@ class Scene:
     bounded: bool = True  # everything visible lies inside ``bounds``
 
 
-def _finite_number(v: Any) -> bool:
-    """An int or float (not a bool) that is finite as a float (TOML integers can be too large for one)."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
-
-
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -173,7 +162,7 @@ class _Table:
         if not self.has(key):
             return self.raw(key, default)
         v = self.raw(key)
-        if not _finite_number(v):
+        if not is_finite_number(v):
             raise self.error(key, f"expected a number, got {_describe(v)}")
         if low is not None and (v <= low if strict else v < low):
             raise self.error(key, f"must be {'>' if strict else '>='} {low:g}, got {v:g}")
@@ -218,7 +207,7 @@ class _Table:
             return self.raw(key, default)
         v = self.raw(key)
         ok = isinstance(v, list | tuple) and len(v) == size
-        if not ok or not all(_finite_number(x) for x in v):
+        if not ok or not all(is_finite_number(x) for x in v):
             raise self.error(key, f"expected a list of {size} numbers, got {_describe(v)}")
         if low is not None and any((x <= low if strict else x < low) for x in v):
             raise self.error(key, f"every component must be {'>' if strict else '>='} {low:g}, got {v}")
@@ -313,7 +302,7 @@ def _render(t: _Table, environment: Environment | None) -> tuple[RenderSettings,
         if (
             rows is None
             or not all(isinstance(r, list) and len(r) == 3 for r in rows)
-            or not all(_finite_number(x) for r in rows for x in r)
+            or not all(is_finite_number(x) for r in rows for x in r)
         ):
             raise t.error("bounds", f"expected [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {_describe(b)}")
         bounds = np.asarray(rows, dtype=np.float64)

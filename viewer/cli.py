@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from nerf.backends import BACKENDS
-from raytrace.cliutil import HelpFormatter, check_device, device_name, float_range, run_command
+from raytrace.cliutil import ArgumentParser, check_device, device_name, float_range, run_command
 from raytrace.errors import InputError
 
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")  # any one set: Qt has somewhere to draw
@@ -26,11 +26,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nerf-view",
         description="Interactive viewer: left-drag orbits, right/middle-drag pans, the wheel zooms, "
         "W/A/S/D/Q/E fly, R resets.",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", nargs="?", help="run folder runs/<scene>/<time>/ or a checkpoint file")
     parser.add_argument("--train", metavar="DATASET", help="train a new run on this dataset and watch it learn")
