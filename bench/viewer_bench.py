@@ -1,9 +1,9 @@
-"""Viewer render speed against issue 12's goals: ms per 512x512 frame, frames per second at 128x128 (the size a
+"""Viewer render speed: ms per 512x512 frame, frames per second at 128x128 (the size a
 moving camera is previewed at), seconds to the first image, and the test PSNR against the renderer before the
 inference path (the density pass, then the survivors again: :func:`nerf.render.render_rays`).
 
 Uses ``--run`` or, without it, trains the shipped object scene (rendered at 100 px) for ``--train-seconds``.
-Each frame is :meth:`viewer.worker.ViewRenderer.render` at scale 1, exactly what the worker thread runs when the
+Each frame is :meth:`viewer.core.ViewRenderer.render` at scale 1, exactly what the worker thread runs when the
 camera stops, from the first test camera of the run's dataset; three renderers: ``before`` (``render_rays``, view
 grid: what ``nerf-view`` ran before), ``rounds`` (:func:`nerf.render.render_rays_rounds`, the training grid:
 what ``nerf-view`` runs now) and ``rounds+view`` (the same, view grid). Prints a table and appends it to
@@ -27,13 +27,13 @@ from bench.common import append_results
 from nerf.backends import available_backends
 from nerf.config import TrainConfig
 from nerf.data import Split, load_dataset
+from nerf.loop import train
 from nerf.metrics import psnr
 from nerf.model import load_run
 from nerf.render import RaysFn, render_rays, render_rays_rounds
-from nerf.train import train
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.scene import load_scene
-from viewer.worker import RenderRequest, ResolutionController, ViewRenderer, default_target_fps
+from viewer.core import RenderRequest, ResolutionController, ViewRenderer, default_target_fps
 
 SECTION = "viewer_bench"
 ROOT = Path(__file__).resolve().parents[1]

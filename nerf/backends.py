@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
 from nerf.marching import CandidatesFn, Samples, StepRule, march_candidates
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, composite
+from nerf.volume import CompositeFn, composite, finish_composite
 
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
@@ -293,10 +293,7 @@ def native_composite(
     weights, rgb, depth_sum, opacity = _NativeComposite.apply(
         sigmas, rgbs, t_starts, t_ends, ray_indices.long(), n_rays
     )
-    if background is not None:
-        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
-    positive = opacity > 0
-    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    rgb, depth = finish_composite(rgb, depth_sum, opacity, background)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
 
 

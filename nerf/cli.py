@@ -1,8 +1,4 @@
-"""Command lines: ``nerf-train``, ``nerf-eval`` and ``nerf-export``.
-
-Over 400 lines because it holds three commands' parsers and error boundaries together with the config-to-flag mapping
-and the ``--gpus`` torchrun launcher that ``nerf-train`` needs.
-"""
+"""Command lines: ``nerf-train``, ``nerf-eval`` and ``nerf-export``."""
 
 from __future__ import annotations
 
@@ -310,8 +306,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
                 parser.error(f"--gpus {args.nproc}: torch sees {torch.cuda.device_count()} CUDA devices")
         check_train_memory(config_from_args(args))  # bad flags are reported here once, not by every rank
         return launch_data_parallel(args.nproc, argv)
+    from nerf.loop import train
     from nerf.model import resolve_device
-    from nerf.train import TrainingDiverged, train
+    from nerf.train import TrainingDiverged
 
     world = None
     try:

@@ -275,7 +275,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         steps=3000,
         batch_rays=2048,
-        samples_per_step=0,  # a fixed batch: 2^16 samples/step reached 28.26 dB in the demo's 360 s, 0 28.78 dB
+        samples_per_step=0,  # a fixed batch: on the CPU it trained better than a sample budget (bench/RESULTS.md)
         hash=HashGridConfig(log2_table_size=17, max_resolution=512),
         march=MarchConfig(steps=256, grid_resolution=64),
     ),

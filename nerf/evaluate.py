@@ -18,6 +18,7 @@ from nerf.metrics import depth_errors, psnr, ssim
 from nerf.model import Model
 from nerf.panels import colour_bar, labelled_panels
 from nerf.render import render_image
+from nerf.volume import over
 from raytrace.atomic import atomic_path
 from raytrace.camera import Intrinsics, look_at
 
@@ -72,7 +73,7 @@ def evaluate(
     for i in tqdm(range(split.poses.shape[0]), desc=f"eval {split.name}", disable=quiet, leave=False):
         out = render_image(model.field, model.grid, split.poses[i], split.intrinsics, model.march, background, chunk)
         gt = split.images[i].to(device)
-        gt_rgb = gt[..., :3] * gt[..., 3:] + background * (1.0 - gt[..., 3:])
+        gt_rgb = over(gt, background)
         row = {"psnr": psnr(out["rgb"], gt_rgb), "ssim": ssim(out["rgb"], gt_rgb)}
         if split.depths is not None:
             gt_depth = split.depths[i].to(device)

@@ -40,8 +40,8 @@ UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
 
 UNBOUNDED_DISTORTION = 0.03
 """mip-NeRF 360's distortion-loss weight, the default of contracted scenes (with :data:`UNBOUNDED_NEAR_GRADIENTS`:
-alone it lets the garden scene collapse into a screen in front of each camera). It carves the fog a contracted
-scene starts in: Whitted 17.2 -> 24.8 dB in the 240 s CPU benchmark (bench/RESULTS.md, issue 11)."""
+alone it lets a scene collapse into a screen in front of each camera). It carves the fog a contracted scene starts
+in (measured in bench/RESULTS.md)."""
 
 UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""

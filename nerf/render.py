@@ -25,7 +25,7 @@ from nerf.marching import (
     step_coordinates,
 )
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import CompositeFn, accumulate, composite, distortion, early_terminated
+from nerf.volume import CompositeFn, accumulate, composite, distortion, early_terminated, finish_composite
 from raytrace.camera import Intrinsics, image_rays
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (
@@ -44,8 +44,8 @@ FIRST_ROUND = 8
 """Samples per live ray in the first round of :func:`render_rays_rounds`."""
 
 FIELD_CHUNK = 1 << 14
-"""Samples per field call in :func:`render_rays_rounds` (smaller calls keep the activations in cache: 1.7x faster
-than 2^17 on the CPU)."""
+"""Samples per field call in :func:`render_rays_rounds` (smaller calls keep the activations in cache; measured in
+bench/RESULTS.md)."""
 
 ROUND_GROWTH = 2.0
 """Each round of :func:`render_rays_rounds` takes this many times the samples of the last one (rounded down)."""
@@ -234,10 +234,7 @@ def render_rays_rounds(
         evaluated += index.numel()
         live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
         size = min(int(size * ROUND_GROWTH), march.max_samples)
-    if background is not None:
-        rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
-    positive = opacity > 0
-    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+    rgb, depth = finish_composite(rgb, depth_sum, opacity, background)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
 
 

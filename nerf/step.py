@@ -21,6 +21,7 @@ from nerf.distributed import SINGLE, World, all_reduce_gradients
 from nerf.metrics import psnr_from_mse
 from nerf.model import Model, first_line
 from nerf.render import render_rays, render_rays_static
+from nerf.volume import over
 
 RAY_RANGE = 16
 """With a sample budget, the rays of a step stay within ``batch_rays / RAY_RANGE .. batch_rays * RAY_RANGE``."""
@@ -49,6 +50,39 @@ def make_optimizer(
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
 
+HUBER_BETA = 0.1
+"""Where the Huber loss turns from quadratic to linear (per colour channel)."""
+
+
+def training_target(
+    rgba: torch.Tensor, background: torch.Tensor | None, random_background: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colours ``(N, 3)`` a batch's straight-alpha pixels ``rgba (N, 4)`` are learned as, and the background
+    ``(N, 3)`` they stand over: the split's ``background`` ``(3,)``, else a random colour per ray (from
+    ``generator``) with ``random_background``, else white."""
+    rgb = rgba[:, :3]
+    if background is not None:
+        background = background.to(rgb).expand_as(rgb)
+    elif random_background:
+        background = torch.rand(rgb.shape, generator=generator, device=generator.device).to(rgb.device)
+    else:
+        background = torch.ones_like(rgb)
+    return over(rgba, background), background
+
+
+def photometric_loss(
+    pred: torch.Tensor, target: torch.Tensor, kind: str, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, mse)`` of colours ``pred`` and ``target`` ``(N, 3)``: the mean ``kind`` (``huber`` or ``mse``) and
+    squared error over the rays, or over those of ``weight`` ``(N,)`` 1 (no host synchronisation)."""
+    mse = F.mse_loss(pred, target, reduction="none")
+    err = F.smooth_l1_loss(pred, target, beta=HUBER_BETA, reduction="none") if kind == "huber" else mse
+    if weight is None:
+        return err.mean(), mse.mean()
+    denominator = weight.sum().clamp(min=1) * 3
+    return (err * weight[:, None]).sum() / denominator, (mse * weight[:, None]).sum() / denominator
+
+
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """No NaN or Inf in any of ``tensors`` (one device synchronisation)."""
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
@@ -70,23 +104,14 @@ def train_step(
     """
     n = world.share(cfg.batch_rays) if budget is None else int(budget.rays)
     batch = sampler.sample(n)
-    device = batch.origins.device
-    rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
-    if sampler.split.background is not None:
-        background = sampler.split.background.to(device).expand_as(rgb)
-    elif cfg.random_background:
-        background = torch.rand(rgb.shape, generator=generator, device=generator.device).to(device)
-    else:
-        background = torch.ones_like(rgb)
-    target = rgb * alpha + background * (1.0 - alpha)
+    target, background = training_target(batch.rgba, sampler.split.background, cfg.random_background, generator)
     lam = cfg.optim.distortion or 0.0
     march = model.march
     # near_gradients is in half box diagonals (step_size * steps is the diagonal); near_radius in world units
     near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps
     out = render_rays(model.field, model.grid, batch.origins, batch.dirs, march, background, jitter=True,
                       generator=generator, with_distortion=lam > 0, near_radius=near_radius)
-    mse = F.mse_loss(out["rgb"], target)
-    loss = F.smooth_l1_loss(out["rgb"], target, beta=0.1) if cfg.optim.loss == "huber" else mse
+    loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss)
     if lam > 0:
         loss = loss + lam * out["distortion"].mean()
     opt.zero_grad(set_to_none=True)
@@ -253,28 +278,16 @@ def static_train_step(
     the update on the device when the loss or a gradient is NaN/Inf. ``budget`` then adapts. Returns the ``(5,)``
     stats of :class:`StaticStep`."""
     batch = sampler.sample(budget.hi, generator)
-    rgb, alpha = batch.rgba[:, :3], batch.rgba[:, 3:]
-    if sampler.split.background is not None:
-        background = sampler.split.background.to(rgb).expand_as(rgb)
-    elif cfg.random_background:
-        background = torch.rand(rgb.shape, generator=generator, device=rgb.device)
-    else:
-        background = torch.ones_like(rgb)
-    target = rgb * alpha + background * (1.0 - alpha)
+    target, background = training_target(batch.rgba, sampler.split.background, cfg.random_background, generator)
     samples = int(cfg.samples_per_step or 0)
     lam = cfg.optim.distortion or 0.0
     out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
                                   budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator, lam > 0)
-    weight = buf.fits.to(rgb.dtype)[:, None]
+    weight = buf.fits.to(target.dtype)
     count = buf.fits.sum()
-    denominator = count.clamp(min=1).to(rgb.dtype) * 3
-    mse = (F.mse_loss(out["rgb"], target, reduction="none") * weight).sum() / denominator
-    if cfg.optim.loss == "huber":
-        loss = (F.smooth_l1_loss(out["rgb"], target, beta=0.1, reduction="none") * weight).sum() / denominator
-    else:
-        loss = mse
+    loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss, weight)
     if lam > 0:
-        loss = loss + lam * (out["distortion"] * weight[:, 0]).sum() / (denominator / 3)
+        loss = loss + lam * (out["distortion"] * weight).sum() / count.clamp(min=1).to(target.dtype)
     opt.zero_grad(set_to_none=False)
     loss.backward()
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]

@@ -1,7 +1,6 @@
-"""The training loop: sample rays, render them, step Adam, keep the occupancy grid fresh, checkpoint.
-
-Over 400 lines because the run's state (:class:`Session`: opening, resuming, stepping with NaN recovery, saving) and the
-loop that drives it change together; the step itself is in :mod:`nerf.step`.
+"""A run's state between two steps (:class:`Session`): opening or resuming a run, one step with the occupancy-grid
+update and NaN recovery (:meth:`Session.advance`), checkpoints. The loop that drives it is :mod:`nerf.loop`; the
+optimisation step itself is :mod:`nerf.step`.
 
 Data-parallel under ``torchrun`` (see :mod:`nerf.distributed`): ``batch_rays`` is the global batch, each rank
 draws its share with its own generators, the gradients are averaged over the ranks, the occupancy grid is rank
@@ -12,24 +11,17 @@ and the learning rate is lowered.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
-import signal
 import sys
-import threading
-import time
-import types
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from nerf.checkpoint import checkpoint_path, latest_checkpoint, lock_run, run_folder, save_checkpoint
 from nerf.config import TrainConfig
@@ -37,14 +29,12 @@ from nerf.data import Dataset, RaySampler, load_dataset
 from nerf.distributed import (
     SINGLE,
     World,
-    any_rank,
     broadcast_object,
     broadcast_tensors_,
     current_world,
     gather_objects,
     rank_device,
 )
-from nerf.evaluate import evaluate
 from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.colmap import data_root
@@ -71,17 +61,6 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         n += 1
     run_dir.mkdir(parents=True)
     return run_dir
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model: Model
-    dataset: Dataset
-    config: TrainConfig
-    step: int
-    seconds: float
-    interrupted: bool = False  # stopped by SIGINT / SIGTERM (a checkpoint of ``step`` was written)
 
 
 @dataclass
@@ -338,128 +317,6 @@ def _generator_states(extra: Any, count: int) -> list | None:
         isinstance(s, list | tuple) and len(s) == count
         and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in s) for s in states)
     return list(states) if ok else None
-
-
-class _StopRequest:
-    """Set by SIGINT / SIGTERM during training: the loop finishes its step, saves and returns."""
-
-    signal: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopRequest]:
-    """Turn the first SIGINT / SIGTERM into a stop request; a second one acts as usual (e.g. Ctrl-C twice)."""
-    request = _StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: types.FrameType | None) -> None:
-        request.signal = signum
-        signal.signal(signum, previous[signum] or signal.SIG_DFL)
-
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield request
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h or signal.SIG_DFL)
-
-
-def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
-    """Train (or resume) a run; writes checkpoints and TensorBoard logs, and returns the trained model.
-
-    SIGINT / SIGTERM end the run early after a checkpoint (``interrupted`` in the result)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    session = open_session(cfg, resume)
-    cfg, start_step, world = session.cfg, session.step, session.world
-    writer = SummaryWriter(str(session.run_dir / "tb")) if world.is_main else None
-    t0 = time.perf_counter()
-    samples_seen = 0
-
-    def seconds() -> float:
-        return session.seconds_before + time.perf_counter() - t0
-
-    if world.is_main and not quiet:
-        print(start_line(session), file=sys.stderr)
-    bar = progress_bar(cfg, start_step, session.seconds_before, disable=quiet or not world.is_main)
-    by_time = cfg.time_budget is not None
-    interrupted = False
-    try:
-        with _stop_on_signals() as stop:
-            while session.step < cfg.steps:
-                out_of_time = cfg.time_budget is not None and seconds() >= cfg.time_budget
-                device = session.model.march.aabb.device
-                if any_rank(out_of_time or stop.signal is not None, world, device):
-                    interrupted = any_rank(stop.signal is not None, world, device)
-                    break
-                stats = session.advance()
-                if not stats["finite"]:
-                    continue
-                step = session.step
-                samples_seen += stats["samples"]
-                if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                    rate = samples_seen / max(time.perf_counter() - t0, 1e-9)
-                    postfix = {"step": f"{step}/{cfg.steps}"} if by_time else {}
-                    bar.set_postfix(postfix, loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
-                                    samples_s=f"{rate:.3g}", refresh=False)
-                    writer.add_scalar("train/loss", stats["loss"], step)
-                    writer.add_scalar("train/psnr", stats["psnr"], step)
-                    writer.add_scalar("train/samples_per_ray", stats["samples"] / max(1, stats["rays"]), step)
-                    writer.add_scalar("train/lr", session.opt.param_groups[0]["lr"], step)
-                if writer is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
-                    _log_validation(writer, session, step)
-                if step % cfg.checkpoint_every == 0:
-                    session.save(seconds())
-                bar.update(min(seconds(), cfg.time_budget) - bar.n if by_time else 1)
-            total = seconds()
-            if resume is None or session.step > start_step:
-                session.save(total)
-    except BaseException:
-        if resume is None and world.is_main:
-            if writer is not None:
-                writer.close()
-                writer = None
-            remove_unstarted_run(session.run_dir)
-        raise
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    return TrainResult(session.run_dir, session.model, session.dataset, cfg, session.step, total, interrupted)
-
-
-def start_line(session: Session) -> str:
-    """The line printed when training starts: device, backend, preset, run folder and what ends the run."""
-    cfg = session.cfg
-    until = f"{cfg.steps} steps" + (f" or {cfg.time_budget:g} s" if cfg.time_budget is not None else "")
-    resumed = f", resumed at step {session.step}" if session.step else ""
-    return (f"training on {session.model.march.aabb.device} with the {session.model.backend} backend, "
-            f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}")
-
-
-def progress_bar(cfg: TrainConfig, start_step: int, seconds_before: float, disable: bool = False) -> tqdm:
-    """The training bar: counts steps to ``cfg.steps``, or, under a time budget, seconds to the budget (so that
-    its ETA is the budget's end, not the preset's step count)."""
-    if cfg.time_budget is not None:
-        return tqdm(total=cfg.time_budget, initial=min(seconds_before, cfg.time_budget), disable=disable,
-                    desc="train", unit="s", dynamic_ncols=True, file=sys.stderr,
-                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
-    return tqdm(total=cfg.steps, initial=start_step, disable=disable, desc="train", unit="step", dynamic_ncols=True,
-                file=sys.stderr)
-
-
-def _log_validation(writer: Any, session: Session, step: int) -> None:
-    """PSNR / SSIM of the val split (the test split when there is none) at ``step`` in TensorBoard (``val/``)."""
-    splits = session.dataset.splits
-    split = splits.get("val") or splits.get("test")
-    if split is None:
-        return
-    for name, value in evaluate(session.model, split, None, session.cfg.render_chunk, quiet=True).items():
-        writer.add_scalar(f"val/{name}", value, step)
 
 
 def _density_fn(model: Model):

@@ -66,12 +66,26 @@ def composite(
     weights, _ = render_weights(sigmas, t_ends - t_starts, ray_indices, n_rays)
     opacity = accumulate(weights, None, ray_indices, n_rays)
     rgb = accumulate(weights, rgbs, ray_indices, n_rays)
+    depth_sum = accumulate(weights, (0.5 * (t_starts + t_ends))[:, None], ray_indices, n_rays)[:, 0]
+    rgb, depth = finish_composite(rgb, depth_sum, opacity, background)
+    return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def finish_composite(
+    rgb: torch.Tensor, depth_sum: torch.Tensor, opacity: torch.Tensor, background: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The accumulated (premultiplied) ``rgb (N, 3)`` over ``background`` (``(3,)`` or ``(N, 3)``; None: black)
+    and the depth ``(N,)``: the weighted ``depth_sum (N,)`` over ``opacity (N,)``, 0 where the opacity is 0."""
     if background is not None:
         rgb = rgb + (1.0 - opacity)[:, None] * background.to(rgb)
-    depth_sum = accumulate(weights, (0.5 * (t_starts + t_ends))[:, None], ray_indices, n_rays)[:, 0]
     positive = opacity > 0
-    depth = torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
-    return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
+    return rgb, torch.where(positive, depth_sum / torch.where(positive, opacity, 1.0), 0.0)
+
+
+def over(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Straight-alpha ``rgba (..., 4)`` over ``background`` (broadcastable to ``(..., 3)``): ``(..., 3)``."""
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + background * (1.0 - alpha)
 
 
 def distortion(

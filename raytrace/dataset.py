@@ -1,8 +1,5 @@
 """Writing a raytraced multi-view dataset in the NeRF-synthetic layout (see :mod:`raytrace.dataset_format`).
 
-Over 400 lines because the writer is resumable, sharded and multi-process: manifest, frame workers, stale-file cleanup,
-frame verification and shard merging share one set of paths and settings.
-
 Layout under ``out_dir``: ``transforms_{train,val,test}.json``, per frame ``<split>/r_<i>.png`` (8-bit RGBA),
 ``<split>/r_<i>_depth.png`` (16-bit z-depth, for instant-ngp and nerfstudio), ``<split>/r_<i>_distance.npz``
 (float32 ray distance) and, with ``normals``, ``<split>/r_<i>_normal.npz`` (float16 ``(H, W, 3)``),

@@ -1,8 +1,5 @@
 """Scene files: TOML (stdlib ``tomllib``) parsed into a validated :class:`Scene`.
 
-Over 400 lines because it validates every table and field of the scene format (camera, render, environment, materials,
-textures, objects, meshes, lights), each with a one-line error naming the field.
-
 Layout (every table but ``[camera]`` optional; see ``datasets/scenes/*.toml`` for complete examples)::
 
     [render]     background = [r, g, b] | "transparent", ambient = [r, g, b], max_depth, spp, seed,

@@ -14,7 +14,7 @@ import torch
 
 from nerf.config import MarchConfig, TrainConfig
 from nerf.hashgrid import HashGridConfig
-from nerf.train import train
+from nerf.loop import train
 
 
 def available_devices() -> list[str]:

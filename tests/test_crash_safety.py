@@ -20,9 +20,10 @@ import nerf.render
 import nerf.train
 from nerf.checkpoint import latest_checkpoint, load_checkpoint
 from nerf.config import TrainConfig
+from nerf.loop import train
 from nerf.model import build_model
 from nerf.render import render_image
-from nerf.train import TrainingDiverged, open_session, train
+from nerf.train import TrainingDiverged, open_session
 from raytrace.camera import Intrinsics, look_at
 
 from .conftest import tiny_config

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from nerf.data import RaySampler, load_dataset
 from nerf.distributed import SINGLE, World, all_reduce_gradients, current_world
 from nerf.evaluate import evaluate
+from nerf.loop import train
 from nerf.model import build_model, load_run
 from nerf.render import render_rays
-from nerf.train import train
 
 from .conftest import tiny_config
 

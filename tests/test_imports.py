@@ -98,3 +98,26 @@ def test_no_upward_import(layer: str) -> None:
         if target.split(".")[0] in above
     )
     assert not upward, "; ".join(upward)
+
+
+def imports_qt(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(n.split(".")[0] == "PyQt5" for n in names):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("core", ["viewer.core", "viewer.camera", "viewer.recorder"])
+def test_the_viewer_core_reaches_no_qt(core: str) -> None:
+    """The camera, the resolution control and the view renderer run (and are tested) without Qt."""
+    graph, modules = import_graph(), known_modules()
+    reached, todo = set(), [core]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(graph[name])
+    assert not sorted(n for n in reached if imports_qt(modules[n]))
+    assert imports_qt(modules["viewer.worker"])  # the check sees a Qt import where there is one

@@ -16,11 +16,11 @@ import torch
 
 from nerf.backends import _native_error, native_composite, native_march_candidates
 from nerf.data import RaySampler
+from nerf.loop import TrainResult
 from nerf.marching import march_candidates
 from nerf.model import Model, build_model, load_run
 from nerf.render import render_image
 from nerf.step import make_optimizer, train_step
-from nerf.train import TrainResult
 from nerf.volume import CompositeFn, composite
 
 from .conftest import tiny_config

@@ -1,5 +1,5 @@
 """Faults and hostile environments: one line and the documented exit code, no orphan worker, no second writer,
-no corrupt frame kept, runs that work from any folder (issue 13)."""
+no corrupt frame kept, runs that work from any folder."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ import torch
 
 from nerf.cli import finish_run
 from nerf.evaluate import PANEL_LABELS, colorize_depth, to_uint8
+from nerf.loop import progress_bar, train
 from nerf.panels import BAR_HEIGHT, LABEL_HEIGHT, labelled_panels
 from nerf.render import render_image
-from nerf.train import progress_bar, train
 from raytrace.atomic import write_text
 from tests.conftest import SCENE, tiny_config
 

@@ -13,9 +13,9 @@ from nerf.cli import eval_main, train_main
 from nerf.config import TrainConfig
 from nerf.data import load_dataset
 from nerf.evaluate import evaluate
+from nerf.loop import train
 from nerf.model import load_run
 from nerf.render import render_image
-from nerf.train import train
 
 from .conftest import STEPS, tiny_config
 

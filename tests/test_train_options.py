@@ -13,13 +13,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import nerf.train
+import nerf.loop
 from nerf.cli import finish_run
 from nerf.field_pe import PENeRFField
+from nerf.loop import train
 from nerf.model import build_model, load_run
 from nerf.render import render_image
 from nerf.step import train_step
-from nerf.train import open_session, train
+from nerf.train import open_session
 
 from .conftest import tiny_config
 
@@ -29,7 +30,7 @@ FAST = dict(batch_rays=64, levels=4, log2_table_size=10, max_resolution=32, grid
 
 def test_time_budget_stops_the_run_early(ball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = itertools.count()
-    monkeypatch.setattr(nerf.train.time, "perf_counter", lambda: float(next(ticks)))  # one second per reading
+    monkeypatch.setattr(nerf.loop.time, "perf_counter", lambda: float(next(ticks)))  # one second per reading
     result = train(tiny_config(ball, tmp_path, steps=40, time_budget=6.0, **FAST), quiet=True)
     assert 0 < result.step < 10 and not result.interrupted
     assert result.seconds >= 6.0

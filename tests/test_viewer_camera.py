@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("PyQt5")  # viewer.worker's ResolutionController is a QObject module's
-
 from raytrace.camera import Intrinsics, image_rays, look_at
 from viewer.camera import OrbitCamera, frustum_points, project
+from viewer.core import ResolutionController, refine_scales
 from viewer.recorder import CameraPath, matrix_to_quaternion, quaternion_to_matrix
-from viewer.worker import ResolutionController, refine_scales
 
 TARGET = np.array([0.3, -0.2, 0.1])
 

@@ -17,7 +17,7 @@ from nerf.evaluate import colorize_depth, depth_colours
 from nerf.metrics import psnr
 from nerf.panels import BAR_HEIGHT, colour_bar
 from nerf.render import VIEW_GRID_RESOLUTION, render_image, render_rays
-from viewer.worker import ERROR_VMAX, RenderRequest, ViewRenderer, error_colours, error_heatmap
+from viewer.core import ERROR_VMAX, RenderRequest, ViewRenderer, error_colours, error_heatmap
 
 from .test_viewer_window import WAIT_MS, current_frame, open_window
 

@@ -22,7 +22,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from viewer.worker import MODE_LABELS
+from viewer.core import MODE_LABELS
 
 CAMERA_LIST_ROWS = 6  # rows the camera list asks for; it scrolls beyond
 

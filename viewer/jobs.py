@@ -8,8 +8,8 @@ from pathlib import Path
 from PyQt5.QtCore import Qt, QThread, pyqtSignal
 from PyQt5.QtWidgets import QProgressDialog, QWidget
 
+from viewer.core import RenderRequest, ViewRenderer
 from viewer.recorder import write_video
-from viewer.worker import RenderRequest, ViewRenderer
 
 
 class VideoJob(QThread):

@@ -12,8 +12,8 @@ from nerf.data import Dataset, load_dataset
 from nerf.train import Session
 from raytrace.errors import InputError
 from raytrace.scene import load_scene
+from viewer.core import ViewRenderer, default_target_fps
 from viewer.window import ViewerWindow
-from viewer.worker import ViewRenderer, default_target_fps
 
 
 def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
@@ -25,7 +25,7 @@ def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
 
 def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = None) -> tuple[ViewRenderer, str]:
     """The renderer of a window. It marches the training grid: a finer view grid (``fine_grid``) bought nothing on a
-    trained run and cost 7-20% per frame (bench/RESULTS.md, viewer_bench 2026-11-30 01:39)."""
+    trained run and cost time per frame (bench/RESULTS.md, viewer_bench)."""
     scene, note = None, ""
     if dataset is not None and dataset.scene_file is not None:
         try:

@@ -12,7 +12,7 @@ from PyQt5.QtWidgets import QWidget
 
 from nerf.evaluate import to_uint8
 from viewer.camera import OrbitCamera
-from viewer.worker import Frame
+from viewer.core import Frame
 
 ORBIT_RADIANS_PER_PIXEL = 0.01
 ZOOM_PER_WHEEL_STEP = 0.9  # distance factor per wheel notch (15 degrees)

@@ -1,9 +1,6 @@
 """The viewer's main window: wires the view (:mod:`viewer.view`), the controls dock (:mod:`viewer.controls`) and
 the status bar (:mod:`viewer.status`) to the render and training workers (:mod:`viewer.worker`).
 
-Over 400 lines because it is one Qt main window whose handlers (camera, modes, overlays, screenshots, keyframes and
-video, training stats) all act on the same widgets and workers.
-
 Widgets only turn input into changes of the :class:`~viewer.camera.OrbitCamera` and into render requests;
 rendering happens in :class:`~viewer.worker.RenderWorker` on its own thread, in progressive passes whose frames
 this window shows as they come (never a frame of another mode than the one selected).
@@ -26,19 +23,12 @@ from nerf.train import Session
 from raytrace.camera import Intrinsics
 from viewer.camera import OrbitCamera, frustum_points, project
 from viewer.controls import Controls
+from viewer.core import MODE_LABELS, Frame, RenderRequest, ResolutionController, ViewRenderer
 from viewer.jobs import VideoJob, start_video
 from viewer.recorder import CameraPath
 from viewer.status import StatusLine, timing_text
 from viewer.view import ViewWidget, composed_image, to_qimage
-from viewer.worker import (
-    MODE_LABELS,
-    Frame,
-    RenderRequest,
-    RenderWorker,
-    ResolutionController,
-    TrainWorker,
-    ViewRenderer,
-)
+from viewer.worker import RenderWorker, TrainWorker
 
 SETTLE_MS = 200  # the camera counts as still this long after the last change; then the refining passes
 WINDOW_FRAME_PX = (16, 48)  # room left on the screen for the window manager's frame and title bar
