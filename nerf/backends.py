@@ -26,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
-from nerf.marching import CandidatesFn, Samples, StepRule, march_candidates
+from nerf.marching import CandidatesFn, RaySpans, Samples, StepRule, march_candidates
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite, finish_composite
 
@@ -309,28 +309,19 @@ def native_ray_aabb(
     return torch.ops.nerf_native.ray_aabb(o, d, aabb.to(o))
 
 
-def native_march_candidates(
-    o: torch.Tensor,
-    d: torch.Tensor,
-    t0: torch.Tensor,
-    t_far: torch.Tensor,
-    counts: torch.Tensor,
-    a: int,
-    b: int,
-    rule: StepRule,
-    grid: OccupancyGrid | None,
-) -> Samples:
+def native_march_candidates(spans: RaySpans, rule: StepRule, grid: OccupancyGrid | None) -> Samples:
     """:func:`nerf.marching.march_candidates` on the native kernels (float32 rays): the same samples, bit for
     bit, without materialising the rejected candidates."""
+    o = spans.o
     err = _native_error(o.device)
     if err is not None:
         raise BackendUnavailable(f"native marching on {o.device}: {err}")
     ray_indices, t_starts, t_ends = torch.ops.nerf_native.march_samples(
-        o[a:b],
-        d[a:b],
-        t0[a:b],
-        t_far[a:b],
-        counts[a:b],
+        o,
+        spans.d,
+        spans.t0,
+        spans.t_far,
+        spans.counts,
         None if grid is None else grid.mask,
         o.new_zeros(2, 3) if grid is None else grid.aabb,
         grid is not None and grid.contracted,
@@ -338,7 +329,7 @@ def native_march_candidates(
         rule.cone_angle,
         rule.max_step,
         rule.contract_aabb,
-        a,
+        spans.first,
     )
     return Samples(ray_indices, t_starts, t_ends)
 

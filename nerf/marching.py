@@ -112,45 +112,46 @@ def _chunks(counts: torch.Tensor, budget: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(sorted({0, n, *cuts})))
 
 
-def march_candidates(
-    o: torch.Tensor,
-    d: torch.Tensor,
-    t0: torch.Tensor,
-    t_far: torch.Tensor,
-    counts: torch.Tensor,
-    a: int,
-    b: int,
-    rule: StepRule,
-    grid: OccupancyGrid | None,
-) -> Samples:
-    """The kept samples of rays ``a .. b-1`` (of ``o, d`` ``(N, 3)``; ``t0, t_far`` ``(N,)``, ``counts`` ``(N,)``
-    long): ray ``r``'s candidate ``k < counts[r]`` is ``[s, min(s + dt, t_far[r])]``, kept where its mid-point is
-    occupied in ``grid`` (always without a grid). ``rule.uniform``: ``s = t0[r] + k * step``, ``dt = step``;
-    otherwise ``s`` starts at ``t0[r]`` and moves on by ``dt = rule.lengths(s)`` while ``s < t_far[r]``."""
+@dataclass(frozen=True)
+class RaySpans:
+    """Rays ``o, d`` ``(N, 3)`` with where their marching starts and ends, ``t0``, ``t_far`` ``(N,)``, and their
+    candidate ``counts`` ``(N,)`` long; ``first``: the index of row 0 among all the rays of the march (the samples'
+    ray indices count from it)."""
+
+    o: torch.Tensor
+    d: torch.Tensor
+    t0: torch.Tensor
+    t_far: torch.Tensor
+    counts: torch.Tensor
+    first: int = 0
+
+    def rows(self, start: int, end: int) -> RaySpans:
+        """Rays ``start .. end - 1``."""
+        return RaySpans(self.o[start:end], self.d[start:end], self.t0[start:end], self.t_far[start:end],
+                        self.counts[start:end], self.first + start)
+
+
+def march_candidates(spans: RaySpans, rule: StepRule, grid: OccupancyGrid | None) -> Samples:
+    """The kept samples of the rays ``spans``: ray ``r``'s candidate ``k < counts[r]`` is
+    ``[s, min(s + dt, t_far[r])]``, kept where its mid-point is occupied in ``grid`` (always without a grid).
+    ``rule.uniform``: ``s = t0[r] + k * step``, ``dt = step``; otherwise ``s`` starts at ``t0[r]`` and moves on by
+    ``dt = rule.lengths(s)`` while ``s < t_far[r]``."""
     if not rule.uniform:
-        return _march_sequential(o, d, t0, t_far, counts, a, b, rule, grid)
-    c = counts[a:b]
-    rays = torch.repeat_interleave(torch.arange(a, b, device=o.device), c)
-    first = torch.cumsum(c, 0) - c
-    k = torch.arange(rays.numel(), device=o.device) - first[rays - a]
-    s = candidate_intervals(t0, t_far, rays, k, rule.step)
-    return s if grid is None else s.select(grid.occupied(s.positions(o, d)))
+        return _march_sequential(spans, rule, grid)
+    c, device = spans.counts, spans.o.device
+    rays = torch.repeat_interleave(torch.arange(c.numel(), device=device), c)
+    starts = torch.cumsum(c, 0) - c
+    k = torch.arange(rays.numel(), device=device) - starts[rays]
+    s = candidate_intervals(spans.t0, spans.t_far, rays, k, rule.step)
+    if grid is not None:
+        s = s.select(grid.occupied(s.positions(spans.o, spans.d)))
+    return Samples(s.ray_indices + spans.first, s.t_starts, s.t_ends)
 
 
-def _march_sequential(
-    o: torch.Tensor,
-    d: torch.Tensor,
-    t0: torch.Tensor,
-    t_far: torch.Tensor,
-    counts: torch.Tensor,
-    a: int,
-    b: int,
-    rule: StepRule,
-    grid: OccupancyGrid | None,
-) -> Samples:
+def _march_sequential(spans: RaySpans, rule: StepRule, grid: OccupancyGrid | None) -> Samples:
     """:func:`march_candidates` with steps that depend on ``t``: all rays step together, one step per loop."""
-    o, d, t_far, cap = o[a:b], d[a:b], t_far[a:b], counts[a:b]
-    s = t0[a:b].clone()
+    o, d, t_far, cap = spans.o, spans.d, spans.t_far, spans.counts
+    s = spans.t0.clone()
     active = ((cap > 0) & (s < t_far)).nonzero().squeeze(-1)
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     k = 0
@@ -170,7 +171,7 @@ def _march_sequential(
         return Samples(cap.new_empty(0), empty, empty.clone())
     rays, starts, ends = (torch.cat(p) for p in zip(*parts, strict=True))
     order = torch.sort(rays, stable=True).indices
-    return Samples(rays[order] + a, starts[order], ends[order])
+    return Samples(rays[order] + spans.first, starts[order], ends[order])
 
 
 def candidate_intervals(
@@ -182,10 +183,7 @@ def candidate_intervals(
     return Samples(rays, starts, torch.minimum(starts + step_size, t_far[rays]))
 
 
-CandidatesFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, StepRule, OccupancyGrid | None],
-    Samples,
-]
+CandidatesFn = Callable[[RaySpans, StepRule, OccupancyGrid | None], Samples]
 """The signature of :func:`march_candidates` (the native twin: :func:`nerf.backends.native_march_candidates`)."""
 
 
@@ -216,7 +214,8 @@ def march_rays(
     if not rule.step > 0.0:
         raise ValueError(f"step_size must be > 0, got {rule.step}")
     t0, t_far, counts = _ray_spans(o, d, aabb, rule, max_steps, jitter, generator, near)
-    parts = [candidates_fn(o, d, t0, t_far, counts, a, b, rule, grid) for a, b in _chunks(counts, MARCH_CHUNK)]
+    spans = RaySpans(o, d, t0, t_far, counts)
+    parts = [candidates_fn(spans.rows(start, end), rule, grid) for start, end in _chunks(counts, MARCH_CHUNK)]
     if not parts:
         empty = torch.empty(0, device=o.device, dtype=o.dtype)
         return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())
@@ -250,6 +249,16 @@ def _ray_spans(
     return t0, t_far, torch.where(hit, counts, torch.zeros_like(counts))
 
 
+@dataclass(frozen=True)
+class SlotBudget:
+    """The static step's fixed sizes: the first ``active`` rays (0-d long tensor, on the device) are marched over
+    at most ``candidates`` candidate intervals into at most ``samples`` sample slots."""
+
+    active: torch.Tensor
+    samples: int
+    candidates: int
+
+
 @dataclass
 class SampleBuffer:
     """Fixed-capacity packed samples (:func:`march_rays_static`). ``samples`` has ``capacity`` slots; the unused
@@ -270,15 +279,14 @@ def march_rays_static(
     grid: OccupancyGrid | None,
     step_size: float,
     max_steps: int,
-    active: torch.Tensor,
-    capacity: int,
-    candidate_capacity: int,
+    slots: SlotBudget,
     jitter: bool = False,
     generator: torch.Generator | None = None,
 ) -> SampleBuffer:
-    """:func:`march_rays` with static shapes and no host synchronisation: the first ``active`` (0-d long tensor)
-    of the rays ``o, d`` ``(N, 3)`` are marched over at most ``candidate_capacity`` candidates into at most
-    ``capacity`` samples. Rays are taken whole and in order: overflow drops the last rays (deterministic)."""
+    """:func:`march_rays` with static shapes and no host synchronisation: the first ``slots.active`` of the rays
+    ``o, d`` ``(N, 3)`` are marched over at most ``slots.candidates`` candidates into at most ``slots.samples``
+    samples. Rays are taken whole and in order: overflow drops the last rays (deterministic)."""
+    active, capacity, candidate_capacity = slots.active, slots.samples, slots.candidates
     if step_size <= 0.0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     n, device = o.shape[0], o.device

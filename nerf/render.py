@@ -16,6 +16,7 @@ from nerf.marching import (
     CandidatesFn,
     SampleBuffer,
     Samples,
+    SlotBudget,
     StepRule,
     in_chunks,
     march_candidates,
@@ -252,22 +253,20 @@ def render_rays_static(
     dirs: torch.Tensor,
     march: MarchSettings,
     background: torch.Tensor,
-    active: torch.Tensor,
-    capacity: int,
-    candidate_capacity: int,
+    slots: SlotBudget,
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
 ) -> tuple[dict[str, torch.Tensor], SampleBuffer]:
     """:func:`render_rays` (jittered) with static shapes and no host synchronisation, for training: the first
-    ``active`` (0-d long tensor) rays ``(N, 3)`` through ``capacity`` sample slots (see
+    ``slots.active`` rays ``(N, 3)`` through ``slots.samples`` sample slots (see
     :func:`nerf.marching.march_rays_static`; no early ray termination: the slots are there anyway). Returns
     ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``), with
     ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer."""
     if not march.rule.uniform:
         raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
     n = origins.shape[0]
-    buf = march_rays_static(origins, dirs, march.aabb, grid, march.step_size, march.steps, active, capacity,
-                            candidate_capacity, jitter=True, generator=generator)
+    buf = march_rays_static(origins, dirs, march.aabb, grid, march.step_size, march.steps, slots, jitter=True,
+                            generator=generator)
     s = buf.samples
     index = s.ray_indices.clamp(max=n - 1)
     sigmas, rgbs = field(origins[index] + dirs[index] * s.t_mids[:, None], dirs[index])

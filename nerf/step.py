@@ -18,6 +18,7 @@ from torch import nn
 from nerf.config import TrainConfig
 from nerf.data import RaySampler
 from nerf.distributed import SINGLE, World, all_reduce_gradients
+from nerf.marching import SlotBudget
 from nerf.metrics import psnr_from_mse
 from nerf.model import Model, first_line
 from nerf.render import render_rays, render_rays_static
@@ -281,8 +282,9 @@ def static_train_step(
     target, background = training_target(batch.rgba, sampler.split.background, cfg.random_background, generator)
     samples = int(cfg.samples_per_step or 0)
     lam = cfg.optim.distortion or 0.0
+    slots = SlotBudget(budget.rays, samples, samples * CANDIDATES_PER_SAMPLE)
     out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                  budget.rays, samples, samples * CANDIDATES_PER_SAMPLE, generator, lam > 0)
+                                  slots, generator, lam > 0)
     weight = buf.fits.to(target.dtype)
     count = buf.fits.sum()
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss, weight)

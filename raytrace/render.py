@@ -26,7 +26,7 @@ from raytrace import native
 from raytrace.camera import Intrinsics, camera_rays, image_rays, pixel_grid
 from raytrace.colour import linear_to_srgb
 from raytrace.environment import radiance as environment_radiance
-from raytrace.intersect import SceneGeometry, scene_geometry
+from raytrace.intersect import Hits, SceneGeometry, scene_geometry
 from raytrace.lights import AreaLight, light_samples
 from raytrace.materials import MATERIAL_TYPES, Material, albedo
 from raytrace.optics import dot, reflect, refract, schlick
@@ -172,16 +172,16 @@ def trace(
             out.index_add_(0, sid_s, w_s * table.emission.index_select(0, obj))
         sel = (kind == _DIFFUSE).nonzero().squeeze(-1)
         if sel.numel():
-            obj, uv_s, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.uv, hits.ng, hits.ns, w, sid)
-            p_s, d_s = _hit_points(sel, o, d, hits.t)
-            a = _albedo(geo, table, obj, uv_s, p_s)
-            radiance = a * ambient + _direct(scene, geo, table, obj, a, p_s, d_s, ng_s, ns_s, gen)
+            shaded = ShadingPoints.of(sel, hits, o, d)
+            uv_s, w_s, sid_s = _rows(sel, hits.uv, w, sid)
+            colour = _albedo(geo, table, shaded.obj, uv_s, shaded.point)
+            radiance = colour * ambient + _direct(scene, geo, table, shaded, colour, gen)
             out.index_add_(0, sid_s, w_s * radiance)
         sel = ((kind == _MIRROR) | (kind == _GLASS)).nonzero().squeeze(-1)
         if bounce == settings.max_depth or sel.numel() == 0:
             break
-        obj, ng_s, ns_s, w_s, sid_s = _rows(sel, hits.obj, hits.ng, hits.ns, w, sid)
-        o, d, w, sid = _secondary(geo, table, obj, *_hit_points(sel, o, d, hits.t), ng_s, ns_s, w_s, sid_s)
+        w_s, sid_s = _rows(sel, w, sid)
+        o, d, w, sid = _secondary(geo, table, ShadingPoints.of(sel, hits, o, d), w_s, sid_s)
         o, d, w, sid = _rows((w.amax(-1) > MIN_THROUGHPUT).nonzero().squeeze(-1), o, d, w, sid)
     return out, covered
 
@@ -191,12 +191,22 @@ def _rows(i: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(x.index_select(0, i) for x in xs)
 
 
-def _hit_points(
-    i: torch.Tensor, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The hit points ``(K, 3)`` of rays ``i`` (K,) and their directions ``(K, 3)``."""
-    o_i, d_i, t_i = _rows(i, o, d, t)
-    return o_i + t_i.unsqueeze(-1) * d_i, d_i
+@dataclass(frozen=True)
+class ShadingPoints:
+    """The hits being shaded, a row each: the object hit ``obj`` (M,), the ``point`` and the incoming ray's
+    ``direction`` (M, 3), the geometric and shading normals ``ng``, ``ns`` (M, 3)."""
+
+    obj: torch.Tensor
+    point: torch.Tensor
+    direction: torch.Tensor
+    ng: torch.Tensor
+    ns: torch.Tensor
+
+    @classmethod
+    def of(cls, rays: torch.Tensor, hits: Hits, o: torch.Tensor, d: torch.Tensor) -> ShadingPoints:
+        """The hits ``hits`` of the rays ``rays`` (M,) among the rays ``o``, ``d`` (N, 3)."""
+        obj, t, ng, ns, o_r, d_r = _rows(rays, hits.obj, hits.t, hits.ng, hits.ns, o, d)
+        return cls(obj, o_r + t.unsqueeze(-1) * d_r, d_r, ng, ns)
 
 
 def _albedo(
@@ -215,19 +225,12 @@ def _albedo(
 
 
 def _secondary(
-    geo: SceneGeometry,
-    table: MaterialTable,
-    obj: torch.Tensor,
-    p: torch.Tensor,
-    d: torch.Tensor,
-    ng: torch.Tensor,
-    ns: torch.Tensor,
-    w: torch.Tensor,
-    sid: torch.Tensor,
+    geo: SceneGeometry, table: MaterialTable, hits: ShadingPoints, w: torch.Tensor, sid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reflected (and refracted) rays ``(origin, direction, weight, camera ray)`` from mirror / glass hits on
-    objects ``obj`` (M,)."""
-    tint, kind, ior = _rows(obj, table.color, table.kind, table.ior)
+    """Reflected (and refracted) rays ``(origin, direction, weight, camera ray)`` from mirror / glass ``hits``
+    reached with throughput ``w`` (M, 3) by the paths of camera rays ``sid`` (M,)."""
+    p, d, ng, ns = hits.point, hits.direction, hits.ng, hits.ns
+    tint, kind, ior = _rows(hits.obj, table.color, table.kind, table.ior)
     glass = kind == _GLASS
     entering = dot(d, ng) < 0
     sign = torch.where(entering, 1.0, -1.0).unsqueeze(-1)
@@ -252,20 +255,14 @@ def _secondary(
 
 
 def _direct(
-    scene: Scene,
-    geo: SceneGeometry,
-    table: MaterialTable,
-    obj: torch.Tensor,
-    a: torch.Tensor,
-    p: torch.Tensor,
-    d: torch.Tensor,
-    ng: torch.Tensor,
-    ns: torch.Tensor,
-    gen: torch.Generator,
+    scene: Scene, geo: SceneGeometry, table: MaterialTable, hits: ShadingPoints, colour: torch.Tensor,
+    gen: torch.Generator
 ) -> torch.Tensor:
-    """Radiance ``(M, 3)`` reflected towards ``-d`` by lights at diffuse points ``p`` on objects ``obj`` (M,) with
-    albedo ``a``: the native kernel where it runs (:mod:`raytrace.native`), else its PyTorch twin."""
-    ks, shininess = _rows(obj, table.ks, table.shininess)
+    """Radiance ``(M, 3)`` reflected back along the incoming rays by the lights at diffuse ``hits`` of albedo
+    ``colour`` (M, 3), area lights sampled from ``gen``: the native kernel where it runs (:mod:`raytrace.native`),
+    else its PyTorch twin."""
+    p, d, ng, ns = hits.point, hits.direction, hits.ng, hits.ns
+    ks, shininess = _rows(hits.obj, table.ks, table.shininess)
     spec = ks * (shininess + 8.0) / (8.0 * math.pi)
     glossy = bool((ks > 0).any())
     rands = [torch.rand(p.shape[0], light.samples, 2, generator=gen).to(p.device)
@@ -273,7 +270,7 @@ def _direct(
     if native.available(p.device):
         rand = rands[0] if len(rands) == 1 else torch.cat(rands, 1) if rands else p.new_zeros(p.shape[0], 0, 2)
         index, origin, ray_d, t_max, contrib = torch.ops.nerf_native.rt_direct_samples(
-            p, d, ng, ns, a, spec, shininess, geo.lights, rand, geo.eps, glossy)
+            p, d, ng, ns, colour, spec, shininess, geo.lights, rand, geo.eps, glossy)
         blocked = geo.occluded(origin, ray_d, t_max)
         return torch.ops.nerf_native.rt_sum_unblocked(index, contrib, blocked, p.shape[0])
     ng_f = _facing(ng, d)
@@ -292,7 +289,7 @@ def _direct(
             continue
         ray_d = to_light[m_idx, s_idx]
         blocked = geo.occluded(origin[m_idx], ray_d, dist[m_idx, s_idx] - 2 * geo.eps)
-        brdf = a[m_idx] / math.pi
+        brdf = colour[m_idx] / math.pi
         if glossy:
             h = ray_d - d[m_idx]
             h = h / dot(h, h).sqrt().clamp_min(1e-12).unsqueeze(-1)

@@ -31,7 +31,6 @@ an infinite plane, else true. ``bounds`` is then the inner box where the detail 
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +54,13 @@ from raytrace.meshes import (
     procedural_parameters,
     read_mesh_file,
 )
+from raytrace.toml_table import TomlTable, Vec3, describe
 
 OBJECT_TYPES = ("sphere", "plane", "box", "mesh")
 LAYOUTS = ("sphere", "hemisphere")
 SPLIT_DEFAULTS = {"train": 100, "val": 10, "test": 20}
 BOUNDS_PADDING = 0.02  # computed bounds grow by this fraction of their largest side on every face
 
-Vec3 = tuple[float, float, float]
-_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -116,116 +114,6 @@ class Scene:
     bounded: bool = True  # everything visible lies inside ``bounds``
 
 
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-class _Table:
-    """A TOML table being read: typed, checked getters; ``finish`` rejects the keys nobody asked for."""
-
-    def __init__(self, file: Path, where: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise InputError(file, where or None, f"expected a table, got {_describe(data)}")
-        self.file, self.where, self.data, self.used = file, where, data, set[str]()
-
-    def field(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def error(self, key: str, problem: str) -> InputError:
-        return InputError(self.file, self.field(key), problem)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def raw(self, key: str, default: Any = _MISSING) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is _MISSING:
-                typo = difflib.get_close_matches(key, [k for k in self.data if k not in self.used], n=1)
-                if typo:
-                    raise self.error(typo[0], f"unknown key (did you mean {key!r}?)")
-                raise self.error(key, "missing (required)")
-            return default
-        return self.data[key]
-
-    def number(
-        self,
-        key: str,
-        default: Any = _MISSING,
-        low: float | None = None,
-        strict: bool = False,
-        high: float | None = None,
-    ) -> float:
-        if not self.has(key):
-            return self.raw(key, default)
-        v = self.raw(key)
-        if not is_finite_number(v):
-            raise self.error(key, f"expected a number, got {_describe(v)}")
-        if low is not None and (v <= low if strict else v < low):
-            raise self.error(key, f"must be {'>' if strict else '>='} {low:g}, got {v:g}")
-        if high is not None and v >= high:
-            raise self.error(key, f"must be < {high:g}, got {v:g}")
-        return float(v)
-
-    def integer(self, key: str, default: Any = _MISSING, low: int | None = None) -> int:
-        if not self.has(key):
-            return self.raw(key, default)
-        v = self.raw(key)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(key, f"expected an integer, got {_describe(v)}")
-        if low is not None and v < low:
-            raise self.error(key, f"must be >= {low}, got {v}")
-        return v
-
-    def boolean(self, key: str, default: Any = _MISSING) -> bool:
-        v = self.raw(key, default)
-        if not isinstance(v, bool):
-            raise self.error(key, f"expected true or false, got {_describe(v)}")
-        return v
-
-    def string(self, key: str, default: Any = _MISSING, choices: tuple[str, ...] | None = None) -> str:
-        v = self.raw(key, default)
-        if not isinstance(v, str):
-            raise self.error(key, f"expected a string, got {_describe(v)}")
-        if choices is not None and v not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}; got {v!r}")
-        return v
-
-    def vector(
-        self,
-        key: str,
-        default: Any = _MISSING,
-        size: int = 3,
-        low: float | None = None,
-        strict: bool = False,
-        nonzero: bool = False,
-    ) -> tuple[float, ...]:
-        if not self.has(key):
-            return self.raw(key, default)
-        v = self.raw(key)
-        ok = isinstance(v, list | tuple) and len(v) == size
-        if not ok or not all(is_finite_number(x) for x in v):
-            raise self.error(key, f"expected a list of {size} numbers, got {_describe(v)}")
-        if low is not None and any((x <= low if strict else x < low) for x in v):
-            raise self.error(key, f"every component must be {'>' if strict else '>='} {low:g}, got {v}")
-        if nonzero and not any(v):
-            raise self.error(key, "must not be the zero vector")
-        return tuple(float(x) for x in v)
-
-    def colour(self, key: str, default: Any = _MISSING) -> Vec3:
-        return self.vector(key, default, low=0.0)
-
-    def table(self, key: str, default: Any = _MISSING) -> _Table | None:
-        v = self.raw(key, default)
-        return None if v is None else _Table(self.file, self.field(key), v)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used)) or "none"
-            raise self.error(unknown[0], f"unknown key (expected one of: {known})")
-
-
 def load_scene(path: str | Path) -> Scene:
     """Read and validate a scene file; raises :class:`InputError` on any problem."""
     path = Path(path)
@@ -237,7 +125,7 @@ def load_scene(path: str | Path) -> Scene:
         raise InputError(path, None, f"cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(path, None, f"invalid TOML: {e}") from None
-    root = _Table(path, "", data)
+    root = TomlTable(path, "", data)
     rig = _camera(root.table("camera"))
     render_table = root.table("render", {})
     environment = _environment(root.table("environment")) if root.has("environment") else None
@@ -245,8 +133,9 @@ def load_scene(path: str | Path) -> Scene:
     materials_table = root.table("materials", {})
     materials = {name: _material(materials_table.table(name), name) for name in list(materials_table.data)}
     materials_table.finish()
-    objects = [_object(_Table(path, f"objects[{i}]", o), i, materials) for i, o in enumerate(_array(root, "objects"))]
-    lights = [_light(_Table(path, f"lights[{i}]", x), i) for i, x in enumerate(_array(root, "lights"))]
+    objects = [_object(TomlTable(path, f"objects[{i}]", o), i, materials)
+               for i, o in enumerate(_array(root, "objects"))]
+    lights = [_light(TomlTable(path, f"lights[{i}]", x), i) for i, x in enumerate(_array(root, "lights"))]
     root.finish()
     bounds = bounds_table if bounds_table is not None else _computed_bounds(path, objects, lights)
     if bounded is None:
@@ -254,14 +143,14 @@ def load_scene(path: str | Path) -> Scene:
     return Scene(path, rig, bounds, settings, materials, objects, lights, bounded)
 
 
-def _array(root: _Table, key: str) -> list[Any]:
+def _array(root: TomlTable, key: str) -> list[Any]:
     v = root.raw(key, [])
     if not isinstance(v, list):
-        raise root.error(key, f"expected an array of tables ([[{key}]]), got {_describe(v)}")
+        raise root.error(key, f"expected an array of tables ([[{key}]]), got {describe(v)}")
     return v
 
 
-def _camera(t: _Table) -> CameraRig:
+def _camera(t: TomlTable) -> CameraRig:
     views_t = t.table("views", {})
     views = {s: views_t.integer(s, d, low=0) for s, d in SPLIT_DEFAULTS.items()}
     views_t.finish()
@@ -287,7 +176,7 @@ def _camera(t: _Table) -> CameraRig:
     return rig
 
 
-def _render(t: _Table, environment: Environment | None) -> tuple[RenderSettings, np.ndarray | None, bool | None]:
+def _render(t: TomlTable, environment: Environment | None) -> tuple[RenderSettings, np.ndarray | None, bool | None]:
     bg = t.raw("background", (0.0, 0.0, 0.0))
     if isinstance(bg, str) and bg != "transparent":
         raise t.error("background", f'expected a colour [r, g, b] or "transparent", got {bg!r}')
@@ -301,7 +190,7 @@ def _render(t: _Table, environment: Environment | None) -> tuple[RenderSettings,
             or not all(isinstance(r, list) and len(r) == 3 for r in rows)
             or not all(is_finite_number(x) for r in rows for x in r)
         ):
-            raise t.error("bounds", f"expected [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {_describe(b)}")
+            raise t.error("bounds", f"expected [[xmin, ymin, zmin], [xmax, ymax, zmax]], got {describe(b)}")
         bounds = np.asarray(rows, dtype=np.float64)
         if not np.all(bounds[0] < bounds[1]):
             raise t.error("bounds", f"every min must be < its max, got {b}")
@@ -318,7 +207,7 @@ def _render(t: _Table, environment: Environment | None) -> tuple[RenderSettings,
     return settings, bounds, bounded
 
 
-def _environment(t: _Table) -> Environment:
+def _environment(t: TomlTable) -> Environment:
     kind = t.string("type", choices=("sky", "image"))
     env: Environment
     if kind == "sky":
@@ -345,7 +234,7 @@ def _environment(t: _Table) -> Environment:
     return env
 
 
-def _material(t: _Table, name: str) -> Material:
+def _material(t: TomlTable, name: str) -> Material:
     kind = t.string("type", choices=MATERIAL_TYPES)
     if kind == "diffuse":
         sources = [k for k in ("color", "checker", "texture") if t.has(k)]
@@ -379,16 +268,16 @@ def _material(t: _Table, name: str) -> Material:
     return m
 
 
-def _texture(t: _Table) -> ImageTexture:
+def _texture(t: TomlTable) -> ImageTexture:
     raw = t.raw("texture")
-    tex = _Table(t.file, t.field("texture"), {"path": raw} if isinstance(raw, str) else raw)
+    tex = TomlTable(t.file, t.field("texture"), {"path": raw} if isinstance(raw, str) else raw)
     rel = tex.string("path")
     scale = tex.vector("scale", (1.0, 1.0), size=2, low=0.0, strict=True)
     tex.finish()
     return ImageTexture(tex.file.parent / rel, _linear_image(tex, rel), scale)
 
 
-def _linear_image(tex: _Table, rel: str) -> torch.Tensor:
+def _linear_image(tex: TomlTable, rel: str) -> torch.Tensor:
     """The image at ``rel`` (relative to the scene file; field ``path`` of ``tex``) as ``(H, W, 3)`` float32
     linear RGB (8/16-bit images are taken as sRGB, float ones as linear)."""
     file = tex.file.parent / rel
@@ -411,7 +300,7 @@ def _linear_image(tex: _Table, rel: str) -> torch.Tensor:
     return linear.contiguous()
 
 
-def _object(t: _Table, index: int, materials: dict[str, Material]) -> SceneObject:
+def _object(t: TomlTable, index: int, materials: dict[str, Material]) -> SceneObject:
     name = t.string("name", f"objects[{index}]")
     if t.has("name"):
         t.where = f'objects[{index}] "{name}"'
@@ -449,7 +338,7 @@ def _object(t: _Table, index: int, materials: dict[str, Material]) -> SceneObjec
     return SceneObject(name, shape, mat_name, matrix)
 
 
-def _mesh(t: _Table, matrix: np.ndarray) -> MeshData:
+def _mesh(t: TomlTable, matrix: np.ndarray) -> MeshData:
     if t.has("file") == t.has("shape"):
         raise t.error("file", "a mesh needs exactly one of file (a mesh file) or shape (an open3d shape)")
     if t.has("file"):
@@ -481,7 +370,7 @@ def _mesh(t: _Table, matrix: np.ndarray) -> MeshData:
     return place_mesh(mesh, matrix, smooth)
 
 
-def _light(t: _Table, index: int) -> Light:
+def _light(t: TomlTable, index: int) -> Light:
     name = t.string("name", f"lights[{index}]")
     if t.has("name"):
         t.where = f'lights[{index}] "{name}"'

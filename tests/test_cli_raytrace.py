@@ -103,8 +103,8 @@ def test_cli_imports_lazily(tmp_path: Path) -> None:
 
 
 def test_default_workers_fill_the_cores_but_not_small_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import raytrace.dataset as ds
+    import raytrace.frames as frames
 
-    monkeypatch.setattr(ds, "available_cores", lambda: 4)
-    assert [ds.default_workers(n) for n in (1, 7, 8, 16, 31, 130)] == [1, 1, 1, 2, 3, 4]
-    assert ds.default_workers(130, threads=2) == 2
+    monkeypatch.setattr(frames, "available_cores", lambda: 4)
+    assert [frames.default_workers(n) for n in (1, 7, 8, 16, 31, 130)] == [1, 1, 1, 2, 3, 4]
+    assert frames.default_workers(130, threads=2) == 2

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import raytrace.dataset as ds
+import raytrace.frames as frames
 from raytrace.camera import Intrinsics, image_rays, z_per_distance
 from raytrace.dataset_format import SPLITS, read_transforms, resolve_image, transforms_path, write_transforms
 from raytrace.errors import InputError
@@ -162,7 +163,7 @@ def test_dataset_layout_and_json(tiny: Tiny, tmp_path: Path) -> None:
             assert normal.dtype == np.float16 and normal.shape == (17, 17, 3)
         data = json.loads(path.read_text())
         assert "scene_aabb" in data and "aabb" not in data  # instant-ngp would rescale the scene by `aabb`
-        assert data["integer_depth_scale"] == data["depth_unit_scale_factor"] == ds.DEPTH_UNIT
+        assert data["integer_depth_scale"] == data["depth_unit_scale_factor"] == frames.DEPTH_UNIT
     copied = load_scene(out / "scene.toml")
     assert (out / "scene.toml").read_bytes() == scene_path.read_bytes()
     np.testing.assert_array_equal(copied.bounds, scene.bounds)
@@ -243,7 +244,7 @@ def test_failure_mid_run_leaves_no_transforms(
     tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scene_path, out, _ = tiny
-    real = ds.render_image
+    real = frames.render_image
     calls = []
 
     def failing(*args, **kwargs):
@@ -252,7 +253,7 @@ def test_failure_mid_run_leaves_no_transforms(
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ds, "render_image", failing)
+    monkeypatch.setattr(frames, "render_image", failing)
     work = tmp_path / "data"
     with pytest.raises(RuntimeError, match="simulated crash"):
         render(scene_path, work)
@@ -267,7 +268,7 @@ def test_failure_mid_run_leaves_no_transforms(
     with pytest.raises(RuntimeError, match="simulated crash"):
         render(scene_path, work)
     assert not list(work.glob("transforms_*.json"))
-    monkeypatch.setattr(ds, "render_image", real)
+    monkeypatch.setattr(frames, "render_image", real)
     s = render(scene_path, work)
     assert (s.rendered, s.skipped) == (1, 6)
     assert all_files(work) == all_files(out)

@@ -37,7 +37,7 @@ def random_grid(resolution: int, gen: torch.Generator, contracted: bool = False)
 def test_march_matches_reference(
     native_device: torch.device, gen: torch.Generator, with_grid: bool, jitter: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(marching, "MARCH_CHUNK", 1000)  # many chunks: rays a .. b-1 with a > 0
+    monkeypatch.setattr(marching, "MARCH_CHUNK", 1000)  # many chunks: rows that start past ray 0
     o, d = (t.to(native_device) for t in random_rays(512, gen))
     grid = random_grid(int(torch.randint(4, 40, (1,), generator=gen)), gen).to(native_device) if with_grid else None
     seed = int(torch.randint(0, 2**31, (1,), generator=gen))

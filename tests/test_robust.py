@@ -217,7 +217,7 @@ def test_a_worker_dies_with_its_parent(sig: int, tmp_path: Path) -> None:
     """The parent-death mechanism of the raytracer's workers, on a parent that spawns one and is then killed."""
     script = textwrap.dedent("""
         import multiprocessing as mp, os, sys, time
-        from raytrace.dataset import die_with_parent
+        from raytrace.frames import die_with_parent
 
         def worker(parent):
             die_with_parent(parent)

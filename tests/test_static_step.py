@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nerf.backends import available_backends, resolve_backend
 from nerf.data import RaySampler, load_dataset
-from nerf.marching import march_rays, march_rays_static
+from nerf.marching import SlotBudget, march_rays, march_rays_static
 from nerf.model import build_model
 from nerf.occupancy import OccupancyGrid
 from nerf.render import render_rays, render_rays_static
@@ -44,15 +44,15 @@ def test_static_march_matches_dynamic_and_overflow_drops_last_rays() -> None:
     grid, aabb = half_grid(), torch.tensor([[-1.0] * 3, [1.0] * 3])
     step = 0.05
     ref = march_rays(o, d, aabb, grid, step, 200)
-    full = march_rays_static(o, d, aabb, grid, step, 200, torch.tensor(64), len(ref) + 10, 100_000)
+    full = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), len(ref) + 10, 100_000))
     assert full.fits.all() and int(full.wanted[0]) == len(ref)
     assert torch.equal(full.samples.ray_indices[: len(ref)], ref.ray_indices)
     assert torch.equal(full.samples.t_starts[: len(ref)], ref.t_starts)
     assert (full.samples.ray_indices[len(ref):] == 64).all() and (full.samples.t_ends[len(ref):] == 0).all()
 
     capacity = len(ref) // 2
-    small = march_rays_static(o, d, aabb, grid, step, 200, torch.tensor(64), capacity, 100_000)
-    again = march_rays_static(o, d, aabb, grid, step, 200, torch.tensor(64), capacity, 100_000)
+    small = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), capacity, 100_000))
+    again = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), capacity, 100_000))
     fit = int(small.fits.sum())
     assert 0 < fit < 64 and small.fits[:fit].all()  # a prefix of the rays: the last ones are dropped
     kept = int((ref.ray_indices < fit).sum())
@@ -61,7 +61,7 @@ def test_static_march_matches_dynamic_and_overflow_drops_last_rays() -> None:
     assert (small.samples.ray_indices[kept:] == 64).all()
     assert all(torch.equal(a, b) for a, b in zip(vars(small.samples).values(), vars(again.samples).values(),
                                                  strict=True))
-    few = march_rays_static(o, d, aabb, grid, step, 200, torch.tensor(10), 100_000, 100_000)
+    few = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(10), 100_000, 100_000))
     assert int(few.fits.sum()) == 10 and int(few.wanted[0]) == int((ref.ray_indices < 10).sum())
 
 
@@ -142,8 +142,8 @@ def test_static_render_compiles_fullgraph(setup, backend: str, model: str) -> No
     active = torch.tensor(300)
 
     def forward(origins: torch.Tensor, dirs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out, _ = render_rays_static(model.field, model.grid, origins, dirs, model.march, torch.ones(3), active,
-                                    BUDGET, BUDGET * 16)
+        out, _ = render_rays_static(model.field, model.grid, origins, dirs, model.march, torch.ones(3),
+                                    SlotBudget(active, BUDGET, BUDGET * 16))
         return ((out["rgb"] - target) ** 2).mean()
 
     batch = sampler.sample(512, gen)
@@ -217,7 +217,8 @@ def test_static_step_adds_the_mean_distortion_of_the_rays_it_marched(setup) -> N
         batch = sampler.sample(step.budget.hi, replay)
         background = torch.rand(batch.rgba[:, :3].shape, generator=replay)
         out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                      step.budget.rays, BUDGET, BUDGET * CANDIDATES_PER_SAMPLE, replay, True)
+                                      SlotBudget(step.budget.rays, BUDGET, BUDGET * CANDIDATES_PER_SAMPLE), replay,
+                                      True)
         expected = (out["distortion"] * buf.fits).sum() / buf.fits.sum()
         losses.append(step()[0])
     assert expected > 1e-4
