@@ -26,6 +26,7 @@ from nerf.config import (
     flag_name,
     preset_name,
 )
+from nerf.distributed import env_world
 from raytrace.atomic import write_json
 from raytrace.cliutil import (
     EXIT_FAILURE,
@@ -38,7 +39,6 @@ from raytrace.cliutil import (
     device_name,
     float_range,
     int_range,
-    is_main_process,
     positive_int,
     run_command,
 )
@@ -252,6 +252,7 @@ def train_parser() -> argparse.ArgumentParser:
         prog="nerf-train",
         description="Train an instant-NGP model on a dataset folder (ours or NeRF-synthetic). Data-parallel over "
         "N processes with --gpus N, or started by torchrun --nproc_per_node N -m nerf.cli DATA.",
+        quiet=not env_world().is_main,  # rank 0 reports
     )
     parser.add_argument("data", nargs="?", help="dataset folder with transforms_*.json (not needed with --resume)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -282,10 +283,10 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("give a dataset folder or --resume RUN_DIR")
-    code = run_command("nerf-train", lambda: _train(parser, args, argv))
+    code = run_command("nerf-train", lambda: _train(parser, args, argv), quiet=not env_world().is_main)
     status = os.environ.get(STATUS_ENV)
     if status:
-        if is_main_process():
+        if env_world().is_main:
             Path(status).write_text(str(code))
         if code in (EXIT_INPUT, EXIT_INTERRUPTED):
             return 0
@@ -293,12 +294,12 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
-    from nerf.distributed import env_world_size, init_world, shutdown
+    from nerf.distributed import init_world, shutdown
 
     device = getattr(args, "device", "auto")
     if device != "auto":
         check_device(device)
-    if args.nproc > 1 and env_world_size() <= 1:
+    if args.nproc > 1 and not env_world().distributed:
         if device != "cpu" and torch_has_cuda():
             import torch
 

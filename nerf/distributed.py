@@ -42,9 +42,11 @@ class World:
 SINGLE = World()
 
 
-def env_world_size() -> int:
-    """``WORLD_SIZE`` as torchrun sets it; 1 outside torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def env_world() -> World:
+    """The world torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) describes, known before the
+    process group is joined; :data:`SINGLE` outside torchrun."""
+    env = os.environ
+    return World(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
 
 
 def current_world() -> World:
@@ -60,10 +62,10 @@ def init_world(device_type: str) -> World:
     ``gloo``); :data:`SINGLE` when ``WORLD_SIZE`` is unset or 1. Idempotent."""
     if dist.is_available() and dist.is_initialized():
         return current_world()
-    if env_world_size() <= 1:
+    if not env_world().distributed:
         return SINGLE
     if device_type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(env_world().local_rank)
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return current_world()
 

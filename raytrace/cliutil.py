@@ -120,11 +120,13 @@ _ARGUMENT = re.compile(r"^argument (\S+): (.*)$", re.S)
 
 class ArgumentParser(argparse.ArgumentParser):
     """The parser of every command: defaults shown in ``--help`` (:class:`HelpFormatter`), and a bad flag is one
-    line, ``PROG: error: --flag: problem; see PROG --help``, with exit status 2 (argparse prints its usage first)."""
+    line, ``PROG: error: --flag: problem; see PROG --help``, with exit status 2 (argparse prints its usage first);
+    ``quiet`` (a process that is not the one reporting, such as a data-parallel rank > 0): the exit status only."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, quiet: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.quiet = quiet
 
     def error(self, message: str) -> NoReturn:
         match = _ARGUMENT.match(message)
@@ -132,7 +134,7 @@ class ArgumentParser(argparse.ArgumentParser):
             names = match[1].split("/")
             message = f"{next((n for n in names if n.startswith('--')), names[0])}: {match[2]}"
         message = " ".join(message.split())
-        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}; see {self.prog} --help\n" if is_main_process() else None)
+        self.exit(EXIT_INPUT, None if self.quiet else f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs: Any) -> None:
@@ -140,36 +142,31 @@ def add_hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kw
     parser.add_argument(flag, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
 
 
-def is_main_process() -> bool:
-    """False in the ranks > 0 of a ``torchrun`` launch (they stay quiet: rank 0 reports)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def run_command(prog: str, body: Callable[[], int]) -> int:
+def run_command(prog: str, body: Callable[[], int], quiet: bool = False) -> int:
     """Run ``body`` (a command's work, returning its exit status) inside the error boundary: bad input, an
     environment fault (unwritable path, full disk, no memory, missing device) or Ctrl-C becomes one line on stderr
-    and exit status 2, 1 or 130; never a traceback."""
+    (none when ``quiet``) and exit status 2, 1 or 130; never a traceback. Our own bugs go through."""
     try:
         return body()
     except InputError as e:
-        return _report(prog, str(e), EXIT_INPUT)
+        return _report(prog, str(e), EXIT_INPUT, quiet)
     except KeyboardInterrupt:
-        return _report(prog, "interrupted", EXIT_INTERRUPTED)
+        return _report(prog, "interrupted", EXIT_INTERRUPTED, quiet)
     except MemoryError:
-        return _report(prog, "out of memory (try a smaller size or count)", EXIT_FAILURE)
+        return _report(prog, "out of memory (try a smaller size or count)", EXIT_FAILURE, quiet)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        return _report(prog, f"{where}{e.strerror or e}", EXIT_FAILURE)
+        return _report(prog, f"{where}{e.strerror or e}", EXIT_FAILURE, quiet)
     except RuntimeError as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if any(s in text.lower() for s in _OOM):
-            return _report(prog, f"out of memory (try a smaller size or count): {text}", EXIT_FAILURE)
+            return _report(prog, f"out of memory (try a smaller size or count): {text}", EXIT_FAILURE, quiet)
         if any(s in text for s in _WRITE_FAILED):
-            return _report(prog, f"writing failed (disk full?): {text}", EXIT_FAILURE)
+            return _report(prog, f"writing failed (disk full?): {text}", EXIT_FAILURE, quiet)
         raise
 
 
-def _report(prog: str, message: str, code: int) -> int:
-    if is_main_process():
+def _report(prog: str, message: str, code: int, quiet: bool) -> int:
+    if not quiet:
         print(f"{prog}: error: {message}" if code != EXIT_INTERRUPTED else f"{prog}: {message}", file=sys.stderr)
     return code

@@ -69,10 +69,18 @@ def test_the_boundary_lets_bugs_through() -> None:
         run_command("cmd", _raise(ZeroDivisionError()))
 
 
-def test_ranks_other_than_zero_stay_quiet(monkeypatch, capsys) -> None:
+def test_ranks_other_than_zero_stay_quiet(monkeypatch, capsys, tmp_path: Path) -> None:
+    from nerf.cli import train_main
+
     monkeypatch.setenv("RANK", "1")
-    assert run_command("cmd", _raise(InputError(None, None, "bad"))) == EXIT_INPUT
+    assert train_main([str(tmp_path / "no-such-dataset")]) == EXIT_INPUT
+    with pytest.raises(SystemExit) as stop:
+        train_main([str(tmp_path), "--batch-rays", "0"])
+    assert stop.value.code == EXIT_INPUT
     assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert train_main([str(tmp_path / "no-such-dataset")]) == EXIT_INPUT
+    assert "no-such-dataset" in one_error_line(capsys.readouterr().err, "nerf-train")
 
 
 # ---- output paths, devices ---------------------------------------------------------------------------------
