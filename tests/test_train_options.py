@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import nerf.loop
 from nerf.cli import finish_run
 from nerf.field_pe import PENeRFField
-from nerf.loop import train
+from nerf.loop import TrainLoop, train
 from nerf.model import build_model, load_run
 from nerf.render import render_image
 from nerf.step import train_step
@@ -36,6 +36,29 @@ def test_time_budget_stops_the_run_early(ball: Path, tmp_path: Path, monkeypatch
     assert result.seconds >= 6.0
     _, _, ckpt = load_run(result.run_dir, "cpu")
     assert ckpt["step"] == result.step  # the run stopped with a checkpoint of its last step
+
+
+def test_the_loop_stepped_as_the_viewer_does(ball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Driven one step at a time (the viewer's trainer), the loop keeps nerf-train's budget, checkpoints and log,
+    and the time between two steps (a paused viewer) is not spent."""
+    ticks = itertools.count()
+    monkeypatch.setattr(nerf.loop.time, "perf_counter", lambda: float(next(ticks)))  # one second per reading
+    cfg = tiny_config(ball, tmp_path, steps=40, time_budget=6.0, **{**FAST, "checkpoint_every": 2, "log_every": 1})
+    session = open_session(cfg)
+    loop = TrainLoop(session)
+    rows = []
+    while not loop.finished():
+        rows.append(loop.step())
+        for _ in range(5):  # paused: the clock runs on, the budget does not
+            next(ticks)
+    loop.save_last(new_run=True)
+    loop.close()
+    assert [r["step"] for r in rows] == [1, 2, 3] and loop.seconds == 6.0  # two readings a step
+    saved = sorted(int(p.stem.split("_")[1]) for p in (session.run_dir / "checkpoints").glob("step_*.pt"))
+    assert saved == [2, 3]
+    events = EventAccumulator(str(session.run_dir / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
 
 
 def test_turntable_has_the_configured_frame_count(tiny_run, tmp_path: Path) -> None:
