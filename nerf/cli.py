@@ -325,7 +325,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
             return EXIT_INTERRUPTED
         summary = finish_run(result, quiet=args.quiet)
     except TrainingDiverged as e:
-        print(f"nerf-train: error: {e}", file=sys.stderr)
+        if env_world().is_main:
+            print(f"nerf-train: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         if world is not None:
