@@ -13,7 +13,8 @@ from raytrace.cliutil import ArgumentParser, check_memory, device_name, int_rang
 from raytrace.errors import InputError
 
 if TYPE_CHECKING:
-    from raytrace.dataset import DatasetSettings, DatasetSummary
+    from raytrace.dataset import DatasetSummary
+    from raytrace.frames import DatasetSettings
 
 # Idle OpenMP threads sleep instead of spinning (set before torch loads; spawned workers inherit it), so that
 # renders share a busy machine gracefully.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import tomllib
 from dataclasses import asdict, dataclass
@@ -32,32 +31,16 @@ import torch
 from tqdm import tqdm
 
 from raytrace.atomic import write_bytes, write_json
-from raytrace.camera import Intrinsics, look_at, rig_positions
+from raytrace.camera import look_at, rig_positions
 from raytrace.colmap import write_dataset_model
 from raytrace.dataset_format import SPLITS, Frame, Transforms, transforms_path, write_transforms
 from raytrace.errors import InputError
-from raytrace.frames import FrameJob, default_workers, depth_unit, frame_ok, run_jobs
+from raytrace.frames import DatasetSettings, FrameJob, default_workers, depth_unit, frame_ok, run_jobs
 from raytrace.scene import CameraRig, Scene
 
 MANIFEST = ".raytrace_manifest.json"
 SCENE_COPY = "scene.toml"
 FORMAT_VERSION = 2  # 1: float32 .npy depth (ray distance) and normals
-
-
-@dataclass(frozen=True)
-class DatasetSettings:
-    """What a dataset's pixels depend on besides the scene: image size, field of view, samples, views."""
-
-    width: int
-    height: int
-    fov_deg: float  # horizontal
-    spp: int  # samples per pixel
-    counts: dict[str, int]  # views per split
-    normals: bool = False  # also write world-space normals
-
-    @property
-    def intrinsics(self) -> Intrinsics:
-        return Intrinsics.from_fov(self.width, self.height, math.radians(self.fov_deg))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""One frame of a raytraced dataset: its files (:class:`FramePaths`), rendering and writing it (:func:`render_frame`),
+"""One frame of a raytraced dataset: what its pixels depend on (:class:`DatasetSettings`), its files
+(:class:`FramePaths`), rendering and writing it (:func:`render_frame`),
 checking it reads back whole (:func:`frame_ok`), and the worker processes that render frames in parallel
 (:func:`run_jobs`)."""
 
@@ -8,6 +9,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import io
+import math
 import os
 import signal
 import sys
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,14 +29,27 @@ from raytrace.camera import Intrinsics, z_per_distance
 from raytrace.render import render_image
 from raytrace.scene import Scene, load_scene
 
-if TYPE_CHECKING:
-    from raytrace.dataset import DatasetSettings
-
 DEPTH_UNIT = 1e-3  # metres per unit of the 16-bit depth PNGs (nerfstudio's default) unless the scene needs more
 FRAMES_PER_WORKER = 8
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 PARENT_POLL_SECONDS = 0.5
 _WORKER: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """What a dataset's pixels depend on besides the scene: image size, field of view, samples, views."""
+
+    width: int
+    height: int
+    fov_deg: float  # horizontal
+    spp: int  # samples per pixel
+    counts: dict[str, int]  # views per split
+    normals: bool = False  # also write world-space normals
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fov(self.width, self.height, math.radians(self.fov_deg))
 
 
 @dataclass(frozen=True)
