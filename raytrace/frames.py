@@ -1,7 +1,6 @@
 """One frame of a raytraced dataset: what its pixels depend on (:class:`DatasetSettings`), its files
-(:class:`FramePaths`), rendering and writing it (:func:`render_frame`),
-checking it reads back whole (:func:`frame_ok`), and the worker processes that render frames in parallel
-(:func:`run_jobs`)."""
+(:class:`FramePaths`), rendering and writing it (:func:`render_frame`), checking it reads back whole
+(:func:`frame_ok`), and the worker processes that render frames in parallel (:func:`run_jobs`)."""
 
 from __future__ import annotations
 
