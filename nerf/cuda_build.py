@@ -37,14 +37,20 @@ def build_key(arch: str) -> str:
 
 
 def first_error(output: str) -> str:
-    """The line of a failed CMake run that says why."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    """What a failed CMake run says first: a CMake error's message (its indented lines), else a compiler's error."""
+    lines = output.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("CMake Error") and i + 1 < len(lines):
-            return lines[i + 1]
+        if line.startswith("CMake Error"):
+            message = []
+            for follow in lines[i + 1:]:
+                if follow.strip():
+                    message.append(follow.strip())
+                elif message:
+                    break
+            return " ".join(message) or line.strip()
         if re.search(r"\berror\b", line, re.IGNORECASE):
-            return line
-    return lines[-1] if lines else "no output"
+            return line.strip()
+    return next((line.strip() for line in reversed(lines) if line.strip()), "no output")
 
 
 def cuda_library(arch: str) -> Path:

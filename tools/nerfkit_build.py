@@ -44,6 +44,8 @@ LIBRARIES = ("nerf/_native/libnerf_native.so", "nerf/_native/libnerf_native_cuda
 CPU_TARGETS = ("nerf_native", "raytrace_native")
 CUDA_TARGET = "nerf_native_cuda"
 ISOLATION_VARIABLES = ("PYTHONPATH", "PYTHONNOUSERSITE")
+CMAKE_SETTINGS = ("NERF_CUDA_ARCHITECTURES",)
+"""Environment variables handed to CMake as they are: ``NERF_CUDA_ARCHITECTURES="80;90" pip install .``"""
 EXTENSIONS = [Extension("nerfkit_native", sources=[])]
 """One stand-in for all the CMake targets: it makes the wheel a platform wheel and runs :class:`CMakeBuild`."""
 
@@ -144,7 +146,8 @@ class CMakeBuild(build_ext):
         build_dir = ROOT / "build" / "native" / hashlib.sha1(key.encode()).hexdigest()[:12]
         self.run_cmake(env, "-S", str(ROOT), "-B", str(build_dir), f"-DPython_EXECUTABLE={sys.executable}",
                        f"-DNERF_LIBRARY_DIR={root / 'nerf' / '_native'}",
-                       f"-DRAYTRACE_LIBRARY_DIR={root / 'raytrace' / '_native'}")
+                       f"-DRAYTRACE_LIBRARY_DIR={root / 'raytrace' / '_native'}",
+                       *[f"-D{name}={os.environ[name]}" for name in CMAKE_SETTINGS if os.environ.get(name)])
         self.run_cmake(env, "--build", str(build_dir), "--parallel", "--target", *CPU_TARGETS)
         say(f"native CPU kernels built into {root}")
         if "NERF_CUDA_TARGET:INTERNAL=ON" not in (build_dir / "CMakeCache.txt").read_text():
