@@ -35,7 +35,7 @@ from nerf.volume import CompositeFn, composite
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
 CUDA_LIBRARY = NATIVE_LIBRARY.with_name("libnerf_native_cuda.so")
-BUILD_HINT = "reinstall nerfkit where a C++ compiler and CMake are found (`pip install -v` says why it built none)"
+BUILD_HINT = "reinstall nerfkit where a C++ compiler is found (pip install <checkout>)"
 
 _log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, str]] = set()

@@ -32,8 +32,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def build_wheel(out: Path, **env: str) -> tuple[Path, str]:
-    """``pip wheel`` of the checkout (build isolation on, as a user's ``pip install``): the wheel, pip's output."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(out), str(ROOT)],
+    """``pip wheel`` of the checkout (build isolation on, as a user's ``pip install``; not verbose, as a user's):
+    the wheel, pip's output."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(ROOT)],
                           env=clean_env(**env), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return next(out.glob("nerfkit-*.whl")), proc.stdout + proc.stderr
@@ -56,7 +57,7 @@ def fresh_venv(path: Path, wheel: Path) -> Path:
     return python
 
 
-def test_the_wheel_installs_and_runs_native_outside_the_checkout(tmp_path: Path) -> None:
+def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path: Path) -> None:
     wheel, log = build_wheel(tmp_path / "dist", NERFKIT_REQUIRE_NATIVE="1")
     files = set(zipfile.ZipFile(wheel).namelist())
     assert files >= KERNELS, log[-2000:]

@@ -7,7 +7,7 @@ native kernels into the wheel (``pip install``, ``python -m build``) or the chec
   else without it. Where neither does (a ``python -m build`` venv, a venv without torch), torch becomes a build
   requirement; a missing CMake too (the ``cmake`` wheel).
 - **No C++ compiler** (``CXX``, else ``c++``, ``g++`` or ``clang++`` on the PATH) or ``NERFKIT_NATIVE=0``: the
-  wheel has no kernels, the build says so on stderr (``pip install -v`` shows it) and nerf runs its torch backend.
+  wheel has no kernels, the build says so (a warning that pip shows) and nerf runs its torch backend.
   ``NERFKIT_REQUIRE_NATIVE=1`` makes that an error (``make native``). With a compiler, a failed build is an error.
 - **CUDA kernels** where torch has CUDA and nvcc is found (``nerf/csrc/CMakeLists.txt`` decides), built last and on
   a best-effort basis: a failure is said and leaves them to :mod:`nerf.cuda_build` on first CUDA use.
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 from setuptools import Extension
@@ -52,6 +53,11 @@ EXTENSIONS = [Extension("nerfkit_native", sources=[])]
 
 def say(message: str) -> None:
     print(f"nerfkit: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """Said by pip even without ``-v``: the hook's warnings reach the frontend (pyproject_hooks re-emits them)."""
+    warnings.warn(f"nerfkit: {message}", UserWarning, stacklevel=2)
 
 
 def native_required() -> bool:
@@ -138,7 +144,7 @@ class CMakeBuild(build_ext):
         if why_not is not None:
             if native_required():
                 raise RuntimeError(f"nerfkit: the native kernels cannot be built: {why_not} (NERFKIT_REQUIRE_NATIVE=1)")
-            say(f"native kernels NOT built ({why_not}); nerf will run its PyTorch backend. Install a C++ compiler "
+            warn(f"native kernels NOT built ({why_not}); nerf will run its PyTorch backend. Install a C++ compiler "
                 "and CMake, then reinstall, for the faster native kernels.")
             return
         key = subprocess.run([sys.executable, "-c", "import torch; print(torch.utils.cmake_prefix_path)"], env=env,
@@ -159,7 +165,7 @@ class CMakeBuild(build_ext):
             (root / LIBRARIES[1]).unlink(missing_ok=True)
             if native_required():
                 raise
-            say(f"CUDA kernels NOT built ({err}); nerf will try again on first CUDA use")
+            warn(f"CUDA kernels NOT built ({err}); nerf will try again on first CUDA use")
 
     @staticmethod
     def run_cmake(env: dict[str, str], *args: str) -> None:
