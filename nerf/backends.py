@@ -2,11 +2,12 @@
 into a :class:`Backend` bundle that :func:`nerf.model.build_model` consumes.
 
 - ``torch``: :func:`nerf.hashgrid.hash_encode`, the reference; runs everywhere.
-- ``native``: the C++ (OpenMP) and CUDA kernels of ``nerf/csrc`` (``torch.ops.nerf_native``), built by
-  the top-level ``CMakeLists.txt`` into ``nerf/_native/`` (``make native``). Same function, same table: values
-  equal the reference to float32 rounding, checkpoints move freely between ``torch`` and ``native``.
-  dL/dtable is bit-reproducible on the CPU (one thread per level, points in order) but not on CUDA (float
-  ``atomicAdd``).
+- ``native``: the C++ (OpenMP) and CUDA kernels of ``nerf/csrc`` (``torch.ops.nerf_native``), built at install
+  (``pip install``, see ``tools/nerfkit_build.py``) into ``nerf/_native/``: ``libnerf_native.so`` (the ops, CPU)
+  and, where torch had CUDA and nvcc was found, ``libnerf_native_cuda.so``; else that one is built on first CUDA
+  use by :mod:`nerf.cuda_build`. Same function, same table: values equal the reference to float32 rounding,
+  checkpoints move freely between ``torch`` and ``native``. dL/dtable is bit-reproducible on the CPU (one thread
+  per level, points in order) but not on CUDA (float ``atomicAdd``).
 - ``tcnn``: ``tinycudann.Encoding`` (otype HashGrid, same L, F, log2 T, N_min, per-level scale b) on CUDA. The
   reference follows tcnn's function and layout (see :mod:`nerf.hashgrid`), so tcnn's parameter vector *is* our
   table flattened row-major: a checkpoint moves between all three backends. tcnn agrees to float32 rounding
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+from nerf.cuda_build import CudaBuildError, cuda_library
 from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
 from nerf.marching import CandidatesFn, RaySpans, Samples, StepRule, march_candidates
 from nerf.occupancy import OccupancyGrid
@@ -32,9 +34,12 @@ from nerf.volume import CompositeFn, composite, finish_composite
 
 BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
-BUILD_HINT = "build it with `make native` (cmake -S . -B build && cmake --build build)"
+CUDA_LIBRARY = NATIVE_LIBRARY.with_name("libnerf_native_cuda.so")
+BUILD_HINT = "reinstall nerfkit where a C++ compiler is found (pip install <checkout>)"
 
 _log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
+"""The fallbacks to the reference already said: (device type, why)."""
 
 
 class BackendUnavailable(RuntimeError):
@@ -45,25 +50,43 @@ class BackendUnavailable(RuntimeError):
 def _native_load_error() -> str | None:
     """Load the native library once; ``None`` when loaded, else why not (one line)."""
     if not NATIVE_LIBRARY.is_file():
-        return f"native kernels not built ({NATIVE_LIBRARY} missing): {BUILD_HINT}"
+        return f"native kernels not built at install ({NATIVE_LIBRARY} missing): {BUILD_HINT}"
+    err = _load(NATIVE_LIBRARY)
+    if err is None:
+        _register_fakes()
+    return err
+
+
+def _load(library: Path) -> str | None:
     try:
-        torch.ops.load_library(str(NATIVE_LIBRARY))
+        torch.ops.load_library(str(library))
     except (OSError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"native library {NATIVE_LIBRARY} does not load ({first_line}): rebuild it, {BUILD_HINT}"
-    _register_fakes()
+        return f"native library {library} does not load ({first_line}): {BUILD_HINT} against this torch"
     return None
+
+
+@functools.cache
+def _cuda_load_error() -> str | None:
+    """Load the CUDA kernels once: the installed library, else one built now for the first GPU (cached); ``None``
+    when loaded, else why not (one line)."""
+    err = _native_load_error()
+    if err is not None:
+        return err
+    library = CUDA_LIBRARY
+    if not library.is_file():
+        major, minor = torch.cuda.get_device_capability(0)
+        try:
+            library = cuda_library(f"{major}{minor}")
+        except CudaBuildError as build_err:
+            return str(build_err)
+    return _load(library)
 
 
 def _register_fakes() -> None:
     """Fake (Meta) kernels of the native ops that have none in C++, so that ``torch.compile`` and CUDA-graph-friendly
     tracing see their output shapes (``hash_encode_*`` have C++ Meta kernels)."""
     lib = "nerf_native::"
-
-    @torch.library.register_fake(lib + "ray_aabb")
-    def _(o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        n = o.shape[0]
-        return o.new_empty(n), o.new_empty(n), o.new_empty(n, dtype=torch.bool)
 
     @torch.library.register_fake(lib + "composite_forward")
     def _(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays: int) -> tuple[torch.Tensor, ...]:
@@ -87,9 +110,9 @@ def _native_error(device: torch.device) -> str | None:
         return err
     if device.type == "cpu":
         return None
-    if device.type == "cuda" and torch.ops.nerf_native.has_cuda():
-        return None
-    return f"native kernels were built without {device.type} support: {BUILD_HINT} on a machine with nvcc"
+    if device.type == "cuda":
+        return _cuda_load_error() if torch.cuda.is_available() else "no CUDA device"
+    return f"the native kernels run on the CPU and CUDA devices, not {device.type}"
 
 
 def _tcnn_error(device: torch.device) -> str | None:
@@ -138,7 +161,9 @@ def resolve_backend(name: str, device: torch.device | str, cfg: HashGridConfig |
         err = _native_error(device)
         if err is None:
             return NATIVE
-        _log.warning("hash grid: using the PyTorch reference on %s; %s", device, err)
+        if (device.type, err) not in _WARNED:  # said once
+            _WARNED.add((device.type, err))
+            _log.warning("hash grid: using the PyTorch reference on %s; %s", device, err)
         return TORCH
     if name == "torch":
         return TORCH
@@ -295,18 +320,6 @@ def native_composite(
     )
     rgb, depth = finish_composite(rgb, depth_sum, opacity, background)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "weights": weights}
-
-
-def native_ray_aabb(
-    o: torch.Tensor, d: torch.Tensor, aabb: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`nerf.marching.ray_aabb` on the native kernels (float32): ``o, d`` ``(N, 3)``, ``aabb`` ``(2, 3)``
-    -> ``t_near (N,)``, ``t_far (N,)``, ``hit (N,)`` bool. Not differentiable (the reference's ``t`` are not
-    either in use: they only place samples)."""
-    err = _native_error(o.device)
-    if err is not None:
-        raise BackendUnavailable(f"native ray_aabb on {o.device}: {err}")
-    return torch.ops.nerf_native.ray_aabb(o, d, aabb.to(o))
 
 
 def native_march_candidates(spans: RaySpans, rule: StepRule, grid: OccupancyGrid | None) -> Samples:

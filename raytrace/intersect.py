@@ -138,13 +138,13 @@ class SceneGeometry:
     def _intersect_native(self, o: torch.Tensor, d: torch.Tensor) -> Hits:
         """``intersect`` with the analytic shapes in one native pass (``rt_analytic_hit``) over Embree's hits."""
         hits = Hits.misses(o.shape[0]) if self.meshes is None else Hits(**self.meshes.cast(o, d))
-        torch.ops.nerf_native.rt_analytic_hit(o, d, self.prims, hits.t, hits.obj, hits.ng, hits.ns, hits.uv)
+        torch.ops.raytrace_native.analytic_hit(o, d, self.prims, hits.t, hits.obj, hits.ng, hits.ns, hits.uv)
         return hits
 
     def occluded(self, o: torch.Tensor, d: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: whether any surface lies on the ray strictly before ``t_max`` (N,)."""
         if self.prims is not None and native.available(o.device):
-            blocked = torch.ops.nerf_native.rt_analytic_occluded(o, d, t_max, self.prims)
+            blocked = torch.ops.raytrace_native.analytic_occluded(o, d, t_max, self.prims)
         else:
             blocked = self._occluded_analytic(o, d, t_max)
         if self.meshes is not None:

@@ -269,10 +269,10 @@ def _direct(
              for light in scene.lights if isinstance(light, AreaLight)]
     if native.available(p.device):
         rand = rands[0] if len(rands) == 1 else torch.cat(rands, 1) if rands else p.new_zeros(p.shape[0], 0, 2)
-        index, origin, ray_d, t_max, contrib = torch.ops.nerf_native.rt_direct_samples(
+        index, origin, ray_d, t_max, contrib = torch.ops.raytrace_native.direct_samples(
             p, d, ng, ns, colour, spec, shininess, geo.lights, rand, geo.eps, glossy)
         blocked = geo.occluded(origin, ray_d, t_max)
-        return torch.ops.nerf_native.rt_sum_unblocked(index, contrib, blocked, p.shape[0])
+        return torch.ops.raytrace_native.sum_unblocked(index, contrib, blocked, p.shape[0])
     ng_f = _facing(ng, d)
     n = _facing(ns, d)
     n = torch.where((dot(n, ng_f) < 0).unsqueeze(-1), ng_f, n)

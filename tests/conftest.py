@@ -41,15 +41,28 @@ def cuda_device() -> torch.device:
     return torch.device("cuda")
 
 
+REQUIRE_NATIVE = os.environ.get("NERFKIT_REQUIRE_NATIVE") == "1"
+"""Set by ``make test``: the native kernels must be there, so their tests fail where they are missing."""
+
+
+def skip_without_native(err: str | None) -> None:
+    """Skip the test where native kernels are missing (``err`` says why; ``None``: they are there), or fail it
+    under ``NERFKIT_REQUIRE_NATIVE=1``."""
+    if err is None:
+        return
+    if REQUIRE_NATIVE:
+        pytest.fail(f"NERFKIT_REQUIRE_NATIVE=1, yet {err}", pytrace=False)
+    pytest.skip(err)
+
+
 @pytest.fixture(params=["cpu", "cuda"])
 def native_device(request: pytest.FixtureRequest) -> torch.device:
-    """The devices the native kernels run on here; skipped where the library is not built (``make native``)."""
+    """The devices the native kernels run on here: CUDA is skipped without a GPU; a device whose kernels are
+    missing is skipped (failed under ``NERFKIT_REQUIRE_NATIVE=1``)."""
     from nerf.backends import _native_error
 
     device = request.getfixturevalue("cuda_device") if request.param == "cuda" else torch.device("cpu")
-    err = _native_error(device)
-    if err is not None:
-        pytest.skip(err)
+    skip_without_native(_native_error(device))
     return device
 
 

@@ -4,6 +4,7 @@ no cycle, and nothing imports upward (``raytrace`` <- ``nerf`` <- ``viewer``).""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,51 @@ def test_the_viewer_core_reaches_no_qt(core: str) -> None:
             todo.extend(graph[name])
     assert not sorted(n for n in reached if imports_qt(modules[n]))
     assert imports_qt(modules["viewer.worker"])  # the check sees a Qt import where there is one
+
+
+NERF_WORD = re.compile(r"(?<![A-Za-z])nerf(?![a-z])")  # nerf, nerf.x, nerf_native; not NeRF nor nerfkit
+
+
+def names_of_nerf(path: Path) -> list[str]:
+    """Where the Python file ``path`` names the ``nerf`` package in code (not in docstrings): an identifier, an
+    attribute (``torch.ops.nerf_native``) or a string (``find_spec("nerf")``, ``"nerf/_native"``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+        elif isinstance(node, ast.Name):
+            text = node.id
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, ast.alias):
+            text = node.name
+        else:
+            continue
+        if NERF_WORD.search(text):
+            found.append(f"{path.name}:{getattr(node, 'lineno', '?')}: {text!r}")
+    return found
+
+
+def test_raytrace_never_names_nerf() -> None:
+    """The bottom layer finds nothing of the one above, not even without importing it: no name or string of
+    ``nerf`` in its code, and none in its native sources (its kernels are its own, in raytrace/csrc)."""
+    found = [hit for path in sorted((ROOT / "raytrace").rglob("*.py")) for hit in names_of_nerf(path)]
+    found += [f"{path.name}: {line.strip()}" for path in sorted((ROOT / "raytrace" / "csrc").iterdir())
+              for line in path.read_text().splitlines() if NERF_WORD.search(line)]
+    assert not found, "; ".join(found)
+
+
+def test_the_nerf_finder_sees_a_lookup_by_name(tmp_path: Path) -> None:
+    """It catches the ways the raytracer once found nerf's library, and lets a docstring say NeRF or nerf."""
+    (tmp_path / "x.py").write_text(
+        '"""Writes NeRF datasets that nerf reads."""\nimport importlib.util\n\nimport torch\n\n'
+        'SPEC = importlib.util.find_spec("nerf")\nOPS = torch.ops.nerf_native\nNAME = "nerfkit"\n'
+    )
+    assert sorted(hit.split(": ")[1] for hit in names_of_nerf(tmp_path / "x.py")) == ["'nerf'", "'nerf_native'"]

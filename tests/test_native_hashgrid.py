@@ -22,6 +22,7 @@ from nerf.backends import (
 from nerf.hashgrid import GridLayout, HashGrid, HashGridConfig, grid_layout, hash_encode, level_layouts, table_rows
 from nerf.marching import march_candidates
 from nerf.volume import composite
+from tests.conftest import skip_without_native
 
 CONFIGS = {
     # T = 256: R = 2, 4 dense; 8, 16 hashed. F = 3 exercises an odd feature count.
@@ -108,8 +109,7 @@ def test_table_grad_only_when_x_is_constant(native_device: torch.device, gen: to
 
 
 def test_cpu_backward_is_deterministic(gen: torch.Generator) -> None:
-    if _native_error(torch.device("cpu")) is not None:
-        pytest.skip(_native_error(torch.device("cpu")))
+    skip_without_native(_native_error(torch.device("cpu")))
     cfg = CONFIGS["log2T12"]
     x, table = torch.rand(50_000, 3, generator=gen), make_table(cfg, gen)
     grad_out = torch.randn(x.shape[0], cfg.output_dim, generator=gen)

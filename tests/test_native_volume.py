@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from nerf.backends import _native_error, native_composite, native_ray_aabb
-from nerf.marching import ray_aabb
+from nerf.backends import _native_error, native_composite
 from nerf.volume import composite
+from tests.conftest import skip_without_native
 
 
 def packed_samples(n_rays: int, gen: torch.Generator) -> dict[str, torch.Tensor | int]:
@@ -100,26 +100,9 @@ def bg64(background: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def test_unsorted_rays_are_rejected() -> None:
-    if _native_error(torch.device("cpu")) is not None:
-        pytest.skip(_native_error(torch.device("cpu")))
+    skip_without_native(_native_error(torch.device("cpu")))
     s = torch.ones(3)
     with pytest.raises(RuntimeError, match="not sorted"):
         native_composite(s, torch.ones(3, 3), s * 0, s, torch.tensor([1, 0, 1]), 2)
     with pytest.raises(RuntimeError, match="outside"):
         native_composite(s, torch.ones(3, 3), s * 0, s, torch.tensor([0, 1, 2]), 2)
-
-
-def test_ray_aabb_matches_reference(native_device: torch.device, gen: torch.Generator) -> None:
-    aabb = torch.tensor([[-1.0, -0.5, -2.0], [1.5, 0.5, 1.0]])
-    n = 4000
-    o = torch.rand(n, 3, generator=gen) * 8 - 4  # inside and outside the box
-    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
-    d[::7, 0] = 0.0  # axis-parallel rays, both signs of zero
-    d[1::7, 1] = -0.0
-    o[::11] = aabb[0]  # starting on a corner
-    t_near, t_far, hit = native_ray_aabb(o.to(native_device), d.to(native_device), aabb.to(native_device))
-    ref_near, ref_far, ref_hit = ray_aabb(o, d, aabb)
-    assert ref_hit.any() and not ref_hit.all()
-    assert torch.equal(hit.cpu(), ref_hit)
-    torch.testing.assert_close(t_near.cpu(), ref_near, rtol=1e-6, atol=0.0)
-    torch.testing.assert_close(t_far.cpu(), ref_far, rtol=1e-6, atol=0.0)

@@ -16,11 +16,18 @@ from raytrace.dataset import rig_poses
 from raytrace.intersect import scene_geometry
 from raytrace.render import MaterialTable, _direct, render_image
 from raytrace.scene import Scene, load_scene
+from tests.conftest import skip_without_native
 from tests.raytrace_scenes import make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-needs_native = pytest.mark.skipif(not native.available(CPU), reason="native library not built (make native)")
+
+
+@pytest.fixture
+def native_kernels() -> None:
+    """Skips the test where the raytracer's kernels are missing (fails it under NERFKIT_REQUIRE_NATIVE=1)."""
+    skip_without_native(native.load_error())
+
 
 LIGHTS = """
 [render]
@@ -93,7 +100,7 @@ def _views(scene: Scene, size: int, count: int) -> list[tuple[torch.Tensor, Intr
     return [(torch.as_tensor(p, dtype=torch.float32), intr) for p in rig_poses(scene.rig, {"train": count})["train"]]
 
 
-@needs_native
+@pytest.mark.usefixtures("native_kernels")
 def test_direct_light_kernel_matches_its_torch_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Random diffuse hits (both sides of the surfaces, random shading normals) under point, directional and
     stratified / unstratified area lights, glossy and matte."""
@@ -139,7 +146,7 @@ material = "shiny"
 """
 
 
-@needs_native
+@pytest.mark.usefixtures("native_kernels")
 def test_analytic_hit_kernels_match_their_torch_twins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Closest hits (distance, object, normal, uv) and occlusion of random rays among spheres and planes, some
     scaled, rotated and translated."""
@@ -163,7 +170,7 @@ def test_analytic_hit_kernels_match_their_torch_twins(tmp_path: Path, monkeypatc
     assert torch.equal(fast_blocked, twin_blocked)
 
 
-@needs_native
+@pytest.mark.usefixtures("native_kernels")
 @pytest.mark.parametrize("name", ["whitted", "cornell", "object", "garden"])
 def test_shipped_scenes_render_alike_with_and_without_native(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     scene = load_scene(ROOT / "datasets" / "scenes" / f"{name}.toml")
@@ -182,11 +189,11 @@ def test_raytrace_renders_without_the_library(tmp_path: Path, monkeypatch: pytes
     c2w, intr = _views(scene, 12, 1)[0]
     before = render_image(scene, c2w, intr, spp=2)
     monkeypatch.setenv("RAYTRACE_NATIVE", "0")
-    native._loaded.cache_clear()
+    native.load_error.cache_clear()
     try:
         assert not native.available(CPU)
         after = render_image(scene, c2w, intr, spp=2)
     finally:
         monkeypatch.delenv("RAYTRACE_NATIVE")
-        native._loaded.cache_clear()
+        native.load_error.cache_clear()
     np.testing.assert_allclose(before.rgba.numpy(), after.rgba.numpy(), atol=1e-5, rtol=0)

@@ -23,7 +23,7 @@ from nerf.render import render_image
 from nerf.step import make_optimizer, train_step
 from nerf.volume import CompositeFn, composite
 
-from .conftest import tiny_config
+from .conftest import skip_without_native, tiny_config
 
 
 @pytest.fixture
@@ -59,8 +59,7 @@ def test_the_backend_picks_the_marching_and_compositing(tmp_path: Path) -> None:
     for reference in (build_model(cfg, aabb, cpu), build_model(dataclasses.replace(cfg, model="nerf"), aabb, cpu)):
         assert reference.march.composite_fn is composite
         assert reference.march.candidates_fn is march_candidates
-    if _native_error(cpu) is not None:
-        pytest.skip(_native_error(cpu))
+    skip_without_native(_native_error(cpu))
     native = build_model(dataclasses.replace(cfg, backend="native"), aabb, cpu)
     assert native.backend == "native" and native.march.composite_fn is native_composite
     assert native.march.candidates_fn is native_march_candidates

@@ -21,12 +21,13 @@ from nerf.render import (
 )
 from nerf.volume import render_weights
 from raytrace.camera import image_rays
+from tests.conftest import skip_without_native
 
 
 @pytest.mark.parametrize("backend", ["torch", "native"])
 def test_rounds_render_what_render_rays_renders(tiny_run, backend: str) -> None:
-    if backend == "native" and _native_error(torch.device("cpu")) is not None:
-        pytest.skip(_native_error(torch.device("cpu")))
+    if backend == "native":
+        skip_without_native(_native_error(torch.device("cpu")))
     _, result = tiny_run
     _, m, _ = load_run(result.run_dir, "cpu", backend)
     test = result.dataset.splits["test"]

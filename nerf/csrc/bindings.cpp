@@ -1,6 +1,7 @@
-// torch.ops.nerf_native.{hash_encode,composite}_{forward,backward} and ray_aabb: validation, allocation and
-// dispatch to the CPU kernels (always) and the CUDA kernels (when built with NERF_WITH_CUDA). Loaded from Python with
-// torch.ops.load_library; no Python linkage.
+// torch.ops.nerf_native.{hash_encode,composite}_{forward,backward} and march_samples: validation, allocation and
+// dispatch to the kernels. Built twice: without NERF_WITH_CUDA it defines the ops with their CPU and Meta kernels
+// (libnerf_native.so); with it, it registers their CUDA kernels alone (libnerf_native_cuda.so, loaded on top).
+// Loaded from Python with torch.ops.load_library; no Python linkage.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -103,6 +104,7 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, 
   return {grad_table, grad_x};
 }
 
+#ifndef NERF_WITH_CUDA
 // Shapes only (torch.compile's fake tensors).
 at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, const at::Tensor&, const at::Tensor& scales,
                         int64_t) {
@@ -114,32 +116,7 @@ std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Te
                                                  const at::Tensor&, const at::Tensor&, int64_t, bool input_grad) {
   return {at::empty_like(table), input_grad ? at::empty_like(x) : at::empty_symint({0, 3}, x.options())};
 }
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_impl(const at::Tensor& o_in, const at::Tensor& d_in,
-                                                              const at::Tensor& aabb_in) {
-  TORCH_CHECK(o_in.dim() == 2 && o_in.size(1) == 3 && d_in.sizes() == o_in.sizes(),
-              "nerf_native: ray origins and directions must both be (N, 3)");
-  TORCH_CHECK(aabb_in.sizes() == at::IntArrayRef({2, 3}), "nerf_native: aabb must be (2, 3)");
-  for (const at::Tensor* t : {&o_in, &d_in, &aabb_in}) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device() == o_in.device(),
-                "nerf_native: ray_aabb takes float32 tensors on one device");
-  }
-  const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), aabb = aabb_in.contiguous();
-  const int64_t n = o.size(0);
-  at::Tensor t_near = at::empty({n}, o.options()), t_far = at::empty({n}, o.options());
-  at::Tensor hit = at::empty({n}, o.options().dtype(at::kBool));
-  if (o.is_cuda()) {
-#ifdef NERF_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(o.device());
-    ray_aabb_cuda(o.data_ptr<float>(), d.data_ptr<float>(), n, aabb.data_ptr<float>(), t_near.data_ptr<float>(),
-                  t_far.data_ptr<float>(), hit.data_ptr<bool>(), c10::cuda::getCurrentCUDAStream().stream());
 #endif
-  } else {
-    ray_aabb_cpu(o.data_ptr<float>(), d.data_ptr<float>(), n, aabb.data_ptr<float>(), t_near.data_ptr<float>(),
-                 t_far.data_ptr<float>(), hit.data_ptr<bool>());
-  }
-  return {t_near, t_far, hit};
-}
 
 void check_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
                    const at::Tensor& t_ends, const at::Tensor& ray_indices) {
@@ -318,12 +295,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
 
 }  // namespace
 
+#ifndef NERF_WITH_CUDA
 TORCH_LIBRARY(nerf_native, m) {
   m.def("hash_encode_forward(Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size) -> Tensor");
   m.def(
       "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size, "
       "bool input_grad) -> (Tensor, Tensor)");
-  m.def("ray_aabb(Tensor o, Tensor d, Tensor aabb) -> (Tensor t_near, Tensor t_far, Tensor hit)");
   m.def(
       "march_samples(Tensor o, Tensor d, Tensor t0, Tensor t_far, Tensor counts, Tensor? mask, Tensor grid_aabb, "
       "bool grid_contracted, float step_size, float cone_angle, float max_step, Tensor? contract_aabb, "
@@ -335,13 +312,6 @@ TORCH_LIBRARY(nerf_native, m) {
       "composite_backward(Tensor? grad_weights, Tensor grad_rgb, Tensor grad_depth_sum, Tensor grad_opacity, "
       "Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor ray_indices, Tensor weights, "
       "Tensor transmittance) -> (Tensor grad_sigmas, Tensor grad_rgbs)");
-  m.def("has_cuda() -> bool", []() {
-#ifdef NERF_WITH_CUDA
-    return true;
-#else
-    return false;
-#endif
-  });
 }
 
 TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
@@ -349,24 +319,24 @@ TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
   m.impl("hash_encode_backward", &backward_impl);
   m.impl("composite_forward", &composite_forward_impl);
   m.impl("composite_backward", &composite_backward_impl);
-  m.impl("ray_aabb", &ray_aabb_impl);
   m.impl("march_samples", &march_samples_impl);
 }
-
-#ifdef NERF_WITH_CUDA
-TORCH_LIBRARY_IMPL(nerf_native, CUDA, m) {
-  m.impl("hash_encode_forward", &forward_impl);
-  m.impl("hash_encode_backward", &backward_impl);
-  m.impl("composite_forward", &composite_forward_impl);
-  m.impl("composite_backward", &composite_backward_impl);
-  m.impl("ray_aabb", &ray_aabb_impl);
-  m.impl("march_samples", &march_samples_impl);
-}
-#endif
 
 TORCH_LIBRARY_IMPL(nerf_native, Meta, m) {
   m.impl("hash_encode_forward", &forward_meta);
   m.impl("hash_encode_backward", &backward_meta);
 }
+
+#else
+
+TORCH_LIBRARY_IMPL(nerf_native, CUDA, m) {
+  m.impl("hash_encode_forward", &forward_impl);
+  m.impl("hash_encode_backward", &backward_impl);
+  m.impl("composite_forward", &composite_forward_impl);
+  m.impl("composite_backward", &composite_backward_impl);
+  m.impl("march_samples", &march_samples_impl);
+}
+
+#endif
 
 }  // namespace nerf_native

@@ -1,4 +1,4 @@
-// OpenMP CPU kernels of the ray-box test and of volume compositing: one ray per iteration, rays in parallel.
+// OpenMP CPU kernels of volume compositing: one ray per iteration, rays in parallel.
 #include <stdexcept>
 
 #include "volume_kernels.h"
@@ -18,14 +18,6 @@ void ray_ranges(const PackedSamples& s, int64_t* begin, int64_t* end) {
 }
 
 }  // namespace
-
-void ray_aabb_cpu(const float* o, const float* d, int64_t n, const float* aabb, float* t_near, float* t_far,
-                  bool* hit) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    hit[i] = ray_aabb_one(o + 3 * i, d + 3 * i, aabb, aabb + 3, t_near + i, t_far + i);
-  }
-}
 
 void composite_forward_cpu(const PackedSamples& s, int64_t* begin, int64_t* end, CompositeOut out) {
   ray_ranges(s, begin, end);

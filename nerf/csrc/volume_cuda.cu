@@ -1,4 +1,4 @@
-// CUDA kernels of the ray-box test and of volume compositing (one thread per ray); maths in volume_math.h.
+// CUDA kernels of volume compositing (one thread per ray); maths in volume_math.h.
 // No torch headers.
 #include "cuda_launch.cuh"
 #include "volume_kernels.h"
@@ -34,15 +34,6 @@ __global__ void backward_kernel(PackedSamples s, const int64_t* __restrict__ beg
                          transmittance, grad_sigmas, grad_rgbs);
 }
 
-// aabb is read from device memory (2, 3).
-__global__ void ray_aabb_kernel(const float* __restrict__ o, const float* __restrict__ d, int64_t n,
-                                const float* __restrict__ aabb, float* __restrict__ t_near,
-                                float* __restrict__ t_far, bool* __restrict__ hit) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  hit[i] = ray_aabb_one(o + 3 * i, d + 3 * i, aabb, aabb + 3, t_near + i, t_far + i);
-}
-
 void ranges(const PackedSamples& s, int64_t* begin, int64_t* end, cudaStream_t stream) {
   if (s.n_samples == 0) return;
   ray_ranges_kernel<<<blocks_for(s.n_samples), kThreads, 0, stream>>>(s.ray_indices, s.n_samples, s.n_rays,
@@ -51,14 +42,6 @@ void ranges(const PackedSamples& s, int64_t* begin, int64_t* end, cudaStream_t s
 }
 
 }  // namespace
-
-void ray_aabb_cuda(const float* o, const float* d, int64_t n, const float* aabb, float* t_near, float* t_far,
-                   bool* hit, void* stream) {
-  if (n == 0) return;
-  ray_aabb_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(o, d, n, aabb, t_near, t_far,
-                                                                                      hit);
-  check(cudaGetLastError(), "ray_aabb_cuda");
-}
 
 void composite_forward_cuda(const PackedSamples& s, int64_t* begin, int64_t* end, CompositeOut out, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);

@@ -18,12 +18,6 @@ struct PackedSamples {
   int64_t n_rays;
 };
 
-// Rays o, d (n, 3) against the box aabb (2, 3) = [lo; hi]: t_near, t_far (n,) and hit (n,) as bytes.
-void ray_aabb_cpu(const float* o, const float* d, int64_t n, const float* aabb, float* t_near, float* t_far,
-                  bool* hit);
-void ray_aabb_cuda(const float* o, const float* d, int64_t n, const float* aabb, float* t_near, float* t_far,
-                   bool* hit, void* stream);
-
 // CPU: throws std::invalid_argument when ray_indices are not sorted or out of [0, R).
 void composite_forward_cpu(const PackedSamples& s, int64_t* begin, int64_t* end, CompositeOut out);
 void composite_backward_cpu(const PackedSamples& s, int64_t* begin, int64_t* end, CompositeGrads grads,

@@ -1,6 +1,5 @@
-// Per-ray maths of the ray-box slab test (nerf/marching.py's `ray_aabb`) and of front-to-back volume compositing
-// over packed samples (sorted by ray, then by t), shared by the CPU and CUDA kernels. The function is
-// nerf/volume.py's `composite` (the PyTorch reference):
+// Per-ray maths of front-to-back volume compositing over packed samples (sorted by ray, then by t), shared by the
+// CPU and CUDA kernels. The function is nerf/volume.py's `composite` (the PyTorch reference):
 // tau_i = sigma_i (t_end_i - t_start_i), T_i = exp(-sum_{j<i} tau_j) (sum in double), alpha_i = 1 - exp(-tau_i),
 // w_i = T_i alpha_i; per ray: rgb = sum w_i c_i, opacity = sum w_i, depth_sum = sum w_i (t_start_i + t_end_i) / 2.
 #pragma once
@@ -10,26 +9,6 @@
 #include "hashgrid_math.h"  // HD
 
 namespace nerf_native {
-
-// Slab test of one ray against the box [lo, hi]: t_near >= 0 (a ray starting inside enters at 0); a miss
-// (t_far <= t_near) returns t_far = t_near and false. Direction components below FLT_MIN count as FLT_MIN.
-HD inline bool ray_aabb_one(const float* o, const float* d, const float* lo, const float* hi, float* t_near,
-                            float* t_far) {
-  constexpr float kTiny = 1.17549435e-38f;  // torch.finfo(torch.float32).tiny
-  float near = -INFINITY, far = INFINITY;
-  for (int a = 0; a < 3; ++a) {
-    const float inv = 1.f / (fabsf(d[a]) < kTiny ? kTiny : d[a]);
-    const float t0 = (lo[a] - o[a]) * inv, t1 = (hi[a] - o[a]) * inv;
-    const float tmin = t0 < t1 ? t0 : t1, tmax = t0 < t1 ? t1 : t0;
-    near = tmin > near ? tmin : near;
-    far = tmax < far ? tmax : far;
-  }
-  near = near < 0.f ? 0.f : near;
-  const bool hit = far > near;
-  *t_near = near;
-  *t_far = hit ? far : near;
-  return hit;
-}
 
 struct CompositeOut {
   float* weights;        // (S,)

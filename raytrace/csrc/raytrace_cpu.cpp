@@ -1,10 +1,10 @@
-// The raytracer's CPU kernels (torch.ops.nerf_native.rt_*), twins of its PyTorch code: the same float32 operations
+// The raytracer's CPU kernels (torch.ops.raytrace_native.*), twins of its PyTorch code: the same float32 operations
 // in the same order (compiled with -ffp-contract=off), so the two agree to float32 rounding (torch's vectorised
 // sqrt, atan2 and acos may differ from the C library's by an ulp).
-// - rt_direct_samples (raytrace/render.py _direct, raytrace/lights.py light_samples): for every diffuse hit m and
+// - direct_samples (raytrace/render.py _direct, raytrace/lights.py light_samples): for every diffuse hit m and
 //   light sample j that lights the front side, the shadow ray and the unshadowed contribution brdf * E * cos; the
-//   caller traces the shadow rays; rt_sum_unblocked sums the unblocked contributions per hit.
-// - rt_analytic_hit, rt_analytic_occluded (raytrace/geometry.py ray_sphere, ray_plane, AnalyticPrimitive): closest
+//   caller traces the shadow rays; sum_unblocked sums the unblocked contributions per hit.
+// - analytic_hit, analytic_occluded (raytrace/geometry.py ray_sphere, ray_plane, AnalyticPrimitive): closest
 //   hits of a batch of rays with all the analytic spheres and planes in one pass (merged in place into Embree's
 //   hits), and shadow-ray occlusion.
 #include <ATen/ATen.h>
@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-namespace nerf_native {
+namespace raytrace_native {
 
 namespace {
 
@@ -104,13 +104,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
   for (const at::Tensor* t : {&p_in, &d_in, &ng_in, &ns_in, &albedo_in}) {
     TORCH_CHECK(t->dim() == 2 && t->size(0) == m && t->size(1) == 3 && t->scalar_type() == at::kFloat &&
                     t->device().is_cpu(),
-                "nerf_native.rt_direct_samples: p, d, ng, ns and albedo must be float32 (M, 3) on the CPU");
+                "raytrace_native.direct_samples: p, d, ng, ns and albedo must be float32 (M, 3) on the CPU");
   }
   TORCH_CHECK(spec_in.dim() == 1 && spec_in.size(0) == m && shininess_in.dim() == 1 && shininess_in.size(0) == m &&
                   spec_in.scalar_type() == at::kFloat && shininess_in.scalar_type() == at::kFloat,
-              "nerf_native.rt_direct_samples: spec and shininess must be float32 (M,)");
+              "raytrace_native.direct_samples: spec and shininess must be float32 (M,)");
   TORCH_CHECK(lights_in.dim() == 2 && lights_in.size(1) == kLightRow && lights_in.scalar_type() == at::kFloat,
-              "nerf_native.rt_direct_samples: lights must be float32 (L, ", kLightRow, ")");
+              "raytrace_native.direct_samples: lights must be float32 (L, ", kLightRow, ")");
   const at::Tensor p = p_in.contiguous(), d = d_in.contiguous(), ng = ng_in.contiguous(), ns = ns_in.contiguous();
   const at::Tensor albedo = albedo_in.contiguous(), spec = spec_in.contiguous(), shin = shininess_in.contiguous();
   const at::Tensor lights = lights_in.contiguous().cpu();
@@ -124,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> direct_sa
   }
   TORCH_CHECK(rand_in.dim() == 3 && rand_in.size(0) == m && rand_in.size(1) == area_samples &&
                   rand_in.size(2) == 2 && rand_in.scalar_type() == at::kFloat,
-              "nerf_native.rt_direct_samples: rand must be float32 (M, ", area_samples, ", 2), got ", rand_in.sizes());
+              "raytrace_native.direct_samples: rand must be float32 (M, ", area_samples, ", 2), got ", rand_in.sizes());
   const at::Tensor rand = rand_in.contiguous();
   const float *pp = p.data_ptr<float>(), *dp = d.data_ptr<float>(), *ngp = ng.data_ptr<float>();
   const float *nsp = ns.data_ptr<float>(), *ap = albedo.data_ptr<float>(), *sp = spec.data_ptr<float>();
@@ -213,7 +213,7 @@ at::Tensor sum_unblocked_impl(const at::Tensor& index_in, const at::Tensor& cont
                   contrib_in.size(0) == k && contrib_in.size(1) == 3 && contrib_in.scalar_type() == at::kFloat &&
                   blocked_in.dim() == 1 && blocked_in.size(0) == k && blocked_in.scalar_type() == at::kBool &&
                   index_in.device().is_cpu() && contrib_in.device().is_cpu() && blocked_in.device().is_cpu(),
-              "nerf_native.rt_sum_unblocked: index int64 (K,), contrib float32 (K, 3), blocked bool (K,) on the CPU");
+              "raytrace_native.sum_unblocked: index int64 (K,), contrib float32 (K, 3), blocked bool (K,) on the CPU");
   const at::Tensor index = index_in.contiguous(), contrib = contrib_in.contiguous(), blocked = blocked_in.contiguous();
   at::Tensor out = at::zeros({m, 3}, contrib.options());
   const int64_t* ip = index.data_ptr<int64_t>();
@@ -222,7 +222,7 @@ at::Tensor sum_unblocked_impl(const at::Tensor& index_in, const at::Tensor& cont
   float* op = out.data_ptr<float>();
   for (int64_t j = 0; j < k; ++j) {
     if (bp[j]) continue;
-    TORCH_CHECK(ip[j] >= 0 && ip[j] < m, "nerf_native.rt_sum_unblocked: index ", ip[j], " out of range");
+    TORCH_CHECK(ip[j] >= 0 && ip[j] < m, "raytrace_native.sum_unblocked: index ", ip[j], " out of range");
     float* row = op + 3 * ip[j];
     row[0] += cp[3 * j], row[1] += cp[3 * j + 1], row[2] += cp[3 * j + 2];
   }
@@ -267,25 +267,25 @@ float prim_hit(const float* q, V3 o, V3 d) {
 void check_rays(const at::Tensor& o, const at::Tensor& d, const at::Tensor& prims, const char* op) {
   TORCH_CHECK(o.dim() == 2 && o.size(1) == 3 && d.sizes() == o.sizes() && o.scalar_type() == at::kFloat &&
                   d.scalar_type() == at::kFloat && o.device().is_cpu() && d.device().is_cpu(),
-              "nerf_native.", op, ": o and d must be float32 (N, 3) on the CPU");
+              "raytrace_native.", op, ": o and d must be float32 (N, 3) on the CPU");
   TORCH_CHECK(prims.dim() == 2 && prims.size(1) == kPrimRow && prims.scalar_type() == at::kFloat &&
                   prims.device().is_cpu(),
-              "nerf_native.", op, ": prims must be float32 (P, ", kPrimRow, ") on the CPU");
+              "raytrace_native.", op, ": prims must be float32 (P, ", kPrimRow, ") on the CPU");
 }
 
 // Where an analytic shape is hit no farther than the hit already in (t, obj, ng, ns, uv) (Embree's, or a miss:
 // inf, -1, zeros), that hit replaces it, in place.
 void analytic_hit_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& prims_in, const at::Tensor& t,
                        const at::Tensor& obj, const at::Tensor& ng, const at::Tensor& ns, const at::Tensor& uv) {
-  check_rays(o_in, d_in, prims_in, "rt_analytic_hit");
+  check_rays(o_in, d_in, prims_in, "analytic_hit");
   const int64_t n = o_in.size(0);
   TORCH_CHECK(t.dim() == 1 && t.size(0) == n && t.scalar_type() == at::kFloat && t.is_contiguous() &&
                   obj.dim() == 1 && obj.size(0) == n && obj.scalar_type() == at::kLong && obj.is_contiguous(),
-              "nerf_native.rt_analytic_hit: t must be contiguous float32 (N,), obj int64 (N,)");
+              "raytrace_native.analytic_hit: t must be contiguous float32 (N,), obj int64 (N,)");
   for (const at::Tensor* x : {&ng, &ns, &uv}) {
     TORCH_CHECK(x->dim() == 2 && x->size(0) == n && x->size(1) == (x == &uv ? 2 : 3) &&
                     x->scalar_type() == at::kFloat && x->is_contiguous(),
-                "nerf_native.rt_analytic_hit: ng, ns (N, 3) and uv (N, 2) must be contiguous float32");
+                "raytrace_native.analytic_hit: ng, ns (N, 3) and uv (N, 2) must be contiguous float32");
   }
   const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), prims = prims_in.contiguous();
   const int64_t count = prims.size(0);
@@ -330,9 +330,9 @@ void analytic_hit_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at:
 
 at::Tensor analytic_occluded_impl(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_max_in,
                                   const at::Tensor& prims_in) {
-  check_rays(o_in, d_in, prims_in, "rt_analytic_occluded");
+  check_rays(o_in, d_in, prims_in, "analytic_occluded");
   TORCH_CHECK(t_max_in.dim() == 1 && t_max_in.size(0) == o_in.size(0) && t_max_in.scalar_type() == at::kFloat,
-              "nerf_native.rt_analytic_occluded: t_max must be float32 (N,)");
+              "raytrace_native.analytic_occluded: t_max must be float32 (N,)");
   const at::Tensor o = o_in.contiguous(), d = d_in.contiguous(), t_max = t_max_in.contiguous();
   const at::Tensor prims = prims_in.contiguous();
   const int64_t n = o.size(0), count = prims.size(0);
@@ -353,23 +353,23 @@ at::Tensor analytic_occluded_impl(const at::Tensor& o_in, const at::Tensor& d_in
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(nerf_native, m) {
+TORCH_LIBRARY(raytrace_native, m) {
   m.def(
-      "rt_direct_samples(Tensor p, Tensor d, Tensor ng, Tensor ns, Tensor albedo, Tensor spec, Tensor shininess, "
+      "direct_samples(Tensor p, Tensor d, Tensor ng, Tensor ns, Tensor albedo, Tensor spec, Tensor shininess, "
       "Tensor lights, Tensor rand, float eps, bool glossy) -> (Tensor index, Tensor origin, Tensor direction, "
       "Tensor t_max, Tensor contrib)");
   m.def(
-      "rt_analytic_hit(Tensor o, Tensor d, Tensor prims, Tensor(a!) t, Tensor(b!) obj, Tensor(c!) ng, Tensor(d!) ns, "
+      "analytic_hit(Tensor o, Tensor d, Tensor prims, Tensor(a!) t, Tensor(b!) obj, Tensor(c!) ng, Tensor(d!) ns, "
       "Tensor(e!) uv) -> ()");
-  m.def("rt_sum_unblocked(Tensor index, Tensor contrib, Tensor blocked, int m) -> Tensor");
-  m.def("rt_analytic_occluded(Tensor o, Tensor d, Tensor t_max, Tensor prims) -> Tensor");
+  m.def("sum_unblocked(Tensor index, Tensor contrib, Tensor blocked, int m) -> Tensor");
+  m.def("analytic_occluded(Tensor o, Tensor d, Tensor t_max, Tensor prims) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
-  m.impl("rt_direct_samples", &direct_samples_impl);
-  m.impl("rt_sum_unblocked", &sum_unblocked_impl);
-  m.impl("rt_analytic_hit", &analytic_hit_impl);
-  m.impl("rt_analytic_occluded", &analytic_occluded_impl);
+TORCH_LIBRARY_IMPL(raytrace_native, CPU, m) {
+  m.impl("direct_samples", &direct_samples_impl);
+  m.impl("sum_unblocked", &sum_unblocked_impl);
+  m.impl("analytic_hit", &analytic_hit_impl);
+  m.impl("analytic_occluded", &analytic_occluded_impl);
 }
 
-}  // namespace nerf_native
+}  // namespace raytrace_native
