@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml tools/install_system_deps.sh
 	$(BIN)/pip install --quiet --upgrade pip
 	# The pinned CPU build first: with it in place the range in pyproject.toml installs nothing more.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,viewer]'
+	$(BIN)/pip install --quiet -e '.[dev,viewer,capture]'
 	touch $(STAMP)
 
 install: $(STAMP)
