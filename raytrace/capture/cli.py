@@ -33,6 +33,8 @@ from raytrace.errors import InputError
 MIN_REGISTERED = 0.4  # a model with fewer of the images registered is a failure
 DEFAULT_FRAMES = 150
 MAX_FRAMES = 10_000
+DEFAULT_IMAGE_SIZE = 1280
+MAX_IMAGE_SIZE = 16384
 MANIFEST = "process.json"
 WORK = ".sfm"  # pycolmap's database and models while SfM runs; removed once the model is in sparse/0
 MODEL_FILES = ("cameras.bin", "images.bin", "points3D.bin")
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pycolmap's incremental mapper, or its global one (GLOMAP)")
     p.add_argument("--camera-model", choices=tuple(PARAM_COUNTS), default="OPENCV",
                    help="the lens model shared by every image")
+    p.add_argument("--max-image-size", type=int_range(64, MAX_IMAGE_SIZE), default=DEFAULT_IMAGE_SIZE,
+                   help="SIFT runs on the images shrunk to this many pixels on their long side (the model and the "
+                   "dataset keep the full size): larger finds more features, slower")
     p.add_argument("--force", action="store_true", help="redo every stage, even those already complete")
     p.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     return p
@@ -177,7 +182,7 @@ def _replace_folder(new: Path, target: Path) -> None:
 def sfm_stage(out: Path, names: list[str], video: bool, args: argparse.Namespace, stages: Stages) -> None:
     model = out / "sparse" / "0"
     key = {"images": stages.key("images"), "names": names, "matcher": args.matcher, "mapper": args.mapper,
-           "camera_model": args.camera_model}
+           "camera_model": args.camera_model, "max_image_size": args.max_image_size}
     if stages.done("sfm", key, [model / f for f in MODEL_FILES]):
         print(f"SfM: complete ({model}/)")
         return
@@ -185,8 +190,8 @@ def sfm_stage(out: Path, names: list[str], video: bool, args: argparse.Namespace
 
     work = out / WORK
     with stage("SfM"):
-        best = run_sfm(out / "images", names, work, args.matcher, args.mapper, args.camera_model, video,
-                       args.verbose)
+        best = run_sfm(out / "images", names, work, args.matcher, args.mapper, args.camera_model,
+                       args.max_image_size, video, args.verbose)
         registered = 0 if best is None else best.num_reg_images()
         if registered < MIN_REGISTERED * len(names):
             raise InputError(args.src, None, f"only {registered} of {len(names)} images registered (under "

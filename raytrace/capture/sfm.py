@@ -54,15 +54,21 @@ def image_pairs(names: list[str], matcher: str) -> list[tuple[str, str]]:
     return [(names[i], names[j]) for i, j in sorted(pairs)]
 
 
-def extract(database: Path, image_dir: Path, names: list[str], camera_model: str) -> None:
-    """SIFT features of ``names`` (in ``image_dir``) into ``database``, one ``camera_model`` camera for all."""
+def extract(database: Path, image_dir: Path, names: list[str], camera_model: str, max_image_size: int) -> None:
+    """SIFT features of ``names`` (in ``image_dir``) into ``database``, one ``camera_model`` camera for all; SIFT
+    runs on the images shrunk to ``max_image_size`` pixels on their long side (keypoints in full-size pixels)."""
     pycolmap.Database.open(database).close()
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_image_size
     pycolmap.import_images(database, image_dir, pycolmap.CameraMode.SINGLE, names, reader)
-    for start in tqdm(range(0, len(names), IMAGES_PER_CALL), desc="features", unit="img", unit_scale=IMAGES_PER_CALL):
-        pycolmap.extract_features(database, image_dir, image_names=names[start : start + IMAGES_PER_CALL],
-                                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, device=device())
+    with tqdm(total=len(names), desc="features", unit="img") as bar:
+        for start in range(0, len(names), IMAGES_PER_CALL):
+            chunk = names[start : start + IMAGES_PER_CALL]
+            pycolmap.extract_features(database, image_dir, image_names=chunk, camera_mode=pycolmap.CameraMode.SINGLE,
+                                      reader_options=reader, extraction_options=extraction, device=device())
+            bar.update(len(chunk))
 
 
 def match(database: Path, pairs: list[tuple[str, str]], work: Path) -> None:
@@ -98,7 +104,7 @@ def reconstruct(database: Path, image_dir: Path, out: Path, mapper: str, total: 
 
 
 def run_sfm(image_dir: Path, names: list[str], work: Path, matcher: str, mapper: str, camera_model: str,
-            video: bool, verbose: bool = False) -> pycolmap.Reconstruction | None:
+            max_image_size: int, video: bool, verbose: bool = False) -> pycolmap.Reconstruction | None:
     """Features, matches and the largest model of the images ``names`` in ``image_dir``; the database and the
     mapper's output go into ``work`` (emptied first)."""
     pycolmap.logging.minloglevel = 0 if verbose else 2
@@ -106,7 +112,7 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, matcher: str, mapper:
     work.mkdir(parents=True)
     database = work / "database.db"
     try:
-        extract(database, image_dir, names, camera_model)
+        extract(database, image_dir, names, camera_model, max_image_size)
         match(database, image_pairs(names, choose_matcher(matcher, len(names), video)), work)
         return reconstruct(database, image_dir, work / "models", mapper, len(names))
     except ValueError as e:  # pycolmap's failed checks (an image it cannot read, a corrupt database)
