@@ -33,7 +33,7 @@ from raytrace.errors import InputError
 MIN_REGISTERED = 0.4  # a model with fewer of the images registered is a failure
 DEFAULT_FRAMES = 150
 MAX_FRAMES = 10_000
-DEFAULT_IMAGE_SIZE = 1280
+DEFAULT_IMAGE_SIZE = 1024
 MAX_IMAGE_SIZE = 16384
 MANIFEST = "process.json"
 WORK = ".sfm"  # pycolmap's database and models while SfM runs; removed once the model is in sparse/0
