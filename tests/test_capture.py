@@ -188,7 +188,7 @@ def test_unrelated_photos_fail_with_advice_and_write_no_model(tmp_path, capsys):
     assert main([str(src), "-o", str(out)]) == 2
     err = one_error_line(capsys)
     assert "of 5 images registered" in err and "--matcher exhaustive" in err and "overlap" in err
-    assert not (out / "sparse").exists() and not (out / "transforms.json").exists()
+    assert not (out / "sparse").exists() and not (out / "transforms.json").exists() and not (out / ".sfm").exists()
 
 
 def test_images_of_another_source_are_not_overwritten(tmp_path, capsys):

@@ -189,19 +189,21 @@ def sfm_stage(out: Path, names: list[str], video: bool, args: argparse.Namespace
     from raytrace.capture.sfm import run_sfm
 
     work = out / WORK
-    with stage("SfM"):
-        best = run_sfm(out / "images", names, work, args.matcher, args.mapper, args.camera_model,
-                       args.max_image_size, video, args.verbose)
-        registered = 0 if best is None else best.num_reg_images()
-        if registered < MIN_REGISTERED * len(names):
-            raise InputError(args.src, None, f"only {registered} of {len(names)} images registered (under "
-                             f"{MIN_REGISTERED:.0%}): try photos with more overlap between neighbours, --matcher "
-                             "exhaustive, or a sharper video (move the camera slowly, more --frames)")
-        written = work / "sparse0"
-        written.mkdir()
-        best.write(written)
-        _replace_folder(written, model)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with stage("SfM"):
+            best = run_sfm(out / "images", names, work, args.matcher, args.mapper, args.camera_model,
+                           args.max_image_size, video, args.verbose)
+            registered = 0 if best is None else best.num_reg_images()
+            if best is None or registered < MIN_REGISTERED * len(names):
+                raise InputError(args.src, None, f"only {registered} of {len(names)} images registered (under "
+                                 f"{MIN_REGISTERED:.0%}): try photos with more overlap between neighbours, --matcher "
+                                 "exhaustive, or a sharper video (move the camera slowly, more --frames)")
+            written = work / "sparse0"
+            written.mkdir()
+            best.write(written)
+            _replace_folder(written, model)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     stages.record("sfm", key)
 
 
