@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from nerf.data import load_dataset
 from raytrace.camera import Intrinsics, look_at
 from raytrace.capture.align import centre_errors, similarity
 from raytrace.capture.cli import main
@@ -130,6 +131,9 @@ def test_photos_recover_known_poses(capture, tmp_path, capsys):
     names = sorted(p.name for p in photos.iterdir())
     assert sorted(p.name for p in (out / "images").iterdir()) == names  # photos keep their names
     check_dataset(out, poses, names)
+    dataset = load_dataset(out, splits=("train", "test"), downscale=2)  # what nerf-train reads
+    assert len(dataset.splits["train"]) + len(dataset.splits["test"]) == VIEWS
+    assert dataset.splits["train"].intrinsics.width == SIZE // 2
     before = (out / "transforms.json").read_bytes()
     assert main([str(photos), "-o", str(out)]) == 0  # a rerun skips every stage
     rerun = capsys.readouterr().out
