@@ -175,6 +175,14 @@ def test_unreadable_video_is_one_line(tmp_path, capsys):
     assert "clip.mp4" in one_error_line(capsys)
 
 
+def test_missing_source_and_single_photo_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
+    assert "not found" in one_error_line(capsys)
+    iio.imwrite(tmp_path / "one.jpg", np.zeros((8, 8, 3), np.uint8))
+    assert main([str(tmp_path / "one.jpg"), "-o", str(tmp_path / "out")]) == 2
+    assert "folder" in one_error_line(capsys)
+
+
 def test_unreadable_photo_is_one_line(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.jpg").write_bytes(b"\xff\xd8 broken")

@@ -124,11 +124,13 @@ def _signature(path: Path) -> list[Any]:
 
 def images_stage(src: Path, out: Path, frames: int, stages: Stages) -> tuple[list[str], bool]:
     """The images of ``src`` in ``out/images/``: returns their names and whether they came from a video."""
-    from raytrace.capture.frames import copy_photos, extract_frames, list_photos
+    from raytrace.capture.frames import PHOTO_SUFFIXES, copy_photos, extract_frames, list_photos
 
     video = src.is_file()
     if not video and not src.is_dir():
         raise InputError(src, None, "not found (expected a folder of photos or a video file)")
+    if video and src.suffix.lower() in PHOTO_SUFFIXES:
+        raise InputError(src, None, "one photo: give the folder that holds the photos")
     photos = [] if video else list_photos(src)
     key = {"source": str(src.resolve()),
            **({"video": _signature(src), "frames": frames} if video
