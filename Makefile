@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml tools/install_system_deps.sh
 	# The pinned CPU build first: with it in place the range in pyproject.toml installs nothing more, and the
 	# native kernels that pip builds next (tools/nerfkit_build.py) are built against it.
 	$(BIN)/pip install --quiet torch==2.13.0
-	NERFKIT_REQUIRE_NATIVE=1 $(BIN)/pip install --quiet -e '.[dev,viewer]'
+	NERFKIT_REQUIRE_NATIVE=1 $(BIN)/pip install --quiet -e '.[dev,viewer,capture]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -325,16 +325,19 @@ BAD_FLAGS: dict[str, list[list[str]]] = {
     "nerf-export": [["--mesh", "--resolution", "0"], ["--mesh", "--threshold", "nan"], ["--mesh", "--device", "foo"],
                     ["--mesh", "-o", "mesh.xyz"], ["--mesh", "--bogus"]],
     "nerf-view": [["--device", "foo"], ["--target-fps", "0"], ["--backend", "foo"], ["--bogus"]],
+    "nerf-process": [["--frames", "1"], ["--max-image-size", "0"], ["--matcher", "vocab"], ["--mapper", "sfm"],
+                     ["--camera-model", "FISHEYE9"], ["--bogus"]],
 }
 
 
 def command_main(command: str) -> Callable[[list[str]], int]:
     from nerf.cli import eval_main, export_main, train_main
+    from raytrace.capture.cli import main as process_main
     from raytrace.cli import main as raytrace_main
     from viewer.cli import main as view_main
 
     return {"raytrace": raytrace_main, "nerf-train": train_main, "nerf-eval": eval_main,
-            "nerf-export": export_main, "nerf-view": view_main}[command]
+            "nerf-export": export_main, "nerf-view": view_main, "nerf-process": process_main}[command]
 
 
 @pytest.mark.parametrize(("command", "flags"), [(c, f) for c, cases in BAD_FLAGS.items() for f in cases],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ from nerf.train import open_session
 from raytrace.render import render_image as raytrace_image
 from raytrace.scene import load_scene
 from viewer.cli import build_parser
-from viewer.launch import open_run, window_for_session
+from viewer.launch import NO_SCENE_NOTE, open_run, window_for_session
 from viewer.status import timing_text
 from viewer.window import ViewerWindow
 
@@ -168,6 +171,24 @@ def test_window_opens_with_a_missing_or_bad_checkpoint_and_shows_why(qtbot, tmp_
     assert window.view.message == window.error
     assert expected in window.status.message.text()
     assert not window.controls.camera_list.isEnabled()
+
+
+def test_a_dataset_without_scene_file_has_no_ground_truth_panel_and_says_why(qtbot, tiny_run, tmp_path):
+    """Captured data (photos through nerf-process, other tools' datasets) names no scene to raytrace."""
+    ball, _ = tiny_run
+    data = tmp_path / "captured"
+    shutil.copytree(ball, data)
+    for path in data.glob("transforms_*.json"):
+        meta = json.loads(path.read_text())
+        meta.pop("scene", None)
+        path.write_text(json.dumps(meta))
+    session = open_session(tiny_config(data, tmp_path / "runs"))
+    window = window_for_session(session, size=(32, 32))
+    qtbot.addWidget(window)
+    modes = [window.controls.mode_box.itemData(i) for i in range(window.controls.mode_box.count())]
+    assert "gt" not in modes and window.renderer.scene is None
+    assert window.status.message.text() == NO_SCENE_NOTE
+    window.close()
 
 
 def test_live_training_steps_and_updates_the_view(qtbot, tiny_run):

@@ -15,6 +15,9 @@ from raytrace.scene import load_scene
 from viewer.core import ViewRenderer, default_target_fps
 from viewer.window import ViewerWindow
 
+NO_SCENE_NOTE = ("no ground-truth panel: the dataset names no scene file to raytrace (photographs, nerf-process or "
+                 "another tool's data); only raytraced datasets have one")
+
 
 def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
     try:
@@ -27,7 +30,9 @@ def _renderer_for(model, dataset: Dataset | None, lock: threading.Lock | None = 
     """The renderer of a window. It marches the training grid: a finer view grid (``fine_grid``) bought nothing on a
     trained run and cost time per frame (bench/RESULTS.md, viewer_bench)."""
     scene, note = None, ""
-    if dataset is not None and dataset.scene_file is not None:
+    if dataset is not None and dataset.scene_file is None:
+        note = NO_SCENE_NOTE
+    elif dataset is not None:
         try:
             scene = load_scene(dataset.scene_file)
         except InputError as err:
