@@ -27,10 +27,10 @@ from torch.autograd.function import once_differentiable
 
 from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
 from nerf.marching import CandidatesFn, Samples, StepRule, march_candidates
+from nerf.names import BACKENDS
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite
 
-BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
 BUILD_HINT = "build it with `make native` (cmake -S . -B build && cmake --build build)"
 

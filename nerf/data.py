@@ -16,9 +16,7 @@ from tqdm import tqdm
 from raytrace.bounds import Inferred
 from raytrace.camera import Intrinsics, camera_rays, image_rays, z_per_distance
 from raytrace.errors import InputError
-from raytrace.reader import DatasetDescription, DepthFile, SplitDescription, dataset_scene_file, read_dataset
-
-__all__ = ["Dataset", "RayBatch", "RaySampler", "Split", "dataset_scene_file", "load_dataset", "load_description"]
+from raytrace.reader import DatasetDescription, DepthFile, SplitDescription, read_dataset
 
 _PROGRESS_ABOVE = 50  # show a progress bar when a split has more images than this
 

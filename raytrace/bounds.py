@@ -104,10 +104,13 @@ def focus_point(c2ws: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, b)
 
 
-def camera_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """The box ``(2, 3)`` about ``centre`` ``(3,)`` that holds every camera of ``c2ws`` ``(N, 4, 4)``, padded."""
+def camera_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
+    """The box ``(2, 3)`` about ``centre`` ``(3,)`` that holds every camera of ``c2ws`` ``(N, 4, 4)``, padded; None
+    when the cameras and the centre are (nearly) one point, which gives no size."""
     half = np.abs(c2ws[:, :3, 3] - centre).max(axis=0)
-    half = np.maximum(half, 1e-3 * max(float(half.max()), 1e-12))
+    if float(half.max()) <= 1e-9 * (1.0 + float(np.abs(centre).max())):
+        return None
+    half = np.maximum(half, 1e-3 * float(half.max()))
     return _padded(np.stack([centre - half, centre + half]))
 
 
@@ -199,6 +202,10 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
     backdrop = None if transparent else _backdrop(images)
     centre = focus_point(c2ws)
     around = camera_box(c2ws, centre)
+    if around is None:
+        box = ngp_box(None, None, None)
+        return Bounds(box, True if bounded is None else bounded, None, [Inferred(
+            "box", f"{box_text(box)}, instant-ngp's default (the cameras are one point)", "--aabb")])
     inferred = []
     kind = "transparent backgrounds" if transparent else (
         f"opaque images over one backdrop colour {np.round(backdrop, 3).tolist()}" if backdrop is not None

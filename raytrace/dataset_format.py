@@ -9,7 +9,8 @@ when present (and named as instant-ngp and nerfstudio name them, so that they re
 
 - top level: ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` (instant-ngp's explicit intrinsics),
   ``scene_aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds; older datasets wrote it as
-  ``aabb``, which instant-ngp reads as its own rendering box, so it is still read but no longer written),
+  ``aabb``, which instant-ngp reads as its own unit cube: ``aabb`` is read as ours beside our ``scene`` or
+  ``bounded`` keys, else as instant-ngp's),
   ``bounded`` (false when something visible lies outside the box: a sky, an endless ground),
   ``scene`` (the scene file copied beside the dataset), ``integer_depth_scale`` (instant-ngp) and
   ``depth_unit_scale_factor`` (nerfstudio; its dataparser takes it as an option, 1e-3 by default): metres per
@@ -226,7 +227,8 @@ def read_transforms(path: str | Path) -> Transforms:
             box = _matrix(path, key, data[key], (2, 3))
             if not (box[0] < box[1]).all():
                 raise InputError(path, key, "min corner must be below max corner on every axis")
-            setattr(t, "aabb" if key == "scene_aabb" else "ngp_aabb", box)
+            ours = key == "scene_aabb" or "scene" in data or "bounded" in data  # format 1 wrote ours as aabb
+            setattr(t, "aabb" if ours else "ngp_aabb", box)
     if "scale" in data:
         t.scale = _number(path, "scale", data["scale"], positive=True)
     if "offset" in data:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from nerf.config import PRESETS, MarchConfig, TrainConfig
 from nerf.field import FieldConfig
 from nerf.hashgrid import HashGridConfig
 from nerf.model import build_model
+from nerf.resolve import resolve
 from raytrace.errors import InputError
 
 from .conftest import tiny_config
@@ -45,7 +47,7 @@ def test_flags_reach_their_sections_and_the_model(tmp_path: Path) -> None:
     assert cfg.hash == HashGridConfig(log2_table_size=12, max_resolution=PRESETS["cpu"]["hash"].max_resolution)
     assert cfg.march == MarchConfig(steps=64, grid_resolution=PRESETS["cpu"]["march"].grid_resolution)
     assert (cfg.optim.lr, cfg.optim.betas, cfg.random_background) == (0.005, (0.8, 0.9), False)
-    model = build_model(cfg.resolved("cpu"), torch.tensor([[-1.0] * 3, [1.0] * 3]), torch.device("cpu"))
+    model = build_model(resolve(cfg, None, "cpu"), torch.tensor([[-1.0] * 3, [1.0] * 3]), torch.device("cpu"))
     assert model.field.density_mlp[-1].out_features == 1 + 7
     assert model.field.color_mlp[0].in_features == 2**2 + 7
     assert model.march.steps == 64
@@ -54,13 +56,14 @@ def test_flags_reach_their_sections_and_the_model(tmp_path: Path) -> None:
 def test_no_flag_leaves_the_preset_to_decide() -> None:
     cfg = parse("--device", "cpu")
     assert cfg.hash is None and cfg.march is None and cfg.steps is None
-    resolved = cfg.resolved("cpu")
-    assert (resolved.hash, resolved.march, resolved.steps) == (PRESETS["cpu"]["hash"], PRESETS["cpu"]["march"], 3000)
-    assert cfg.resolved("cuda").hash == HashGridConfig()  # the GPU preset is instant-NGP's
+    resolved = resolve(cfg, None, "cpu")
+    preset_march = dataclasses.replace(PRESETS["cpu"]["march"], scene_contraction="none", cone_angle=0.0)  # bounded
+    assert (resolved.hash, resolved.march, resolved.steps) == (PRESETS["cpu"]["hash"], preset_march, 3000)
+    assert resolve(cfg, None, "cuda").hash == HashGridConfig()  # the GPU preset is instant-NGP's
 
 
 def test_config_json_round_trip(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, tmp_path, levels=4, hidden=8, sh_degree=3, lr=0.02).resolved("cpu")
+    cfg = resolve(tiny_config(tmp_path, tmp_path, levels=4, hidden=8, sh_degree=3, lr=0.02), None, "cpu")
     cfg.save(tmp_path / "config.json")
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["hash"]["levels"] == 4 and data["field"]["sh_degree"] == 3 and data["optim"]["lr"] == 0.02
@@ -90,7 +93,7 @@ def test_an_older_flat_config_is_read_into_its_sections(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_key(tmp_path: Path, change: dict, where: str) -> None:
-    data = tiny_config(tmp_path, tmp_path).resolved("cpu").to_dict()
+    data = resolve(tiny_config(tmp_path, tmp_path), None, "cpu").to_dict()
     for key, value in change.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
     with pytest.raises(InputError, match=f"cfg.json: {where}[:.]") as exc:
