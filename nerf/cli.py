@@ -365,9 +365,9 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from raytrace.reader import dataset_scene_file
     from nerf.export import chamfer_distance, extract_mesh, write_mesh
     from nerf.model import load_run
+    from raytrace.reader import dataset_scene_file
 
     if args.device != "auto":
         check_device(args.device)

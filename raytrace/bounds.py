@@ -35,7 +35,7 @@ MASK_SIZE = 96  # masks are max-pooled to at most this many pixels on their long
 BACKDROP_TOLERANCE = 4.0 / 255.0  # a pixel within this of the backdrop colour (each channel) is background
 BACKDROP_SHARE = 0.9  # a solid backdrop covers at least this share of the images' border pixels
 HULL_CELLS = 48  # visual-hull grid cells per axis, in each of its two passes
-HULL_IN_VIEW = 0.5  # a hull point lies inside at least this share of the views' frames
+HULL_IN_VIEW = 0.8  # a hull point lies inside the frames of at least this share of the views (an object in view)
 BOX_PADDING = 0.02  # added to every side of an inferred box, as a share of its largest side
 
 
