@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.common import DEPTH_KEYS, OUR_KEYS, dataset_copy
 from nerf.data import image_rays_of, load_dataset
 from raytrace.bounds import BOX_PADDING, ngp_box
 from raytrace.dataset_format import transforms_path
@@ -17,8 +18,6 @@ from raytrace.errors import InputError
 from raytrace.reader import HOLDOUT_EVERY, read_dataset
 
 SCENES = Path(__file__).resolve().parent.parent / "datasets" / "scenes"
-OUR_KEYS = ("scene_aabb", "bounded", "scene")
-DEPTH_KEYS = ("distance_path", "normal_path", "depth_path", "depth_file_path")
 
 
 def single_json(ours: Path, out: Path, drop: tuple[str, ...] = (), frame_drop: tuple[str, ...] = (),
@@ -172,32 +171,14 @@ def test_inferred_bounds_match_our_keys(shipped: dict[str, Path], tmp_path: Path
         assert (box[0] >= centre - reach).all() and (box[1] <= centre + reach).all(), (box, centre, reach)
 
 
-def scaled_copy(ours: Path, out: Path, k: float, drop: tuple[str, ...] = ()) -> Path:
-    """Our dataset's train split in ``out`` with every pose, bound and depth in units ``k`` times smaller (depth from
-    the z-depth PNGs, their scale times ``k``), less the keys ``drop`` (top level and per frame)."""
-    data = json.loads(transforms_path(ours, "train").read_text())
-    for fr in data["frames"]:
-        pose = np.asarray(fr["transform_matrix"])
-        pose[:3, 3] *= k
-        fr["transform_matrix"] = pose.tolist()
-        fr["file_path"] = str((ours / fr["file_path"]).resolve())
-        fr["depth_path"] = str((ours / fr["depth_path"]).resolve())
-        for key in ("distance_path", "normal_path", "depth_file_path", *drop):
-            fr.pop(key, None)
-    data["scene_aabb"] = (np.asarray(data["scene_aabb"]) * k).tolist()
-    data["integer_depth_scale"] *= k
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transforms_train.json").write_text(json.dumps({k: v for k, v in data.items() if k not in drop}))
-    return out
-
-
 @pytest.mark.parametrize("drop", [(), (*OUR_KEYS, "depth_path")], ids=["stated", "inferred"])
 def test_world_units_do_not_matter(ball: Path, tmp_path: Path, drop: tuple[str, ...]) -> None:
     """Poses, bounds and depth scaled by 0.01 and by 100 give the same rays and depth relative to the box (the box
     stated, or inferred from the cameras and images)."""
     normalised = []
     for k in (0.01, 1.0, 100.0):
-        ds = load_dataset(scaled_copy(ball, tmp_path / f"k{k}", k, drop), splits=("train",))
+        exact = ("distance_path", "normal_path", "depth_file_path")  # depth from the z-depth PNGs at every scale
+        ds = load_dataset(dataset_copy(ball, tmp_path / f"k{k}", k, (*drop, *exact)), splits=("train",))
         centre, size = ds.aabb.mean(dim=0), float((ds.aabb[1] - ds.aabb[0]).max())
         split = ds.splits["train"]
         o, d = image_rays_of(split, 3)
