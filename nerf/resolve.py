@@ -55,6 +55,8 @@ def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_typ
         distortion=_or(cfg.optim.distortion, UNBOUNDED_DISTORTION if contracted else 0.0),
         near_gradients=_or(cfg.optim.near_gradients, UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0),
     )
+    # Captured data (description.captured: photographs) turns the appearance embedding and pose refinement on here
+    # when their fields are auto.
     overridden = {"--aabb": cfg.aabb is not None, "--scene-contraction": cfg.march.scene_contraction != "auto"}
     inferred = cfg.inferred or tuple(
         str(i) for i in (description.inferred if description is not None else [])

@@ -5,18 +5,30 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from nerf.cli import add_config_flags, config_from_args
-from nerf.config import PRESETS, MarchConfig, TrainConfig
+from nerf.config import (
+    PRESETS,
+    SECTIONS,
+    MarchConfig,
+    TrainConfig,
+    check_config,
+    config_flags,
+    field_docs,
+    flag_name,
+)
 from nerf.field import FieldConfig
 from nerf.hashgrid import HashGridConfig
 from nerf.model import build_model
 from nerf.resolve import resolve
 from raytrace.errors import InputError
+from raytrace.reader import read_dataset
 
 from .conftest import tiny_config
 
@@ -99,3 +111,29 @@ def test_a_bad_value_is_one_line_naming_its_key(tmp_path: Path, change: dict, wh
     with pytest.raises(InputError, match=f"cfg.json: {where}[:.]") as exc:
         TrainConfig.from_dict(data, "cfg.json")
     assert "\n" not in str(exc.value)
+
+
+def test_every_flag_is_documented_by_its_field() -> None:
+    """A field's docstring is its flag's --help (no table of strings beside the dataclasses to drift from them)."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    helps = {name: a.help for a in parser._actions for name in a.option_strings}
+    for section, f in config_flags():
+        doc = field_docs(SECTIONS[section] if section else TrainConfig).get(f.name)
+        assert doc, f"{section}.{f.name} has no docstring"
+        assert helps[flag_name(section, f.name)].startswith(doc)
+
+
+def test_config_module_loads_without_torch() -> None:
+    code = "import sys, nerf.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_resolve_takes_the_box_from_the_dataset_unless_aabb_is_given(ball: Path) -> None:
+    description = read_dataset(ball, splits=("train",))
+    cfg = resolve(TrainConfig(), description, "cpu")
+    assert cfg.aabb == tuple(description.bounds.aabb.reshape(-1)) and cfg.march.scene_contraction == "none"
+    given = resolve(TrainConfig(aabb=(-1.0, -2.0, -3.0, 1.0, 2.0, 3.0)), description, "cpu")
+    assert given.aabb == (-1.0, -2.0, -3.0, 1.0, 2.0, 3.0)
+    with pytest.raises(InputError, match="--aabb: min corner"):
+        check_config(TrainConfig(aabb=(1.0, 0.0, 0.0, 0.0, 1.0, 1.0)))
