@@ -1,9 +1,10 @@
 """World units: a shipped scene trained with every pose, bound and depth in units 100 times larger and 100 times
-smaller (``--scales``) reaches the same held-out PSNR at the same speed. Prints a table and appends it to
-``bench/RESULTS.md``.
+smaller (``--scales``) reaches the same held-out PSNR at the same speed. Each scale trains the same number of steps
+(``--steps``, same seed), so the PSNRs compare even on a loaded machine, and steps/s shows the speed. Prints a table
+and appends it to ``bench/RESULTS.md``.
 
-    python bench/units_bench.py                            # object, 64 px, 120 s per scale
-    python bench/units_bench.py --scene whitted --budget 240
+    python bench/units_bench.py                            # object, 64 px, 300 steps per scale
+    python bench/units_bench.py --scene whitted --steps 1000
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
     p.add_argument("--scene", default="object", help="shipped scene")
     p.add_argument("--res", type=int, default=64, help="image width of the rendered dataset")
     p.add_argument("--scales", type=float, nargs="+", default=[0.01, 1.0, 100.0], help="world units per unit")
-    p.add_argument("--budget", type=float, default=120.0, help="training seconds per scale")
+    p.add_argument("--steps", type=int, default=300, help="training steps per scale")
     p.add_argument("--device", default="auto", help="torch device")
     p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args()
@@ -37,9 +38,9 @@ def main() -> None:
     rows = []
     for scale in args.scales:
         data = dataset_copy(plain, plain.with_name(f"{plain.name}_units{scale:g}"), scale, EXACT_DEPTH)
-        cfg = TrainConfig(data=str(data), device=args.device, out=str(ROOT / "runs" / "bench"))
-        print(f"== {args.scene} x {scale:g}: {args.budget:.0f} s", flush=True)
-        r = train_curve(cfg, args.budget, args.budget, 1)
+        cfg = TrainConfig(data=str(data), device=args.device, out=str(ROOT / "runs" / "bench"), steps=args.steps)
+        print(f"== {args.scene} x {scale:g}: {args.steps} steps", flush=True)
+        r = train_curve(cfg, float("inf"), float("inf"), 1)
         rows.append(f"| {args.scene} | {scale:g} | {r['seconds']:.0f} | {r['steps']} | {r['steps'] / r['seconds']:.2f} "
                     f"| {r['final']['psnr']:.2f} | {r['final']['ssim']:.4f} |")
         print(rows[-1], flush=True)

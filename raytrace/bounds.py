@@ -48,7 +48,11 @@ class Inferred:
     flag: str
 
     def __str__(self) -> str:
-        return f"{self.choice}: {self.value} ({self.flag} to override)"
+        """``scene: unbounded (opaque images; --scene-contraction none to override)``."""
+        override = f"{self.flag} to override"
+        if self.value.endswith(")"):
+            return f"{self.choice}: {self.value[:-1]}; {override})"
+        return f"{self.choice}: {self.value} ({override})"
 
 
 @dataclass
@@ -205,7 +209,7 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
     if around is None:
         box = ngp_box(None, None, None)
         return Bounds(box, True if bounded is None else bounded, None, [Inferred(
-            "box", f"{box_text(box)}, instant-ngp's default (the cameras are one point)", "--aabb")])
+            "box", "instant-ngp's default (the cameras are one point)", "--aabb")])
     inferred = []
     kind = "transparent backgrounds" if transparent else (
         f"opaque images over one backdrop colour {np.round(backdrop, 3).tolist()}" if backdrop is not None
@@ -219,9 +223,9 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
         masks = [_mask(im, backdrop) for im in images]
         box = hull_box(c2ws[pick], [intrs[i] for i in pick], masks, around)
         if box is not None:
-            inferred.append(Inferred("box", f"{box_text(box)}, the visual hull of the {kind}", "--aabb"))
+            inferred.append(Inferred("box", f"the visual hull of the {kind}", "--aabb"))
     if box is None:
         box = around
-        inferred.append(Inferred("box", f"{box_text(box)}, holding the cameras about the point closest to their "
-                                 "optical axes", "--aabb"))
+        inferred.append(Inferred("box", "holding the cameras about the point closest to their optical axes",
+                                 "--aabb"))
     return Bounds(box, bounded, None, inferred)

@@ -35,7 +35,6 @@ from raytrace.bounds import (
     ROBUST_PERCENTILE,
     Bounds,
     Inferred,
-    box_text,
     infer_bounds,
     ngp_box,
     point_box,
@@ -211,12 +210,12 @@ def _stated_bounds(transforms: list[Transforms], points: np.ndarray | None) -> B
     elif any(first(k) is not None for k in ("scale", "offset", "ngp_aabb")) or aabb_scale is not None:
         box = ngp_box(first("scale"), first("offset"), first("ngp_aabb"))
         if all(first(k) is None for k in ("scale", "offset", "ngp_aabb")):
-            inferred.append(Inferred("box", f"{box_text(box)}, instant-ngp's unit cube at its default scale "
-                                     f"{NGP_SCALE} and offset {NGP_OFFSET}", "--aabb"))
+            inferred.append(Inferred("box", f"instant-ngp's unit cube at its default scale {NGP_SCALE} and offset "
+                                     f"{NGP_OFFSET}", "--aabb"))
     elif points is not None and len(points) >= 2:
         box = point_box(points)
-        inferred.append(Inferred("box", f"{box_text(box)}, the {ROBUST_PERCENTILE:g}th to "
-                                 f"{100 - ROBUST_PERCENTILE:g}th percentiles of the sparse points", "--aabb"))
+        inferred.append(Inferred("box", f"the {ROBUST_PERCENTILE:g}th to {100 - ROBUST_PERCENTILE:g}th percentiles of "
+                                 "the sparse points", "--aabb"))
         if bounded is None:
             inferred.append(Inferred("scene", "unbounded (photographs with sparse points)", contraction))
         return Bounds(box, bool(bounded), None, inferred)
@@ -322,8 +321,8 @@ def read_colmap(model_dir: Path, image_dir: Path, splits: tuple[str, ...] | list
         described[name] = SplitDescription(name, images_file, poses[ks], camera.intrinsics(width, height), paths,
                                            fields)
     inferred = [Inferred("scene", "unbounded (a COLMAP model: photographs)", "--scene-contraction none"),
-                Inferred("box", f"{box_text(box)}, the {ROBUST_PERCENTILE:g}th to {100 - ROBUST_PERCENTILE:g}th "
-                         "percentiles of the sparse points", "--aabb")]
+                Inferred("box", f"the {ROBUST_PERCENTILE:g}th to {100 - ROBUST_PERCENTILE:g}th percentiles of the "
+                         "sparse points", "--aabb")]
     points = (np.c_[model.xyz, np.ones(len(model.xyz))] @ sim.T)[:, :3] if len(model.xyz) else None
     return DatasetDescription(image_dir, "colmap", described, Bounds(box, False, None, inferred), True,
                               world_transform=sim, points=points)
