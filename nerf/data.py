@@ -16,6 +16,7 @@ from tqdm import tqdm
 from raytrace.bounds import Inferred
 from raytrace.camera import Intrinsics, camera_rays, image_rays, z_per_distance
 from raytrace.errors import InputError
+from raytrace.images import read_rgba
 from raytrace.reader import DatasetDescription, DepthFile, SplitDescription, read_dataset
 
 _PROGRESS_ABOVE = 50  # show a progress bar when a split has more images than this
@@ -76,26 +77,6 @@ class RayBatch:
     depth: torch.Tensor | None = None
 
 
-def _to_rgba(img: np.ndarray, image_path: Path) -> torch.Tensor:
-    """An image array as it came from imageio into ``(H, W, 4)`` float32 in [0, 1]."""
-    if np.issubdtype(img.dtype, np.integer):
-        arr = img.astype(np.float32) / np.iinfo(img.dtype).max
-    elif np.issubdtype(img.dtype, np.floating):
-        arr = img.astype(np.float32)
-    else:
-        raise InputError(image_path, None, f"unsupported pixel type {img.dtype}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise InputError(
-            image_path, None, f"expected a grey, grey+alpha, RGB or RGBA image, got shape {img.shape}"
-        )
-    channels = arr.shape[2]
-    rgb = arr[..., :1].repeat(3, axis=2) if channels in (1, 2) else arr[..., :3]
-    alpha = arr[..., channels - 1 :] if channels in (2, 4) else np.ones_like(arr[..., :1])
-    return torch.from_numpy(np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2)))
-
-
 def downscale_rgba(img: torch.Tensor, factor: int) -> torch.Tensor:
     """Area-average ``(H, W, 4)`` straight-alpha RGBA by an integer ``factor`` into ``(H // f, W // f, 4)``.
 
@@ -119,14 +100,6 @@ def downscale_depth(depth: torch.Tensor, factor: int) -> torch.Tensor:
     count = hit.sum(dim=(1, 3))
     total = (blocks * hit).sum(dim=(1, 3))
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
-
-
-def _read_image(path: Path, source: Path, where: str) -> torch.Tensor:
-    try:
-        img = iio.imread(path)
-    except Exception as e:  # imageio raises many types for unreadable files
-        raise InputError(source, f"{where}.file_path", f"cannot read image {path}: {e}") from None
-    return _to_rgba(np.asarray(img), path)
 
 
 def _depth_array(path: Path, source: Path, field_name: str) -> np.ndarray:
@@ -171,7 +144,7 @@ def _load_split(desc: SplitDescription, downscale: int) -> Split:
     views = zip(desc.fields, desc.image_paths, desc.depths or [None] * len(desc.fields), strict=True)
     bar = tqdm(list(views), desc=f"loading {desc.name}", unit="img", disable=len(desc.fields) <= _PROGRESS_ABOVE)
     for where, path, depth_file in bar:
-        img = _read_image(path, desc.source, where)
+        img = torch.from_numpy(read_rgba(path, desc.source, where))
         if (img.shape[0], img.shape[1]) != (full.height, full.width):
             raise InputError(desc.source, f"{where}.file_path", f"image {path} is {img.shape[1]}x{img.shape[0]}, "
                              f"other images of split {desc.name!r} are {full.width}x{full.height}")

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 
 from raytrace.camera import Intrinsics, distort
+from raytrace.images import read_rgba
 
 NGP_SCALE = 0.33
 NGP_OFFSET = 0.5
@@ -123,17 +123,6 @@ def _padded(box: np.ndarray) -> np.ndarray:
     return box + np.array([[-pad], [pad]])
 
 
-def _read_rgba(path: Path) -> np.ndarray:
-    """``(H, W, 4)`` float32 in [0, 1] (alpha 1 when the file has none)."""
-    img = np.asarray(iio.imread(path))
-    arr = img.astype(np.float32) / (np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else 1.0)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    rgb = arr[..., :1].repeat(3, axis=2) if arr.shape[2] in (1, 2) else arr[..., :3]
-    alpha = arr[..., -1:] if arr.shape[2] in (2, 4) else np.ones_like(arr[..., :1])
-    return np.concatenate([rgb, alpha], axis=2)
-
-
 def _backdrop(images: list[np.ndarray]) -> np.ndarray | None:
     """The colour ``(3,)`` that covers :data:`BACKDROP_SHARE` of the border pixels of opaque ``images``, or None."""
     border = np.concatenate([np.concatenate([im[0], im[-1], im[:, 0], im[:, -1]])[:, :3] for im in images])
@@ -195,13 +184,13 @@ def hull_box(c2ws: np.ndarray, intrs: list[Intrinsics], masks: list[tuple[torch.
     return _padded(box)
 
 
-def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Path],
-                 bounded: bool | None = None) -> Bounds:
+def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Path], source: Path,
+                 fields: list[str], bounded: bool | None = None) -> Bounds:
     """Bounds of a dataset that states none, from its cameras ``c2ws`` ``(N, 4, 4)``, their full-size ``intrs``
-    and images (up to :data:`SAMPLED_IMAGES` of them are read); ``bounded`` (None: inferred) when the dataset
-    states only that. See the module docstring."""
+    and images (up to :data:`SAMPLED_IMAGES` of them are read; errors name ``source`` and the view's field in
+    ``fields``); ``bounded`` (None: inferred) when the dataset states only that. See the module docstring."""
     pick = np.unique(np.linspace(0, len(image_paths) - 1, min(SAMPLED_IMAGES, len(image_paths))).round().astype(int))
-    images = [_read_rgba(image_paths[i]) for i in pick]
+    images = [read_rgba(image_paths[i], source, fields[i]) for i in pick]
     transparent = any(bool((im[..., 3] < 1.0).any()) for im in images)
     backdrop = None if transparent else _backdrop(images)
     centre = focus_point(c2ws)

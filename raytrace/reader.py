@@ -142,7 +142,8 @@ def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_N
     if bounds is None:
         bounded = next((t.bounded for t in transforms if t.bounded is not None), None)
         train = described.get("train") or next(iter(described.values()))
-        bounds = infer_bounds(train.poses, [train.intrinsics] * len(train.poses), train.image_paths, bounded)
+        bounds = infer_bounds(train.poses, [train.intrinsics] * len(train.poses), train.image_paths, train.source,
+                              train.fields, bounded)
     return DatasetDescription(root, fmt, described, bounds, any(t.lens_keys for t in transforms),
                               scene_file=_scene_file(root, transforms), points=points)
 
