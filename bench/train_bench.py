@@ -97,6 +97,9 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), help="ngp (hash grid) and/or nerf (2020 baseline)")
     p.add_argument("--res", type=int, default=100, help="image width of the rendered datasets")
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per model and scene")
+    p.add_argument("--steps", type=int, default=None,
+                   help="stop at this many steps (default: the preset's); with a large --budget, every run trains "
+                   "the same steps, which compares on a loaded machine")
     p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between curve points")
     p.add_argument("--eval-views", type=int, default=5, help="test views per curve point")
     p.add_argument("--device", default="auto", help="torch device")
@@ -112,7 +115,7 @@ def main() -> None:
         for model in args.models:
             cfg = TrainConfig(data=str(data), model=model, device=args.device, backend=args.backend,
                               out=str(ROOT / "runs" / "bench"), downscale=FOX_DOWNSCALE if scene == "fox" else 1,
-                              **MODELS[model])
+                              steps=args.steps, **MODELS[model])
             if args.distortion is not None:
                 cfg.optim = dataclasses.replace(cfg.optim, distortion=args.distortion)
             print(f"== {scene} / {model}: {args.budget:.0f} s", flush=True)
