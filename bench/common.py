@@ -50,3 +50,38 @@ def append_results(section: str, body: str, results: Path = RESULTS) -> None:
     end = len(text) if nxt < 0 else nxt
     text = text[:end].rstrip() + "\n" + entry + text[end:]
     results.write_text(text if text.endswith("\n") else text + "\n")
+
+
+OUR_KEYS = ("scene_aabb", "bounded", "scene")
+"""The JSON keys only our datasets write: what a dataset of another tool would lack."""
+DEPTH_KEYS = ("distance_path", "normal_path", "depth_path", "depth_file_path")
+
+
+def dataset_copy(src: Path, dst: Path, scale: float = 1.0, drop: tuple[str, ...] = ()) -> Path:
+    """Our dataset in ``src`` as JSON files in ``dst`` (the images and depth maps stay where they are, named by
+    absolute path) whose poses, ``scene_aabb`` and depth are in units ``scale`` times smaller (depth then comes from
+    the z-depth PNGs, their ``integer_depth_scale`` times ``scale``), less the keys ``drop`` (top level and frame)."""
+    import json
+
+    from raytrace.dataset_format import SPLITS, transforms_path
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        path = transforms_path(src, split)
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        for fr in data["frames"]:
+            fr["transform_matrix"] = [[*row[:3], row[3] * scale] for row in fr["transform_matrix"][:3]] + \
+                [fr["transform_matrix"][3]]
+            for key in ("file_path", *DEPTH_KEYS):
+                if key in fr:
+                    fr[key] = str((src / fr[key]).resolve())
+            for key in (*drop, *(("distance_path", "normal_path", "depth_file_path") if scale != 1.0 else ())):
+                fr.pop(key, None)
+        if "scene_aabb" in data:
+            data["scene_aabb"] = [[v * scale for v in corner] for corner in data["scene_aabb"]]
+        if "integer_depth_scale" in data:
+            data["integer_depth_scale"] *= scale
+        transforms_path(dst, split).write_text(json.dumps({k: v for k, v in data.items() if k not in drop}))
+    return dst

@@ -8,6 +8,11 @@ table, writes the curves to ``bench/train_curves_<scenes>.png`` and appends the 
 
     python bench/train_bench.py                                   # 100x100, 10 minutes per model
     python bench/train_bench.py --scenes object --budget 300 --res 400
+    python bench/train_bench.py --scenes fox object-stripped garden-stripped --models ngp --fox /work/data/fox
+
+``fox`` is instant-ngp's capture (its own ``transforms.json``, ``--fox``), trained with ``--downscale 4`` and no
+other flag; ``<scene>-stripped`` is a shipped scene with our own JSON keys and every depth map stripped, so that its
+bounds are inferred from the cameras and images.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results  # noqa: E402
+from bench.common import DEPTH_KEYS, OUR_KEYS, append_results, dataset_copy  # noqa: E402
 from nerf.config import OptimConfig, TrainConfig  # noqa: E402
 from nerf.data import Split  # noqa: E402
 from nerf.evaluate import evaluate  # noqa: E402
@@ -35,6 +40,8 @@ from raytrace.dataset import settings_for, write_dataset  # noqa: E402
 from raytrace.scene import load_scene  # noqa: E402
 
 SCENES = ("object", "whitted", "cornell", "garden")
+STRIPPED = "-stripped"
+FOX_DOWNSCALE = 4
 MODELS = {"ngp": {}, "nerf": {"optim": OptimConfig(lr=5e-4, eps=1e-8), "batch_rays": 1024}}
 
 
@@ -49,7 +56,11 @@ def subset(split: Split, n: int) -> Split:
 
 
 def dataset_for(scene: str, res: int) -> Path:
-    """The shipped scene rendered at ``res`` (rendered once, reused afterwards)."""
+    """The shipped scene rendered at ``res`` (rendered once, reused afterwards); ``<scene>-stripped``: its JSON less
+    our own keys and the depth maps."""
+    if scene.endswith(STRIPPED):
+        plain = dataset_for(scene.removesuffix(STRIPPED), res)
+        return dataset_copy(plain, plain.with_name(plain.name + "_stripped"), drop=(*OUR_KEYS, *DEPTH_KEYS))
     out = ROOT / "datasets" / f"{scene}_{res}"
     scene_obj = load_scene(ROOT / "datasets" / "scenes" / f"{scene}.toml")
     write_dataset(scene_obj, out, settings_for(scene_obj, res=res))
@@ -71,17 +82,24 @@ def train_curve(cfg: TrainConfig, budget: float, eval_every: float, eval_views: 
             next_eval += eval_every
     final = evaluate(session.model, test, quiet=True)
     curve.append((trained, session.step, final["psnr"]))
-    return {"curve": curve, "final": final, "steps": session.step, "seconds": trained, "run": session.run_dir}
+    return {"curve": curve, "final": final, "steps": session.step, "seconds": trained, "run": session.run_dir,
+            "width": test.intrinsics.width}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--scenes", nargs="+", default=list(SCENES), help="shipped scenes to train on")
+    p.add_argument("--scenes", nargs="+", default=list(SCENES),
+                   help="shipped scenes to train on, <scene>-stripped (our keys and depth stripped) and fox")
+    p.add_argument("--fox", type=Path, default=ROOT / "datasets" / "fox",
+                   help="instant-ngp's fox: the folder of its transforms.json")
     p.add_argument("--models", nargs="+", default=list(MODELS), help="ngp (hash grid) and/or nerf (2020 baseline)")
     p.add_argument("--res", type=int, default=100, help="image width of the rendered datasets")
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per model and scene")
+    p.add_argument("--steps", type=int, default=None,
+                   help="stop at this many steps (default: the preset's); with a large --budget, every run trains "
+                   "the same steps, which compares on a loaded machine")
     p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between curve points")
     p.add_argument("--eval-views", type=int, default=5, help="test views per curve point")
     p.add_argument("--device", default="auto", help="torch device")
@@ -93,10 +111,11 @@ def main() -> None:
 
     rows, curves = [], {}
     for scene in args.scenes:
-        data = dataset_for(scene, args.res)
+        data = args.fox if scene == "fox" else dataset_for(scene, args.res)
         for model in args.models:
             cfg = TrainConfig(data=str(data), model=model, device=args.device, backend=args.backend,
-                              out=str(ROOT / "runs" / "bench"), **MODELS[model])
+                              out=str(ROOT / "runs" / "bench"), downscale=FOX_DOWNSCALE if scene == "fox" else 1,
+                              steps=args.steps, **MODELS[model])
             if args.distortion is not None:
                 cfg.optim = dataclasses.replace(cfg.optim, distortion=args.distortion)
             print(f"== {scene} / {model}: {args.budget:.0f} s", flush=True)
@@ -105,7 +124,7 @@ def main() -> None:
             f = r["final"]
             mae, rmse = f.get("depth_mae", float("nan")), f.get("depth_rmse", float("nan"))
             rows.append(
-                f"| {scene} | {model} | {args.res} | {r['seconds']:.0f} | {r['steps']} | {f['psnr']:.2f} "
+                f"| {scene} | {model} | {r['width']} | {r['seconds']:.0f} | {r['steps']} | {f['psnr']:.2f} "
                 f"| {f['ssim']:.4f} | {mae:.4f} | {rmse:.4f} |"
             )
             print(rows[-1], flush=True)
@@ -115,7 +134,7 @@ def main() -> None:
         for model in args.models:
             c = curves[(scene, model)]
             ax.plot([t for t, _, _ in c], [q for _, _, q in c], marker="o", label=model)
-        ax.set(title=f"{scene} ({args.res}px)", xlabel="training seconds", ylabel="test PSNR (dB)")
+        ax.set(title=scene, xlabel="training seconds", ylabel="test PSNR (dB)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

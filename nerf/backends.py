@@ -29,10 +29,10 @@ from torch.autograd.function import once_differentiable
 from nerf.cuda_build import CudaBuildError, cuda_library
 from nerf.hashgrid import EncodeFn, GridLayout, HashGridConfig, grid_layout, hash_encode, param_count, table_rows
 from nerf.marching import CandidatesFn, RaySpans, Samples, StepRule, march_candidates
+from nerf.names import BACKENDS
 from nerf.occupancy import OccupancyGrid
 from nerf.volume import CompositeFn, composite, finish_composite
 
-BACKENDS = ("auto", "torch", "native", "tcnn")
 NATIVE_LIBRARY = Path(__file__).with_name("_native") / "libnerf_native.so"
 CUDA_LIBRARY = NATIVE_LIBRARY.with_name("libnerf_native_cuda.so")
 BUILD_HINT = "reinstall nerfkit where a C++ compiler is found (pip install <checkout>)"

@@ -23,6 +23,7 @@ from nerf.config import (
     TrainConfig,
     check_config,
     config_flags,
+    field_docs,
     flag_name,
     preset_name,
 )
@@ -43,58 +44,6 @@ from raytrace.cliutil import (
     run_command,
 )
 from raytrace.errors import InputError
-
-_HELP = {
-    "preset": "sizes the batch, grid and step count for a CPU or a GPU; auto picks from the device",
-    "device": "torch device to train on: auto, cpu, cuda, cuda:N, mps",
-    "backend": "hash-grid backend (with its marching and compositing); auto takes the fastest available",
-    "model": "the model: ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)",
-    "downscale": "divides the image resolution by this integer",
-    "seed": "seeds the ray sampling, the per-step randomness and the occupancy grid's cell choice",
-    "steps": "number of training steps to run",
-    "time_budget": "stops training after this many seconds",
-    "batch_rays": "rays of the first step (the global batch: split over the processes of a data-parallel run); "
-    "with --samples-per-step they adapt to the budget, within 1/16 to 16 times this",
-    "samples_per_step": "samples per step: the number of rays adapts to it (0: --batch-rays rays every step)",
-    "cuda_graph": "on CUDA, captures the sync-free training step once as a CUDA graph and replays it",
-    "random_background": "composites the training images over a random colour (images with alpha only)",
-    "checkpoint_every": "writes a checkpoint every N steps",
-    "eval_every": "evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split "
-    "at the end)",
-    "log_every": "logs the training loss to TensorBoard every N steps",
-    "render_chunk": "number of rays rendered at once in evaluation",
-    "turntable_frames": "number of frames of the turntable video written at the end (0: no video)",
-    "out": "the folder that holds the new run, as <out>/<scene>/<time>/",
-    "hash.levels": "number of hash-grid levels (L)",
-    "hash.features": "number of features per hash-grid level (F)",
-    "hash.log2_table_size": "log2 of the hash table's rows per level (T)",
-    "hash.base_resolution": "resolution of the coarsest hash-grid level (N_min)",
-    "hash.max_resolution": "resolution of the finest hash-grid level (N_max)",
-    "field.hidden": "number of neurons per layer of the density MLP",
-    "field.geo_features": "number of geometry features the density MLP hands to the colour MLP",
-    "field.color_hidden": "number of neurons per layer of the colour MLP",
-    "field.color_layers": "number of hidden layers of the colour MLP",
-    "field.sh_degree": "spherical-harmonics degree of the direction encoding (1..4)",
-    "march.steps": "number of ray-marching samples along the scene box's diagonal",
-    "march.grid_resolution": "number of occupancy-grid cells per axis",
-    "march.grid_decay": "decay of the occupancy grid's moving average per update",
-    "march.grid_threshold": "occupancy threshold on the optical thickness of one marching step",
-    "march.grid_update_every": "updates the occupancy grid every N steps",
-    "march.grid_warmup": "number of steps during which every occupancy cell is updated",
-    "march.scene_contraction": "auto (from the dataset's bounded key), none, or mipnerf360: space outside the box "
-    "is contracted into the grids and rays are marched to infinity",
-    "march.cone_angle": "the marching step grows as clamp(t * cone_angle, step, cell); none: 1/256 when "
-    "contracted, else 0",
-    "optim.lr": "learning rate of Adam at the first step",
-    "optim.lr_final_factor": "the learning rate decays exponentially to lr times this at the last step",
-    "optim.betas": "Adam's betas (moment decay rates), each in [0, 1)",
-    "optim.eps": "Adam's epsilon (added to the denominator)",
-    "optim.loss": "the photometric loss: huber or mse",
-    "optim.distortion": "weight of mip-NeRF 360's distortion loss, which pulls each ray's weight together into "
-    "one surface (fewer floaters and samples); none: 0.03 when contracted, else 0",
-    "optim.near_gradients": "scales the gradients of samples nearer to the camera than this many half box "
-    "diagonals by (distance / radius)^2, against floaters in front of the cameras; none: 1 when contracted, else 0",
-}
 
 
 def _dest(section: str | None, name: str) -> str:
@@ -118,7 +67,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     defaults = {_dest(s, f.name): f.default for s, f in config_flags()}
     for section, f in config_flags():
         dest = _dest(section, f.name)
-        help_text = f"{_HELP.get(dest, f.name.replace('_', ' '))} ({_default_text(section, f)})"
+        help_text = f"{field_docs(SECTIONS[section] if section else TrainConfig)[f.name]} ({_default_text(section, f)})"
         kind: Any = {"int": int, "float": float_range(), "str": str}.get(str(f.type).split(" | ")[0], str)
         kind = RANGES.get(dest, kind)
         flag = flag_name(section, f.name)
@@ -127,7 +76,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if isinstance(defaults[dest], bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif str(f.type).startswith("tuple"):
-            parser.add_argument(flag, type=kind, nargs=2, metavar=("B1", "B2"), **common)
+            n = str(f.type).split(" | ")[0].count(",") + 1
+            metavar = ("B1", "B2") if n == 2 else ("X0", "Y0", "Z0", "X1", "Y1", "Z1")
+            parser.add_argument(flag, type=kind, nargs=n, metavar=metavar, **common)
         elif dest in CHOICES:
             parser.add_argument(flag, choices=CHOICES[dest], **common)
         else:
@@ -138,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config of the flags given (the rest at their defaults; a section of the preset's, such as ``hash``, is
     the preset's with the given flags replaced, or None when none of its flags is given)."""
     given = {k: v for k, v in vars(args).items() if k in {_dest(s, f.name) for s, f in config_flags()}}
-    top = {k: v for k, v in given.items() if "." not in k}
+    top = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if "." not in k}
     sections: dict[str, Any] = {}
     for section, kind in SECTIONS.items():
         values = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(section + ".")}
@@ -410,9 +361,9 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nerf.data import dataset_scene_file
     from nerf.export import chamfer_distance, extract_mesh, write_mesh
     from nerf.model import load_run
+    from raytrace.reader import dataset_scene_file
 
     if args.device != "auto":
         check_device(args.device)

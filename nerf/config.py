@@ -1,42 +1,115 @@
 """Training configuration, nested by component, saved as ``config.json`` in every run folder and in every checkpoint.
 
 The top level holds the run's own settings (data, device, backend, steps, logging...); ``hash`` (the encoding,
-:class:`nerf.hashgrid.HashGridConfig`), ``field`` (the MLPs, :class:`nerf.field.FieldConfig`), ``march`` (ray
-marching and the occupancy grid, :class:`MarchConfig`) and ``optim`` (:class:`OptimConfig`) hold their
-component's. ``None`` means "take it from the preset" (CPU or GPU sizes); :meth:`TrainConfig.resolved` fills it.
-Every field is one ``nerf-train`` flag named after it (:data:`FLAG_NAMES` lists the exceptions).
+:class:`HashGridConfig`), ``field`` (the MLPs, :class:`FieldConfig`), ``march`` (ray marching and the occupancy
+grid, :class:`MarchConfig`) and ``optim`` (:class:`OptimConfig`) hold their component's. The dataclasses hold plain
+values; ``None`` and ``auto`` mean "decided for this run", by :func:`nerf.resolve.resolve` alone. Every field is
+one ``nerf-train`` flag named after it (:data:`FLAG_NAMES` lists the exceptions); its docstring (the string under
+it) is the flag's ``--help`` (:func:`field_docs`). No torch here.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
+import math
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerf.backends import BACKENDS
-from nerf.contraction import CONTRACTIONS
-from nerf.field import FieldConfig
-from nerf.hashgrid import HashGridConfig
+from nerf.names import BACKENDS, CONTRACTIONS, LOSSES, MODELS, PRESET_NAMES
 from raytrace.atomic import write_json
 from raytrace.cliutil import device_name, float_range, int_range
 from raytrace.errors import InputError
 
 
 @dataclass(frozen=True)
+class HashGridConfig:
+    """Hyper-parameters of the encoding; defaults are instant-NGP's for synthetic scenes."""
+
+    levels: int = 16
+    """number of hash-grid levels (L)"""
+    features: int = 2
+    """number of features per hash-grid level (F)"""
+    log2_table_size: int = 19
+    """log2 of the hash table's rows per level (T)"""
+    base_resolution: int = 16
+    """resolution of the coarsest hash-grid level (N_min)"""
+    max_resolution: int = 2048
+    """resolution of the finest hash-grid level (N_max)"""
+
+    def __post_init__(self) -> None:
+        if self.levels < 1 or self.features < 1:
+            raise ValueError(f"levels and features must be >= 1, got {self.levels}, {self.features}")
+        if not 1 <= self.log2_table_size <= 32:
+            raise ValueError(f"log2_table_size must be in [1, 32], got {self.log2_table_size}")
+        if not 1 <= self.base_resolution <= self.max_resolution:
+            raise ValueError(
+                "need 1 <= base_resolution <= max_resolution, "
+                f"got {self.base_resolution}, {self.max_resolution}"
+            )
+
+    @property
+    def growth(self) -> float:
+        """Per-level scale ``b = exp((ln max_res - ln base_res) / (levels - 1))`` (1 for a single level)."""
+        if self.levels == 1:
+            return 1.0
+        return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution)) / (self.levels - 1))
+
+    @property
+    def table_size(self) -> int:
+        """``T``: the number of entries of a hashed level."""
+        return 1 << self.log2_table_size
+
+    @property
+    def output_dim(self) -> int:
+        """Encoded width ``levels * features``."""
+        return self.levels * self.features
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Sizes of the MLPs; defaults are instant-NGP's (the encoding's are :class:`HashGridConfig`)."""
+
+    hidden: int = 64
+    """number of neurons per layer of the density MLP"""
+    geo_features: int = 15
+    """number of geometry features the density MLP hands to the colour MLP"""
+    color_hidden: int = 64
+    """number of neurons per layer of the colour MLP"""
+    color_layers: int = 2
+    """number of hidden layers of the colour MLP"""
+    sh_degree: int = 4
+    """spherical-harmonics degree of the direction encoding (1..4)"""
+
+
+@dataclass(frozen=True)
 class MarchConfig:
     """Ray marching and the occupancy grid (instant-NGP's values)."""
 
-    steps: int = 1024  # samples along the aabb diagonal
+    steps: int = 1024
+    """number of ray-marching samples along the scene box's diagonal"""
     grid_resolution: int = 128
+    """number of occupancy-grid cells per axis"""
     grid_decay: float = 0.95
+    """decay of the occupancy grid's moving average per update"""
     grid_threshold: float = 0.01
+    """occupancy threshold on the optical thickness of one marching step"""
     grid_update_every: int = 16
+    """updates the occupancy grid every N steps"""
     grid_warmup: int = 256
-    scene_contraction: str = "auto"  # auto (from the dataset's bounded) | none | mipnerf360 (see nerf.contraction)
-    cone_angle: float | None = None  # step = clamp(t * cone_angle, step, cell); None: 1/256 if contracted, else 0
+    """number of steps during which every occupancy cell is updated"""
+    scene_contraction: str = "auto"
+    """none, or mipnerf360: space outside the box is contracted into the grids and rays are marched to infinity;
+    auto: from the dataset (stated or inferred bounded or not)"""
+    cone_angle: float | None = None
+    """the marching step grows as clamp(t * cone_angle, step, cell); none: decided for the scene"""
 
     def __post_init__(self) -> None:
         if self.scene_contraction not in ("auto", *CONTRACTIONS):
@@ -51,13 +124,22 @@ class OptimConfig:
     """Adam with instant-NGP's betas and eps, an exponential learning-rate decay, and the loss."""
 
     lr: float = 1e-2
-    lr_final_factor: float = 0.03  # learning rate decays exponentially to lr * this at the last step
+    """learning rate of Adam at the first step"""
+    lr_final_factor: float = 0.03
+    """the learning rate decays exponentially to lr times this at the last step"""
     betas: tuple[float, float] = (0.9, 0.99)
+    """Adam's betas (moment decay rates), each in [0, 1)"""
     eps: float = 1e-15
-    loss: str = "huber"  # huber | mse
-    distortion: float | None = None  # mip-NeRF 360's distortion loss weight; None: 0.03 if contracted, else 0
-    near_gradients: float | None = None  # radius, in half box diagonals, of near-camera gradient scaling;
-    # None: 1 if contracted, else 0 (off). See nerf.render.scale_near_gradients
+    """Adam's epsilon (added to the denominator)"""
+    loss: str = "huber"
+    """the photometric loss: huber or mse"""
+    distortion: float | None = None
+    """weight of mip-NeRF 360's distortion loss, which pulls each ray's weight together into one surface (fewer
+    floaters and samples); none: decided for the scene"""
+    near_gradients: float | None = None
+    """scales the gradients of samples nearer to the camera than this many half box diagonals by
+    (distance / radius)^2, against floaters in front of the cameras (see nerf.render.scale_near_gradients); none:
+    decided for the scene"""
 
 
 SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
@@ -72,34 +154,53 @@ class TrainConfig:
     """Every hyper-parameter of a run. ``None`` (``hash``, ``march``, ``steps``, ``batch_rays``): the preset's."""
 
     data: str = ""
-    preset: str = "auto"  # auto | cpu | gpu
-    device: str = "auto"  # auto | cpu | cuda | mps | cuda:1 ...
-    backend: str = "auto"  # auto | torch | native | tcnn
-    model: str = "ngp"  # ngp (hash grid) | nerf (2020 positional-encoding MLP, the baseline)
+    """dataset folder (any format nerf-train reads)"""
+    preset: str = "auto"
+    """sizes the batch, grid and step count for a CPU or a GPU; auto picks from the device"""
+    device: str = "auto"
+    """torch device to train on: auto, cpu, cuda, cuda:N, mps"""
+    backend: str = "auto"
+    """hash-grid backend (with its marching and compositing); auto takes the fastest available"""
+    model: str = "ngp"
+    """the model: ngp (hash grid) or nerf (the 2020 positional-encoding MLP baseline)"""
     downscale: int = 1
+    """divides the image resolution by this integer"""
     seed: int = 0
+    """seeds the ray sampling, the per-step randomness and the occupancy grid's cell choice"""
     steps: int | None = None
-    time_budget: float | None = None  # seconds of training; stops early when reached
-    batch_rays: int | None = None  # rays of the first step; they adapt to samples_per_step
-    samples_per_step: int | None = None  # the fixed sample budget of a step (0: batch_rays rays every step)
-    cuda_graph: bool = True  # on CUDA: capture the static step once as a CUDA graph and replay it
+    """number of training steps to run"""
+    time_budget: float | None = None
+    """stops training after this many seconds"""
+    batch_rays: int | None = None
+    """rays of the first step (the global batch: split over the processes of a data-parallel run); with
+    --samples-per-step they adapt to the budget, within 1/16 to 16 times this"""
+    samples_per_step: int | None = None
+    """samples per step: the number of rays adapts to it (0: --batch-rays rays every step)"""
+    cuda_graph: bool = True
+    """on CUDA, captures the sync-free training step once as a CUDA graph and replays it"""
     random_background: bool = True
+    """composites the training images over a random colour (images with alpha only)"""
     checkpoint_every: int = 500
-    eval_every: int = 0  # 0: evaluate only at the end
+    """writes a checkpoint every N steps"""
+    eval_every: int = 0
+    """evaluate the val split every N steps and log its PSNR to TensorBoard (0: only the test split at the end)"""
     log_every: int = 25
+    """logs the training loss to TensorBoard every N steps"""
     render_chunk: int = 8192
+    """number of rays rendered at once in evaluation"""
     turntable_frames: int = 48
+    """number of frames of the turntable video written at the end (0: no video)"""
     out: str = "runs"
+    """the folder that holds the new run, as <out>/<scene>/<time>/"""
+    aabb: tuple[float, float, float, float, float, float] | None = None
+    """the scene box, min corner then max corner, in the dataset's world; none: the dataset's (stated or
+    inferred)"""
+    inferred: tuple[str, ...] = ()
+    """what the run decided that the dataset did not state, with the flag that overrides each (not a flag)"""
     hash: HashGridConfig | None = None
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     march: MarchConfig | None = None
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-
-    def resolved(self, device_type: str) -> TrainConfig:
-        """A copy with every ``None`` filled from the preset that fits ``device_type``."""
-        preset = preset_name(self.preset, device_type)
-        values = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
-        return dataclasses.replace(self, preset=preset, **values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,10 +223,10 @@ class TrainConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "preset": ("auto", "cpu", "gpu"),
+    "preset": PRESET_NAMES,
     "backend": BACKENDS,
-    "model": ("ngp", "nerf"),
-    "optim.loss": ("huber", "mse"),
+    "model": MODELS,
+    "optim.loss": LOSSES,
     "march.scene_contraction": ("auto", *CONTRACTIONS),
 }
 """The allowed values of the string fields that are one of a few (``section.name`` for a section's)."""
@@ -143,6 +244,7 @@ RANGES: dict[str, Any] = {
     "eval_every": int_range(0),
     "log_every": int_range(1),
     "render_chunk": int_range(1, 2**24),
+    "aabb": float_range(),
     "turntable_frames": int_range(0, 10_000),
     "hash.levels": int_range(1, 64),
     "hash.features": int_range(1, 8),
@@ -192,6 +294,10 @@ def check_config(cfg: TrainConfig, source: str | Path | None = None) -> None:
                 check(str(v))
             except Exception as e:  # argparse.ArgumentTypeError: the flag's own message
                 raise InputError(source, where, str(e)) from None
+    box = cfg.aabb
+    if box is not None and not all(math.isfinite(box[i]) and box[i] < box[i + 3] for i in range(3)):
+        raise InputError(source, "config.aabb" if source is not None else "--aabb",
+                         f"min corner must be below max corner on every axis, got {list(box)}")
 
 
 def preset_name(preset: str, device_type: str) -> str:
@@ -207,9 +313,13 @@ def flag_name(section: str | None, name: str) -> str:
     return "--" + FLAG_NAMES.get((section, name), name).replace("_", "-") if section else "--" + name.replace("_", "-")
 
 
+NOT_FLAGS = ("data", "inferred")
+"""Top-level fields without a ``--`` flag (``data`` is positional, ``inferred`` the run's record)."""
+
+
 def config_flags() -> list[tuple[str | None, dataclasses.Field]]:
-    """``(section or None, field)`` of every field that has a flag, top level first (``data`` is positional)."""
-    top = [(None, f) for f in dataclasses.fields(TrainConfig) if f.name != "data" and f.name not in SECTIONS]
+    """``(section or None, field)`` of every field that has a flag, top level first."""
+    top = [(None, f) for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS and f.name not in SECTIONS]
     return top + [(s, f) for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
 
 
@@ -237,6 +347,8 @@ def _check_value(value: Any, kind: Any) -> bool:
         return value is None
     if typing.get_origin(kind) is tuple:
         args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return isinstance(value, list | tuple) and all(_check_value(v, args[0]) for v in value)
         return isinstance(value, list | tuple) and len(value) == len(args) and all(
             _check_value(v, a) for v, a in zip(value, args, strict=True))
     allowed = _KINDS.get(kind)
@@ -268,6 +380,19 @@ def _build(cls: type, data: dict[str, Any], source: str | Path | None, where: st
         return cls(**values)
     except ValueError as e:
         raise InputError(source, where, str(e)) from None
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring (the string literal under it) of each field of dataclass ``cls``, one line of text each."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
 # Presets: the CPU one fits 2 cores (a 100x100 object scene in minutes); the GPU one is instant-NGP's.

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import torch
 
-CONTRACTIONS = ("none", "mipnerf360")
-"""The values of ``--scene-contraction`` besides ``auto`` (``mipnerf360`` for unbounded datasets)."""
-
 FAR_NORM = 1024.0
 """Rays of a contracted scene are marched until ``n`` reaches this (the unit coordinate is then within 1/4096 of
 the cube's face): "infinity", where the sky is learned as far density."""
@@ -67,12 +64,3 @@ def far_box(aabb: torch.Tensor) -> torch.Tensor:
     """``aabb`` ``(2, 3)`` scaled by :data:`FAR_NORM` about its centre: where contracted rays end."""
     centre = 0.5 * (aabb[0] + aabb[1])
     return centre + (aabb - centre) * FAR_NORM
-
-
-def resolve_contraction(name: str, bounded: bool) -> str:
-    """``auto`` -> ``none`` for a bounded dataset, ``mipnerf360`` otherwise; a name in :data:`CONTRACTIONS` stays."""
-    if name == "auto":
-        return "none" if bounded else "mipnerf360"
-    if name not in CONTRACTIONS:
-        raise ValueError(f"scene_contraction must be auto or one of {', '.join(CONTRACTIONS)}, got {name!r}")
-    return name

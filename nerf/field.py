@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from nerf.config import FieldConfig
 from nerf.contraction import unit_coords
 from nerf.hashgrid import EncodeFn, HashGrid, HashGridConfig, hash_encode
 from nerf.sh import sh_encode
@@ -19,17 +18,6 @@ UNTRAINED_DIAGONAL_DEPTH = 3**0.5
 diagonal, so one marching step of the untrained field (1/256 of the diagonal or less) is below the occupancy
 threshold (0.01) and the grid prunes empty space from its first updates, rather than after training has pushed the
 density of every empty cell down (hundreds of steps in a large box)."""
-
-
-@dataclass(frozen=True)
-class FieldConfig:
-    """Sizes of the MLPs; defaults are instant-NGP's (the encoding's are :class:`nerf.hashgrid.HashGridConfig`)."""
-
-    hidden: int = 64
-    geo_features: int = 15
-    color_hidden: int = 64
-    color_layers: int = 2
-    sh_degree: int = 4
 
 
 class _TruncExp(torch.autograd.Function):

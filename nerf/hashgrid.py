@@ -30,47 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nerf.config import HashGridConfig
+
 PRIMES = (1, 2654435761, 805459861)
 """Per-axis hash primes (x, y, z), as in instant-NGP."""
-
-
-@dataclass(frozen=True)
-class HashGridConfig:
-    """Hyper-parameters of the encoding; defaults are instant-NGP's for synthetic scenes."""
-
-    levels: int = 16
-    features: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 16
-    max_resolution: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.levels < 1 or self.features < 1:
-            raise ValueError(f"levels and features must be >= 1, got {self.levels}, {self.features}")
-        if not 1 <= self.log2_table_size <= 32:
-            raise ValueError(f"log2_table_size must be in [1, 32], got {self.log2_table_size}")
-        if not 1 <= self.base_resolution <= self.max_resolution:
-            raise ValueError(
-                "need 1 <= base_resolution <= max_resolution, "
-                f"got {self.base_resolution}, {self.max_resolution}"
-            )
-
-    @property
-    def growth(self) -> float:
-        """Per-level scale ``b = exp((ln max_res - ln base_res) / (levels - 1))`` (1 for a single level)."""
-        if self.levels == 1:
-            return 1.0
-        return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution)) / (self.levels - 1))
-
-    @property
-    def table_size(self) -> int:
-        """``T``: the number of entries of a hashed level."""
-        return 1 << self.log2_table_size
-
-    @property
-    def output_dim(self) -> int:
-        """Encoded width ``levels * features``."""
-        return self.levels * self.features
 
 
 @dataclass(frozen=True)

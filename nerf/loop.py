@@ -26,6 +26,7 @@ from nerf.data import Dataset
 from nerf.distributed import any_rank
 from nerf.evaluate import evaluate
 from nerf.model import Model
+from nerf.resolve import startup_line
 from nerf.train import Session, open_session, remove_unstarted_run
 
 
@@ -176,7 +177,7 @@ def start_line(session: Session) -> str:
     until = f"{cfg.steps} steps" + (f" or {cfg.time_budget:g} s" if cfg.time_budget is not None else "")
     resumed = f", resumed at step {session.step}" if session.step else ""
     return (f"training on {session.model.march.aabb.device} with the {session.model.backend} backend, "
-            f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}")
+            f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}\n{startup_line(cfg)}")
 
 
 def progress_bar(cfg: TrainConfig, start_step: int, seconds_before: float, disable: bool = False) -> tqdm:

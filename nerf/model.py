@@ -12,7 +12,6 @@ from torch import nn
 from nerf.backends import BackendUnavailable, resolve_backend
 from nerf.checkpoint import latest_checkpoint, load_checkpoint, locate_dataset, run_folder
 from nerf.config import TrainConfig
-from nerf.contraction import resolve_contraction
 from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
@@ -34,43 +33,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
-"""instant-NGP's cone angle for scenes with ``aabb_scale`` > 1: the default of contracted scenes."""
-
-
-UNBOUNDED_DISTORTION = 0.03
-"""mip-NeRF 360's distortion-loss weight, the default of contracted scenes (with :data:`UNBOUNDED_NEAR_GRADIENTS`:
-alone it lets a scene collapse into a screen in front of each camera). It carves the fog a contracted scene starts
-in (measured in bench/RESULTS.md)."""
-
-UNBOUNDED_NEAR_GRADIENTS = 1.0
-"""The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
-
-
-def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
-    """A copy of a resolved config whose march names its contraction and cone angle, and whose optimiser its
-    distortion weight and near-gradient radius (``auto`` / ``None`` decided by ``bounded``: unbounded scenes are
-    contracted, except for ``--model nerf``, step with :data:`UNBOUNDED_CONE_ANGLE`, weigh
-    :data:`UNBOUNDED_DISTORTION` and scale gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`; bounded ones do none
-    of it), so that the run's config and checkpoints record them."""
-    if cfg.march is None:
-        raise ValueError("resolve_scene needs a resolved config (TrainConfig.resolved)")
-    contraction = resolve_contraction(cfg.march.scene_contraction, bounded or cfg.model == "nerf")
-    cone = cfg.march.cone_angle
-    if cone is None:
-        cone = UNBOUNDED_CONE_ANGLE if contraction != "none" else 0.0
-    march = dataclasses.replace(cfg.march, scene_contraction=contraction, cone_angle=cone)
-    contracted = contraction != "none"
-    o = cfg.optim
-    optim = dataclasses.replace(
-        o,
-        distortion=(UNBOUNDED_DISTORTION if contracted else 0.0) if o.distortion is None else o.distortion,
-        near_gradients=(UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0) if o.near_gradients is None
-        else o.near_gradients,
-    )
-    return dataclasses.replace(cfg, march=march, optim=optim)
-
-
 @dataclass
 class Model:
     """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched
@@ -83,14 +45,13 @@ class Model:
 
 
 def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
-    """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`) on ``device``.
+    """A fresh model for a resolved config (see :func:`nerf.resolve.resolve`) on ``device``.
 
     The backend is resolved once into one bundle: its hash encoding goes to the field, its marching and
-    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle. A
-    contraction or cone angle left ``auto`` is a bounded scene's (see :func:`resolve_scene`)."""
-    if cfg.hash is None or cfg.march is None:
-        raise ValueError("build_model needs a resolved config (TrainConfig.resolved)")
-    m = resolve_scene(cfg, bounded=True).march
+    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle."""
+    m = cfg.march
+    if cfg.hash is None or m is None or m.scene_contraction == "auto" or m.cone_angle is None:
+        raise ValueError("build_model needs a resolved config (nerf.resolve.resolve)")
     contracted = m.scene_contraction != "none"
     aabb = aabb.to(device=device, dtype=torch.float32)
     if cfg.model not in ("ngp", "nerf"):

@@ -12,6 +12,7 @@ and the learning rate is lowered.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ import torch
 
 from nerf.checkpoint import checkpoint_path, latest_checkpoint, lock_run, run_folder, save_checkpoint
 from nerf.config import TrainConfig
-from nerf.data import Dataset, RaySampler, load_dataset
+from nerf.data import Dataset, RaySampler, load_description
 from nerf.distributed import (
     SINGLE,
     World,
@@ -35,10 +36,12 @@ from nerf.distributed import (
     gather_objects,
     rank_device,
 )
-from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
+from nerf.model import Model, build_model, first_line, load_run, resolve_device
+from nerf.resolve import resolve
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.colmap import data_root
 from raytrace.errors import InputError, is_finite_number
+from raytrace.reader import read_dataset
 
 NAN_LR_FACTOR = 0.5
 """The learning rate is multiplied by this after a step with a NaN/Inf loss or gradient."""
@@ -221,14 +224,14 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
             _remove_partial_checkpoints(run_dir)
             cfg.save(run_dir / "config.json")
     else:
-        cfg = cfg.resolved(device.type)
-        cfg.data = str(Path(cfg.data).resolve())  # the run works from any folder
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()))  # the run works from any folder
     torch.manual_seed(cfg.seed)
-    dataset = load_dataset(cfg.data, splits=("train", "val", "test"), downscale=cfg.downscale)
+    description = read_dataset(cfg.data)
+    dataset = load_description(description, cfg.downscale)
     new_dir = None
     if resume is None:
-        cfg = resolve_scene(cfg, dataset.bounded)
-        model = build_model(cfg, dataset.aabb, device)
+        cfg = resolve(cfg, description, device.type)
+        model = build_model(cfg, torch.tensor(cfg.aabb, dtype=torch.float32).view(2, 3), device)
         run_dir = None
         if world.is_main:
             new_dir = run_dir = new_run_dir(cfg)

@@ -1,8 +1,5 @@
-"""COLMAP sparse models (``cameras``, ``images``, ``points3D``; ``.txt`` or ``.bin``): reading, writing, and
-writing any of our datasets as one.
-
-Over 400 lines because each of COLMAP's three files has a text and a binary form, read with per-line (per-record) checks
-and written back, plus the conversion of our datasets into a model.
+"""COLMAP sparse models (``cameras``, ``images``, ``points3D``; ``.txt`` or ``.bin``): reading and writing (our
+datasets as models: :mod:`raytrace.colmap_export`; their normalisation: :func:`raytrace.reader.colmap_world`).
 
 Layout read: a model folder ``DATA/sparse/0/`` (or ``DATA/sparse/``) with its images in ``DATA/images/``, or,
 when that folder does not exist, named relative to ``DATA/`` (as our writer names them: ``train/r_0.png``).
@@ -19,14 +16,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
-import torch
-from scipy.spatial.transform import Rotation
 
 from raytrace.atomic import write_bytes
-from raytrace.camera import Distortion, Intrinsics, c2w_to_colmap, colmap_to_c2w, image_rays
-from raytrace.dataset_format import SPLITS, Frame, read_transforms, resolve_image, transforms_path
+from raytrace.camera import Distortion, Intrinsics, colmap_to_c2w
 from raytrace.errors import InputError, is_finite_number
 
 MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "RADIAL": 3, "OPENCV": 4}
@@ -35,9 +28,6 @@ PARAM_COUNTS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL":
 OTHER_MODELS = {5: "OPENCV_FISHEYE", 6: "FULL_OPENCV", 7: "FOV", 8: "SIMPLE_RADIAL_FISHEYE", 9: "RADIAL_FISHEYE",
                 10: "THIN_PRISM_FISHEYE"}
 NAMES = ("cameras", "images", "points3D")
-MAX_POINTS = 20000  # points3D written from the depth maps of a dataset, at most
-ROBUST_PERCENTILE = 5.0  # the scene box spans these percentiles of the sparse points (5 to 95)
-BOX_PADDING = 0.02  # added to every side of the scene box [-1, 1]^3
 
 
 @dataclass(frozen=True)
@@ -423,103 +413,3 @@ def write_model(model: ColmapModel, folder: str | Path, binary: bool = False) ->
                                repr(float(model.errors[i])), track]).rstrip())
     for name, lines in zip(NAMES, (cams_t, ims_t, pts_t), strict=True):
         write_bytes(folder / f"{name}.txt", ("\n".join(lines) + "\n").encode())
-
-
-# ---- normalisation ---------------------------------------------------------------------------------------
-
-def normalization(xyz: np.ndarray, c2ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A similarity ``(4, 4)`` from the model's world into ours, and the scene box ``(2, 3)`` in ours.
-
-    It turns the mean camera up vector (``c2ws`` ``(N, 4, 4)``, OpenGL axes) to +Z (the world is Z-up), then
-    centres and scales the box between the 5th and 95th percentiles of the sparse points ``xyz`` ``(P, 3)``
-    (of the camera positions when there are none) so that its longest side spans [-1, 1]. The scene box is the
-    cube [-1, 1]^3 (padded): flat point clouds (a ground plane) would otherwise give a thin slab.
-    """
-    up = c2ws[:, :3, 1].mean(axis=0)
-    rot = np.eye(3)
-    if np.linalg.norm(up) > 1e-6:
-        rot = Rotation.align_vectors([[0.0, 0.0, 1.0]], [up / np.linalg.norm(up)])[0].as_matrix()
-    pts = (xyz if len(xyz) >= 2 else c2ws[:, :3, 3]) @ rot.T
-    lo, hi = np.percentile(pts, [ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE], axis=0)
-    centre = 0.5 * (lo + hi)
-    scale = 2.0 / max(float(np.max(hi - lo)), 1e-9)
-    sim = np.eye(4)
-    sim[:3, :3] = scale * rot
-    sim[:3, 3] = -scale * centre
-    return sim, np.array([[-1.0 - BOX_PADDING] * 3, [1.0 + BOX_PADDING] * 3])
-
-
-def transform_poses(sim: np.ndarray, c2ws: np.ndarray) -> np.ndarray:
-    """Camera-to-world poses ``(N, 4, 4)`` moved by the similarity ``sim`` ``(4, 4)`` (rotations stay unit)."""
-    out = sim @ c2ws
-    scale = np.linalg.norm(sim[:3, 0])
-    out[:, :3, :3] /= scale
-    return out
-
-
-# ---- our datasets as COLMAP models -----------------------------------------------------------------------
-
-def dataset_model(out_dir: str | Path, max_points: int = MAX_POINTS) -> ColmapModel:
-    """The COLMAP model of a dataset of ours in ``out_dir`` (every split; images named relative to it, one
-    PINHOLE camera) with up to ``max_points`` points3D: surface points of the depth maps, coloured by the
-    images, each tracked in the view it came from."""
-    out_dir = Path(out_dir)
-    frames = []
-    for split in SPLITS:
-        path = transforms_path(out_dir, split)
-        if path.is_file():
-            t = read_transforms(path)
-            frames += [(path, t, i, fr) for i, fr in enumerate(t.frames)]
-    if not frames:
-        raise InputError(out_dir, "transforms_train.json", "no split files to convert")
-    cameras: dict[int, ColmapCamera] = {}
-    images: dict[int, ColmapImage] = {}
-    ids, xyz, rgb, tracks = [], [], [], []
-    per_frame = max(1, max_points // len(frames))
-    for image_id, (path, t, i, fr) in enumerate(frames, start=1):
-        image_path = resolve_image(out_dir, fr.file_path, path, f"frames[{i}].file_path")
-        img = np.asarray(iio.imread(image_path))
-        intr = t.intrinsics(img.shape[1], img.shape[0])
-        key = (intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy)
-        cam = next((c for c in cameras.values() if (c.width, c.height, *c.params) == key), None)
-        if cam is None:
-            cam = ColmapCamera(len(cameras) + 1, "PINHOLE", intr.width, intr.height, key[2:])
-            cameras[cam.camera_id] = cam
-        qvec, tvec = c2w_to_colmap(fr.transform_matrix)
-        name = image_path.relative_to(out_dir.resolve()).as_posix()
-        xys, pids = np.zeros((0, 2)), np.zeros(0, np.int64)
-        depth = _frame_distance(out_dir, fr)
-        if depth is not None:
-            hit = np.flatnonzero(depth > 0)
-            pick = hit[:: max(1, len(hit) // per_frame)][:per_frame]
-            o, d = image_rays(torch.tensor(fr.transform_matrix, dtype=torch.float64), intr)
-            p = (o.numpy() + depth[:, None] * d.numpy())[pick]
-            first = len(ids) + 1
-            pids = np.arange(first, first + len(pick), dtype=np.int64)
-            xys = np.stack([pick % intr.width, pick // intr.width], axis=-1) + 0.5
-            ids += pids.tolist()
-            xyz.append(p)
-            rgb.append(img.reshape(-1, img.shape[-1])[pick, :3].astype(np.uint8))
-            tracks += [np.array([[image_id, j]]) for j in range(len(pick))]
-        images[image_id] = ColmapImage(image_id, qvec, tvec, cam.camera_id, name, xys, pids)
-    return ColmapModel(cameras, images, np.asarray(ids, dtype=np.int64),
-                       np.concatenate(xyz) if xyz else np.zeros((0, 3)),
-                       np.concatenate(rgb) if rgb else np.zeros((0, 3), np.uint8), np.zeros(len(ids)), tracks)
-
-
-def _frame_distance(root: Path, frame: Frame) -> np.ndarray | None:
-    """The exact ray distance ``(H * W,)`` of ``frame``: its ``distance_path`` (``.npz``) or a format-1
-    ``depth_path`` (``.npy``); None when it has neither on disk."""
-    if frame.distance_path is not None and (root / frame.distance_path).is_file():
-        with np.load(root / frame.distance_path, allow_pickle=False) as npz:
-            return npz["distance"].reshape(-1)
-    if frame.depth_path is not None and frame.depth_path.endswith(".npy") and (root / frame.depth_path).is_file():
-        return np.load(root / frame.depth_path, allow_pickle=False).reshape(-1)
-    return None
-
-
-def write_dataset_model(out_dir: str | Path) -> Path:
-    """Write the dataset in ``out_dir`` as a COLMAP text model into ``out_dir/sparse/0/``; returns that folder."""
-    folder = Path(out_dir) / "sparse" / "0"
-    write_model(dataset_model(out_dir), folder)
-    return folder

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from raytrace.atomic import write_bytes, write_json
 from raytrace.camera import look_at, rig_positions
-from raytrace.colmap import write_dataset_model
+from raytrace.colmap_export import write_dataset_model
 from raytrace.dataset_format import SPLITS, Frame, Transforms, transforms_path, write_transforms
 from raytrace.errors import InputError
 from raytrace.frames import DatasetSettings, FrameJob, default_workers, depth_unit, frame_ok, run_jobs
@@ -231,7 +231,7 @@ def write_dataset(
     """Render ``scene`` into ``out_dir`` as described in the module docstring; restartable. ``workers`` > 1
     renders frames in that many spawned processes (``None``: :func:`default_workers`), each with ``threads``
     torch threads. ``colmap`` also writes the dataset as a COLMAP text model in ``out_dir/sparse/0/``
-    (:func:`raytrace.colmap.write_dataset_model`).
+    (:func:`raytrace.colmap_export.write_dataset_model`).
 
     ``shard`` ``(i, n)`` renders only frames ``i::n`` of the global frame order and writes no JSON (see
     :func:`merge_dataset`); it never deletes another shard's files, so a folder holding a render with another

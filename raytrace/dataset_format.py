@@ -9,12 +9,15 @@ when present (and named as instant-ngp and nerfstudio name them, so that they re
 
 - top level: ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` (instant-ngp's explicit intrinsics),
   ``scene_aabb`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, the scene bounds; older datasets wrote it as
-  ``aabb``, which instant-ngp reads as its own rendering box, so it is still read but no longer written),
+  ``aabb``, which instant-ngp reads as its own unit cube: ``aabb`` is read as ours beside our ``scene`` or
+  ``bounded`` keys, else as instant-ngp's),
   ``bounded`` (false when something visible lies outside the box: a sky, an endless ground),
   ``scene`` (the scene file copied beside the dataset), ``integer_depth_scale`` (instant-ngp) and
   ``depth_unit_scale_factor`` (nerfstudio; its dataparser takes it as an option, 1e-3 by default): metres per
-  unit of the 16-bit depth PNGs; instant-ngp's ``aabb_scale`` is read too (see :func:`nerf.data.load_dataset`);
-- per frame: ``depth_path`` (instant-ngp) and ``depth_file_path`` (nerfstudio), both naming one 16-bit PNG of
+  unit of the 16-bit depth PNGs; instant-ngp's ``aabb_scale``, ``scale``, ``offset`` and ``aabb`` (its unit cube,
+  see :func:`raytrace.bounds.ngp_box`); nerfstudio's ``camera_model``, ``applied_transform`` and ``ply_file_path``;
+- per frame: nerfstudio's per-frame intrinsics (``fl_x`` ... ``p2``, overriding the top level's); ``depth_path``
+  (instant-ngp) and ``depth_file_path`` (nerfstudio), both naming one 16-bit PNG of
   z-depth (along the camera's viewing axis, see :func:`raytrace.camera.z_per_distance`) in units of the scale
   above, 0 where nothing was hit or the depth exceeds the PNG's range; ``distance_path`` (``.npz`` holding
   float32 ``distance`` ``(H, W)``: our exact depth, the metric distance along the unit pixel-centre ray, 0
@@ -43,14 +46,20 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
 _DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
 """instant-ngp's OpenCV lens distortion (:data:`raytrace.camera.Distortion`)."""
+_CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", *_DISTORTION_KEYS, "k3", "k4", "camera_model")
+"""Keys that describe the camera, at the top level or (nerfstudio) per frame."""
+CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+"""nerfstudio's ``camera_model`` values our camera (:class:`raytrace.camera.Intrinsics`) covers."""
 _TOP_KEYS = {
-    "camera_angle_x", "camera_angle_y", "frames", "fl_x", "fl_y", "cx", "cy", "w", "h", "scene_aabb", "aabb",
-    "scene", "bounded", "integer_depth_scale", "depth_unit_scale_factor", "aabb_scale", *_DISTORTION_KEYS,
+    "camera_angle_x", "camera_angle_y", "frames", "scene_aabb", "aabb", "scene", "bounded", "integer_depth_scale",
+    "depth_unit_scale_factor", "aabb_scale", "scale", "offset", "applied_transform", "applied_scale",
+    "ply_file_path", *_CAMERA_KEYS,
     # Keys other tools write; accepted so their datasets load (k3, k4 and is_fisheye only when they are zero/false).
-    "k3", "k4", "is_fisheye", "scale", "offset", "enable_depth_loading",
+    "is_fisheye", "enable_depth_loading", "up", "totp", "avglen", "orientation_override",
 }
 _FRAME_PATHS = ("depth_path", "depth_file_path", "distance_path", "normal_path")
-_FRAME_KEYS = {"file_path", "transform_matrix", *_FRAME_PATHS, "rotation", "sharpness"}
+_FRAME_KEYS = {"file_path", "transform_matrix", *_FRAME_PATHS, "rotation", "sharpness", "colmap_im_id", "mask_path",
+               *_CAMERA_KEYS}
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Frame:
     normal_path: str | None = None
     depth_file_path: str | None = None  # nerfstudio's name for the 16-bit z-depth PNG
     distance_path: str | None = None  # exact distance along the ray (.npz)
+    camera: dict[str, Any] = field(default_factory=dict)  # nerfstudio's per-frame intrinsics (as in the JSON)
 
 
 @dataclass
@@ -84,18 +94,29 @@ class Transforms:
     integer_depth_scale: float | None = None  # metres per unit of the depth PNGs (instant-ngp's key)
     depth_unit_scale_factor: float | None = None  # the same for nerfstudio
     dist: Distortion = NO_DISTORTION  # (k1, k2, p1, p2), instant-ngp's keys
+    scale: float | None = None  # instant-ngp's world-to-unit-cube scale and offset (see raytrace.bounds.ngp_box)
+    offset: np.ndarray | None = None  # (3,)
+    ngp_aabb: np.ndarray | None = None  # (2, 3) instant-ngp's ``aabb`` key
+    camera_model: str | None = None  # nerfstudio's
+    lens_keys: bool = False  # the JSON names lens distortion (k1...) or a camera_model: a photograph's camera
+    applied_transform: np.ndarray | None = None  # (3, 4) nerfstudio's: original data world -> this JSON's world
+    ply_file_path: str | None = None  # nerfstudio's sparse points, in this JSON's world
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def intrinsics(self, width: int, height: int) -> Intrinsics:
-        """Intrinsics for images of ``width`` x ``height`` (explicit keys win over ``camera_angle_x``)."""
-        fx = self.fl_x if self.fl_x is not None else focal_from_fov(width, self.camera_angle_x)
-        fy = self.fl_y if self.fl_y is not None else fx
-        cx = self.cx if self.cx is not None else 0.5 * width
-        cy = self.cy if self.cy is not None else 0.5 * height
-        if self.w is not None and self.h is not None and (self.w, self.h) != (width, height):
-            sx, sy = width / self.w, height / self.h
-            return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy, self.dist)
-        return Intrinsics(width, height, fx, fy, cx, cy, self.dist)
+    def intrinsics(self, width: int, height: int, frame: Frame | None = None) -> Intrinsics:
+        """Intrinsics for images of ``width`` x ``height`` (explicit keys win over ``camera_angle_x``; a
+        ``frame``'s own keys over the top level's)."""
+        own = frame.camera if frame is not None else {}
+        fl_x, fl_y, cx, cy, w, h = (own.get(k, getattr(self, k)) for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
+        dist = tuple(own.get(k, d) for k, d in zip(_DISTORTION_KEYS, self.dist, strict=True))
+        fx = fl_x if fl_x is not None else focal_from_fov(width, self.camera_angle_x)
+        fy = fl_y if fl_y is not None else fx
+        cx = cx if cx is not None else 0.5 * width
+        cy = cy if cy is not None else 0.5 * height
+        if w is not None and h is not None and (w, h) != (width, height):
+            sx, sy = width / w, height / h
+            return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy, dist)  # type: ignore[arg-type]
+        return Intrinsics(width, height, fx, fy, cx, cy, dist)  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"camera_angle_x": self.camera_angle_x}
@@ -175,35 +196,47 @@ def read_transforms(path: str | Path) -> Transforms:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise InputError(path, unknown[0], "unknown key")
-    has_focal = "fl_x" in data
-    if "camera_angle_x" not in data and not has_focal:
+    frames = data.get("frames")
+    per_frame_focal = isinstance(frames, list) and bool(frames) and all(isinstance(f, dict) and "fl_x" in f
+                                                                         for f in frames)
+    if "camera_angle_x" not in data and "fl_x" not in data and not per_frame_focal:
         raise InputError(path, "camera_angle_x", "missing (and no fl_x given)")
     t = Transforms(camera_angle_x=0.0, frames=[])
-    for key in ("fl_x", "fl_y", "cx", "cy"):
-        if key in data:
-            setattr(t, key, _number(path, key, data[key], positive=key.startswith("fl")))
-    for key in ("w", "h"):
-        if key in data:
-            t.__setattr__(key, int(_number(path, key, data[key], positive=True)))
+    camera = _camera_keys(path, "", data)
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_model"):
+        setattr(t, key, camera.get(key))
+    t.lens_keys = any(k in data for k in (*_DISTORTION_KEYS, "k3", "k4", "camera_model", "is_fisheye")) or (
+        isinstance(frames, list) and any(isinstance(f, dict) and "camera_model" in f for f in frames))
     if "camera_angle_x" in data:
         t.camera_angle_x = _number(path, "camera_angle_x", data["camera_angle_x"], positive=True)
         if t.camera_angle_x >= math.pi:
             raise InputError(path, "camera_angle_x", f"must be below pi radians, got {t.camera_angle_x}")
-    elif t.w is not None:
+    elif t.w is not None and t.fl_x is not None:
         t.camera_angle_x = 2.0 * math.atan(0.5 * t.w / t.fl_x)
-    else:
+    elif not per_frame_focal:
         raise InputError(path, "w", "needed with fl_x when camera_angle_x is absent")
-    t.dist = tuple(_number(path, k, data.get(k, 0.0)) for k in _DISTORTION_KEYS)  # type: ignore[assignment]
-    for key in ("k3", "k4"):
-        if _number(path, key, data.get(key, 0.0)) != 0.0:
-            raise InputError(path, key, "not supported (lens distortion is OpenCV's k1, k2, p1, p2)")
+    t.dist = tuple(camera.get(k, 0.0) for k in _DISTORTION_KEYS)  # type: ignore[assignment]
     if data.get("is_fisheye", False) is not False:
         raise InputError(path, "is_fisheye", "fisheye cameras are not supported")
-    box_key = "scene_aabb" if "scene_aabb" in data else "aabb"
-    if box_key in data:
-        t.aabb = _matrix(path, box_key, data[box_key], (2, 3))
-        if not (t.aabb[0] < t.aabb[1]).all():
-            raise InputError(path, box_key, "min corner must be below max corner on every axis")
+    for key in ("scene_aabb", "aabb"):
+        if key in data:
+            box = _matrix(path, key, data[key], (2, 3))
+            if not (box[0] < box[1]).all():
+                raise InputError(path, key, "min corner must be below max corner on every axis")
+            ours = key == "scene_aabb" or "scene" in data or "bounded" in data  # format 1 wrote ours as aabb
+            setattr(t, "aabb" if ours else "ngp_aabb", box)
+    if "scale" in data:
+        t.scale = _number(path, "scale", data["scale"], positive=True)
+    if "offset" in data:
+        offset = data["offset"]
+        t.offset = (_matrix(path, "offset", [offset], (1, 3))[0] if isinstance(offset, list)
+                    else np.full(3, _number(path, "offset", offset)))
+    if "applied_transform" in data:
+        t.applied_transform = _matrix(path, "applied_transform", data["applied_transform"], (3, 4))
+    if "ply_file_path" in data:
+        if not isinstance(data["ply_file_path"], str):
+            raise InputError(path, "ply_file_path", "expected a path string")
+        t.ply_file_path = data["ply_file_path"]
     if "bounded" in data:
         if not isinstance(data["bounded"], bool):
             raise InputError(path, "bounded", f"expected true or false, got {data['bounded']!r}")
@@ -215,7 +248,6 @@ def read_transforms(path: str | Path) -> Transforms:
         if not isinstance(data["scene"], str):
             raise InputError(path, "scene", "expected a file name")
         t.scene = data["scene"]
-    frames = data.get("frames")
     if not isinstance(frames, list):
         raise InputError(path, "frames", "missing or not a list")
     for i, fr in enumerate(frames):
@@ -242,8 +274,29 @@ def read_transforms(path: str | Path) -> Transforms:
                 if not isinstance(fr[key], str):
                     raise InputError(path, f"{where}.{key}", "expected a path string")
                 extras[key] = fr[key]
-        t.frames.append(Frame(fp, m, **extras))
+        t.frames.append(Frame(fp, m, **extras, camera=_camera_keys(path, f"{where}.", fr)))
     return t
+
+
+def _camera_keys(path: Path, where: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The camera keys present in ``data`` (the top level or a frame; ``where`` prefixes field names), checked:
+    focal lengths and sizes > 0, k3 and k4 zero, ``camera_model`` one of :data:`CAMERA_MODELS`."""
+    out: dict[str, Any] = {}
+    for key in ("fl_x", "fl_y", "cx", "cy", *_DISTORTION_KEYS):
+        if key in data:
+            out[key] = _number(path, where + key, data[key], positive=key.startswith("fl"))
+    for key in ("w", "h"):
+        if key in data:
+            out[key] = int(_number(path, where + key, data[key], positive=True))
+    for key in ("k3", "k4"):
+        if _number(path, where + key, data.get(key, 0.0)) != 0.0:
+            raise InputError(path, where + key, "not supported (lens distortion is OpenCV's k1, k2, p1, p2)")
+    if "camera_model" in data:
+        if data["camera_model"] not in CAMERA_MODELS:
+            raise InputError(path, where + "camera_model", f"{data['camera_model']!r} is not supported (our camera "
+                             f"is a pinhole with OpenCV's k1, k2, p1, p2: {', '.join(CAMERA_MODELS)})")
+        out["camera_model"] = data["camera_model"]
+    return out
 
 
 def resolve_image(root: Path, file_path: str, json_path: Path, where: str) -> Path:

@@ -5,28 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from nerf.checkpoint import save_checkpoint
 from nerf.config import MarchConfig, TrainConfig
-from nerf.contraction import FAR_NORM, box_norm, contract, far_box, resolve_contraction, uncontract, unit_coords
+from nerf.contraction import FAR_NORM, box_norm, contract, far_box, uncontract, unit_coords
 from nerf.field import NGPField
 from nerf.hashgrid import HashGridConfig
 from nerf.marching import StepRule, march_rays
-from nerf.model import (
-    UNBOUNDED_CONE_ANGLE,
-    UNBOUNDED_DISTORTION,
-    UNBOUNDED_NEAR_GRADIENTS,
-    build_model,
-    load_run,
-    resolve_scene,
-)
+from nerf.model import build_model, load_run
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, render_rays
+from nerf.resolve import UNBOUNDED_CONE_ANGLE, UNBOUNDED_DISTORTION, UNBOUNDED_NEAR_GRADIENTS, resolve
 from nerf.step import static_step_applies
+from raytrace.bounds import Bounds
 from raytrace.errors import InputError
+from raytrace.reader import DatasetDescription
 
 AABB = torch.tensor([[-2.0, -1.0, 0.0], [2.0, 3.0, 1.0]])
 
@@ -59,11 +56,7 @@ def test_uncontract_inverts_unit_coords() -> None:
     assert (box_norm(world, AABB) > 10).any()  # the outer cells lie far outside the box
 
 
-def test_resolve_contraction() -> None:
-    assert resolve_contraction("auto", True) == "none" and resolve_contraction("auto", False) == "mipnerf360"
-    assert resolve_contraction("none", False) == "none"
-    with pytest.raises(ValueError, match="scene_contraction"):
-        resolve_contraction("cascades", False)
+def test_bad_march_values() -> None:
     with pytest.raises(ValueError, match="scene_contraction"):
         MarchConfig(scene_contraction="cascades")
     with pytest.raises(ValueError, match="cone_angle"):
@@ -128,17 +121,23 @@ def test_contracted_grid_and_field_cover_far_space() -> None:
     assert (bounded.density(far)[0] == 0).all()
 
 
+def described(bounded: bool) -> DatasetDescription:
+    """A description with no views whose bounds are :data:`AABB`, ``bounded`` or not."""
+    return DatasetDescription(Path("."), "ours", {}, Bounds(AABB.double().numpy(), bounded), False)
+
+
 def test_unbounded_dataset_builds_a_contracted_model() -> None:
-    base = TrainConfig(backend="torch").resolved("cpu")
-    cfg = resolve_scene(base, bounded=False)
+    base = TrainConfig(backend="torch")
+    cfg = resolve(base, described(False), "cpu")
     assert cfg.march.scene_contraction == "mipnerf360" and cfg.march.cone_angle == UNBOUNDED_CONE_ANGLE
-    bounded = resolve_scene(base, bounded=True)
+    assert cfg.aabb == tuple(AABB.reshape(-1).tolist())
+    bounded = resolve(base, described(True), "cpu")
     assert bounded.march.scene_contraction == "none" and bounded.march.cone_angle == 0.0
     assert cfg.optim.distortion == UNBOUNDED_DISTORTION and cfg.optim.near_gradients == UNBOUNDED_NEAR_GRADIENTS
     assert bounded.optim.distortion == 0.0 and bounded.optim.near_gradients == 0.0
     chosen = dataclasses.replace(base, optim=dataclasses.replace(base.optim, distortion=0.5, near_gradients=0.0))
-    assert resolve_scene(chosen, bounded=False).optim == chosen.optim  # explicit values stay
-    assert resolve_scene(TrainConfig(model="nerf").resolved("cpu"), False).march.scene_contraction == "none"
+    assert resolve(chosen, described(False), "cpu").optim == chosen.optim  # explicit values stay
+    assert resolve(TrainConfig(model="nerf"), described(False), "cpu").march.scene_contraction == "none"
     assert TrainConfig.from_dict(cfg.to_dict()).march == cfg.march  # the config (and checkpoints) record it
     assert TrainConfig.from_dict(cfg.to_dict()).optim == cfg.optim
     assert not static_step_applies(dataclasses.replace(cfg, samples_per_step=1 << 18), torch.device("cuda"))
@@ -176,8 +175,8 @@ def test_rays_leaving_the_box_reach_the_sky(contracted: bool) -> None:
 
 
 def test_contracted_checkpoint_loads_contracted(tmp_path) -> None:
-    cfg = resolve_scene(TrainConfig(backend="torch", hash=HashGridConfig(levels=2, log2_table_size=8)).resolved("cpu"),
-                        bounded=False)
+    cfg = resolve(TrainConfig(backend="torch", hash=HashGridConfig(levels=2, log2_table_size=8)), described(False),
+                  "cpu")
     model = build_model(cfg, AABB, torch.device("cpu"))
     save_checkpoint(tmp_path / "step.pt", step=1, model_state=model.field.state_dict(), optimizer_state=None,
                     grid_state=model.grid.state_dict(), config=cfg.to_dict(), extra={"aabb": AABB.tolist()})

@@ -23,6 +23,7 @@ from nerf.config import TrainConfig
 from nerf.loop import train
 from nerf.model import build_model
 from nerf.render import render_image
+from nerf.resolve import resolve
 from nerf.train import TrainingDiverged, open_session
 from raytrace.camera import Intrinsics, look_at
 
@@ -157,7 +158,7 @@ def test_a_loss_that_stays_nan_stops_with_a_clear_error(ball: Path, tmp_path: Pa
 
 
 def test_render_falls_back_to_smaller_chunks_when_out_of_memory(monkeypatch):
-    cfg = tiny_config(Path("."), Path("."), levels=4, log2_table_size=12, grid_resolution=16).resolved("cpu")
+    cfg = resolve(tiny_config(Path("."), Path("."), levels=4, log2_table_size=12, grid_resolution=16), None, "cpu")
     torch.manual_seed(0)
     model = build_model(cfg, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), torch.device("cpu"))
     c2w = torch.as_tensor(look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.0]), dtype=torch.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerf.data import DEFAULT_AABB, RaySampler, image_rays_of, load_dataset
+from nerf.data import RaySampler, image_rays_of, load_dataset
 from raytrace.camera import Intrinsics, camera_rays, image_rays, look_at
 from raytrace.dataset_format import Frame, Transforms, write_transforms
 from raytrace.errors import InputError
@@ -63,7 +63,7 @@ def test_our_layout_with_depth_loads(tmp_path: Path) -> None:
     assert ds.scene_file == tmp_path / "scene.toml"
 
 
-def test_nerf_synthetic_layout_loads_with_default_aabb(tmp_path: Path) -> None:
+def test_nerf_synthetic_layout_loads_with_an_inferred_aabb(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     rgb = _rgba(3)[..., :3]  # RGB without alpha: alpha becomes 1
     iio.imwrite(tmp_path / "train" / "r_0.png", rgb)
@@ -75,8 +75,8 @@ def test_nerf_synthetic_layout_loads_with_default_aabb(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path)
     split = ds.splits["train"]
     assert split.depths is None and ds.scene_file is None
-    torch.testing.assert_close(ds.aabb, torch.tensor(DEFAULT_AABB))
-    assert DEFAULT_AABB == ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+    torch.testing.assert_close(ds.aabb, torch.full((2, 3), 1.5 / 0.99) * torch.tensor([[-1.0], [1.0]]))
+    assert [i.choice for i in ds.inferred] == ["box"] and "one point" in ds.inferred[0].value  # one camera: no size
     np.testing.assert_allclose(split.images[0, ..., :3].numpy(), rgb / 255.0, atol=1e-7)
     assert (split.images[0, ..., 3] == 1).all()
     assert split.intrinsics.fx == pytest.approx(0.5 * W / math.tan(0.5 * 0.6911))

@@ -22,6 +22,7 @@ from nerf.evaluate import evaluate
 from nerf.loop import train
 from nerf.model import build_model, load_run
 from nerf.render import render_rays
+from nerf.resolve import resolve
 
 from .conftest import tiny_config
 
@@ -50,7 +51,7 @@ def _gradient_check(data: Path) -> float:
     """Largest difference between this rank's all-reduced half-batch gradients and the full batch's."""
     world = current_world()
     dataset = load_dataset(data, splits=("train",))
-    cfg = tiny_config(data, data).resolved("cpu")
+    cfg = resolve(tiny_config(data, data), None, "cpu")
     torch.manual_seed(0)
     model = build_model(cfg, dataset.aabb, torch.device("cpu"))
     batch = RaySampler(dataset.splits["train"], torch.Generator().manual_seed(5)).sample(256)

@@ -20,6 +20,7 @@ from nerf.loop import TrainResult
 from nerf.marching import march_candidates
 from nerf.model import Model, build_model, load_run
 from nerf.render import render_image
+from nerf.resolve import resolve
 from nerf.step import make_optimizer, train_step
 from nerf.volume import CompositeFn, composite
 
@@ -54,7 +55,7 @@ def recording(fn: CompositeFn, name: str, calls: list[str]) -> CompositeFn:
 
 
 def test_the_backend_picks_the_marching_and_compositing(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "data", tmp_path / "runs").resolved("cpu")
+    cfg = resolve(tiny_config(tmp_path / "data", tmp_path / "runs"), None, "cpu")
     aabb, cpu = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), torch.device("cpu")
     for reference in (build_model(cfg, aabb, cpu), build_model(dataclasses.replace(cfg, model="nerf"), aabb, cpu)):
         assert reference.march.composite_fn is composite

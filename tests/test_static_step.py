@@ -18,6 +18,7 @@ from nerf.marching import SlotBudget, march_rays, march_rays_static, ray_aabb
 from nerf.model import build_model
 from nerf.occupancy import OccupancyGrid
 from nerf.render import render_rays, render_rays_static
+from nerf.resolve import resolve
 from nerf.step import CANDIDATES_PER_SAMPLE, RayBudget, StaticStep, train_step
 from tests.conftest import skip_without_native, tiny_config
 
@@ -77,8 +78,8 @@ def test_ray_budget_converges_to_the_budget() -> None:
 @pytest.fixture(scope="module")
 def setup(ball: Path, tmp_path_factory: pytest.TempPathFactory):
     def make(backend: str = "torch", model: str = "ngp"):
-        cfg = tiny_config(ball, tmp_path_factory.mktemp("runs"), backend=backend, model=model, batch_rays=256,
-                          samples_per_step=BUDGET).resolved("cpu")
+        cfg = resolve(tiny_config(ball, tmp_path_factory.mktemp("runs"), backend=backend, model=model, batch_rays=256,
+                          samples_per_step=BUDGET), None, "cpu")
         torch.manual_seed(0)
         dataset = load_dataset(ball, splits=("train",))
         model = build_model(cfg, dataset.aabb, torch.device("cpu"))

@@ -19,6 +19,7 @@ from nerf.field_pe import PENeRFField
 from nerf.loop import TrainLoop, train
 from nerf.model import build_model, load_run
 from nerf.render import render_image
+from nerf.resolve import resolve
 from nerf.step import train_step
 from nerf.train import open_session
 
@@ -110,7 +111,7 @@ def test_eval_every_logs_the_val_psnr(ball: Path, tmp_path: Path) -> None:
 
 def test_seed_reaches_the_occupancy_grid(tmp_path: Path) -> None:
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-    cfg = tiny_config(tmp_path, tmp_path, **FAST).resolved("cpu")
+    cfg = resolve(tiny_config(tmp_path, tmp_path, **FAST), None, "cpu")
     draws = []
     for seed in (3, 3, 4):
         model = build_model(dataclasses.replace(cfg, seed=seed), aabb, torch.device("cpu"))

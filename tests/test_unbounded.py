@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from nerf.data import DEFAULT_AABB, load_dataset
+from nerf.data import load_dataset
+from raytrace.bounds import ngp_box
 from raytrace.camera import rig_positions
 from raytrace.dataset import settings_for, write_dataset
 from raytrace.dataset_format import transforms_path
@@ -98,7 +99,7 @@ def test_unbounded_dataset_is_opaque_and_says_so(garden: Path) -> None:
     assert data["bounded"] is False
     assert all((iio.imread(p)[..., 3] == 255).all() for p in garden.glob("*/r_*[0-9].png"))
     ds = load_dataset(garden, splits=("train", "test"))
-    assert ds.bounded is False and ds.aabb_scale == 1.0
+    assert ds.bounded is False and ds.outer is None and ds.inferred == []
     assert torch.equal(ds.aabb, torch.tensor([[-2.0, -2.0, -0.05], [2.0, 2.0, 2.0]]))
 
 
@@ -121,9 +122,9 @@ def instant_ngp_copy(ball: Path, tmp_path: Path, **keys) -> Path:
 
 def test_aabb_scale_means_unbounded(ball: Path, tmp_path: Path) -> None:
     ds = load_dataset(instant_ngp_copy(ball, tmp_path, aabb_scale=16), splits=("train",))
-    default = torch.tensor(DEFAULT_AABB)
-    assert ds.bounded is False and ds.aabb_scale == 16.0
-    assert torch.equal(ds.aabb, default) and torch.allclose(ds.outer_aabb(), 16.0 * default)
+    default = torch.tensor(ngp_box(None, None, None), dtype=torch.float32)  # instant-ngp's unit cube: 0.33, 0.5
+    assert ds.bounded is False
+    assert torch.equal(ds.aabb, default) and torch.allclose(ds.outer, 16.0 * default)
 
 
 @pytest.mark.parametrize(("keys", "bounded"), [({}, True), ({"aabb_scale": 1}, True),

@@ -1,0 +1,76 @@
+"""Every "auto" of a run, decided in one place: :func:`resolve` turns a config and a dataset's description into the
+run's settings, which the run's ``config.json`` and its checkpoints record."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nerf.config import PRESETS, TrainConfig, preset_name
+from raytrace.bounds import box_text
+from raytrace.reader import DatasetDescription
+
+UNBOUNDED_CONE_ANGLE = 1.0 / 256.0
+"""instant-NGP's cone angle for scenes with ``aabb_scale`` > 1: the default of contracted scenes."""
+
+UNBOUNDED_DISTORTION = 0.03
+"""mip-NeRF 360's distortion-loss weight, the default of contracted scenes (with :data:`UNBOUNDED_NEAR_GRADIENTS`:
+alone it lets a contracted scene collapse into a screen in front of each camera). It carves the fog a contracted
+scene starts in (bench/RESULTS.md)."""
+
+UNBOUNDED_NEAR_GRADIENTS = 1.0
+"""The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
+
+
+def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:
+    """``cfg`` with every ``None`` / ``auto`` decided for ``description`` (None: a bounded scene in ``cfg.aabb``)
+    on a ``device_type`` device:
+
+    - the preset (``auto``: ``gpu`` on CUDA, else ``cpu``) fills ``steps``, ``batch_rays``, ``samples_per_step``,
+      ``hash`` and ``march``;
+    - the scene box ``aabb``: the dataset's, stated or inferred (see :mod:`raytrace.bounds`);
+    - ``scene_contraction``: ``mipnerf360`` for an unbounded dataset, except for ``--model nerf``; a contracted
+      scene steps with :data:`UNBOUNDED_CONE_ANGLE`, weighs :data:`UNBOUNDED_DISTORTION` and scales near-camera
+      gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`; a bounded one does none of it;
+    - ``inferred``: the dataset's inferred choices that no flag overrode, each naming its flag.
+
+    Captured data (``description.captured``: photographs) is where the per-image appearance embedding and the
+    camera-pose refinement are decided too, when their fields are ``auto``.
+    """
+    preset = preset_name(cfg.preset, device_type)
+    cfg = dataclasses.replace(cfg, preset=preset,
+                              **{k: v for k, v in PRESETS[preset].items() if getattr(cfg, k) is None})
+    assert cfg.march is not None
+    bounded = description is None or description.bounds.bounded
+    aabb = cfg.aabb
+    if aabb is None and description is not None:
+        aabb = tuple(float(v) for v in description.bounds.aabb.reshape(-1))
+    contraction = cfg.march.scene_contraction
+    if contraction == "auto":
+        contraction = "none" if bounded or cfg.model == "nerf" else "mipnerf360"
+    contracted = contraction != "none"
+    march = dataclasses.replace(cfg.march, scene_contraction=contraction, cone_angle=_or(
+        cfg.march.cone_angle, UNBOUNDED_CONE_ANGLE if contracted else 0.0))
+    optim = dataclasses.replace(
+        cfg.optim,
+        distortion=_or(cfg.optim.distortion, UNBOUNDED_DISTORTION if contracted else 0.0),
+        near_gradients=_or(cfg.optim.near_gradients, UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0),
+    )
+    # Captured data (description.captured: photographs) turns the appearance embedding and pose refinement on here
+    # when their fields are auto.
+    overridden = {"--aabb": cfg.aabb is not None, "--scene-contraction": cfg.march.scene_contraction != "auto"}
+    inferred = cfg.inferred or tuple(
+        str(i) for i in (description.inferred if description is not None else [])
+        if not overridden.get(i.flag.split()[0], False))
+    return dataclasses.replace(cfg, aabb=aabb, march=march, optim=optim, inferred=inferred)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def startup_line(cfg: TrainConfig) -> str:
+    """The line a run prints at its start: the scene's box and kind, and what was inferred (with its flags)."""
+    kind = "contracted (mipnerf360)" if cfg.march is not None and cfg.march.scene_contraction != "none" else "bounded"
+    box = "none" if cfg.aabb is None else box_text([cfg.aabb[:3], cfg.aabb[3:]])
+    inferred = "; ".join(cfg.inferred)
+    return f"scene: box {box}, {kind}" + (f"; inferred {inferred}" if inferred else "")

@@ -1,0 +1,220 @@
+"""Scene bounds: the box where a dataset's detail is, whether anything visible lies outside it, and how that was
+decided (stated by the dataset, or inferred from its cameras, images or points).
+
+- instant-ngp's keys (:func:`ngp_box`): its unit cube, ``world * scale + offset`` in [0, 1]^3 (before its axis
+  cycle, which maps the cube onto itself), is the inner box; ``aabb_scale`` > 1 grows its render box about the
+  cube's centre and makes the scene unbounded.
+- Inferred (:func:`infer_bounds`): images with transparent backgrounds, or opaque ones over one solid backdrop
+  colour, show a bounded object: its box is the bounding box of the visual hull of the foreground masks. Other
+  opaque images may show the world beyond the cameras: unbounded, contracted around the box that holds the
+  cameras (as nerfstudio normalises its poses), centred on the point closest to all optical axes (as instant-ngp's
+  colmap2nerf centres its scenes).
+- Sparse points (COLMAP, nerfstudio's ``ply_file_path``): the box between their 5th and 95th percentiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raytrace.camera import Intrinsics, distort
+from raytrace.images import read_rgba
+
+NGP_SCALE = 0.33
+NGP_OFFSET = 0.5
+"""instant-ngp's defaults for ``scale`` and ``offset`` (``NERF_SCALE``)."""
+NGP_MAX_AABB_SCALE = 128
+"""instant-ngp's largest render box, in unit cubes (``1 << (NERF_CASCADES() - 1)``)."""
+
+ROBUST_PERCENTILE = 5.0  # a box of sparse points spans these percentiles of them (5 to 95)
+SAMPLED_IMAGES = 64  # images read (evenly spaced) to tell the kind of scene and carve its visual hull
+MASK_SIZE = 96  # masks are max-pooled to at most this many pixels on their longer side
+BACKDROP_TOLERANCE = 4.0 / 255.0  # a pixel within this of the backdrop colour (each channel) is background
+BACKDROP_SHARE = 0.9  # a solid backdrop covers at least this share of the images' border pixels
+HULL_CELLS = 48  # visual-hull grid cells per axis, in each of its two passes
+HULL_IN_VIEW = 0.8  # a hull point lies inside the frames of at least this share of the views (an object in view)
+BOX_PADDING = 0.02  # added to every side of an inferred box, as a share of its largest side
+
+
+@dataclass
+class Inferred:
+    """One choice the data did not state: what was chosen, from what, and the flag that overrides it."""
+
+    choice: str
+    value: str
+    flag: str
+
+    def __str__(self) -> str:
+        """``scene: unbounded (opaque images; --scene-contraction none to override)``."""
+        override = f"{self.flag} to override"
+        if self.value.endswith(")"):
+            return f"{self.choice}: {self.value[:-1]}; {override})"
+        return f"{self.choice}: {self.value} ({override})"
+
+
+@dataclass
+class Bounds:
+    """``aabb`` ``(2, 3)`` (min, max corner) holds the scene's detail; ``bounded``: nothing visible lies outside
+    it; ``outer`` ``(2, 3)``: the box the dataset renders at most (instant-ngp's ``aabb_scale``), or None."""
+
+    aabb: np.ndarray
+    bounded: bool
+    outer: np.ndarray | None = None
+    inferred: list[Inferred] = field(default_factory=list)
+
+
+def box_text(box: np.ndarray) -> str:
+    """``[x0, y0, z0]..[x1, y1, z1]`` with 3 significant digits."""
+    return "..".join("[" + ", ".join(f"{v:.3g}" for v in corner) + "]" for corner in np.asarray(box))
+
+
+def ngp_box(scale: float | None, offset: np.ndarray | None, aabb: np.ndarray | None) -> np.ndarray:
+    """The box ``(2, 3)`` of the JSON's world that instant-ngp's unit cube covers: ``(0 - offset) / scale`` to
+    ``(1 - offset) / scale``, defaults :data:`NGP_SCALE` and :data:`NGP_OFFSET`; an ``aabb`` key ``(2, 3)``
+    overrides both (the cube of its longest side about its centre)."""
+    if aabb is not None:
+        length = max(float(np.max(np.abs(aabb[1] - aabb[0]))), 1e-6)
+        scale, offset = 1.0 / length, 0.5 - 0.5 * (aabb[0] + aabb[1]) / length
+    scale = NGP_SCALE if scale is None else scale
+    offset = np.full(3, NGP_OFFSET) if offset is None else np.asarray(offset, dtype=np.float64)
+    return np.stack([-offset / scale, (1.0 - offset) / scale])
+
+
+def scaled_box(box: np.ndarray, factor: float) -> np.ndarray:
+    """``box`` ``(2, 3)`` scaled by ``factor`` about its centre."""
+    centre = 0.5 * (box[0] + box[1])
+    return centre + (box - centre) * factor
+
+
+def point_box(xyz: np.ndarray) -> np.ndarray:
+    """The box ``(2, 3)`` between the :data:`ROBUST_PERCENTILE` th percentiles of points ``(P, 3)``, padded."""
+    lo, hi = np.percentile(xyz, [ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE], axis=0)
+    return _padded(np.stack([lo, hi]))
+
+
+def focus_point(c2ws: np.ndarray) -> np.ndarray:
+    """The point ``(3,)`` closest (least squares) to the optical axes of cameras ``c2ws`` ``(N, 4, 4)`` (OpenGL
+    axes: each looks down its -Z); the mean camera position when the axes are (nearly) parallel."""
+    origins, dirs = c2ws[:, :3, 3], -c2ws[:, :3, 2]
+    dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]
+    a, b = proj.sum(axis=0), np.einsum("nij,nj->i", proj, origins)
+    eig = np.linalg.eigvalsh(a)
+    if eig[0] < 1e-3 * eig[-1]:
+        return origins.mean(axis=0)
+    return np.linalg.solve(a, b)
+
+
+def camera_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
+    """The box ``(2, 3)`` about ``centre`` ``(3,)`` that holds every camera of ``c2ws`` ``(N, 4, 4)``, padded; None
+    when the cameras and the centre are (nearly) one point, which gives no size."""
+    half = np.abs(c2ws[:, :3, 3] - centre).max(axis=0)
+    if float(half.max()) <= 1e-9 * (1.0 + float(np.abs(centre).max())):
+        return None
+    half = np.maximum(half, 1e-3 * float(half.max()))
+    return _padded(np.stack([centre - half, centre + half]))
+
+
+def _padded(box: np.ndarray) -> np.ndarray:
+    pad = BOX_PADDING * float(np.max(box[1] - box[0]))
+    return box + np.array([[-pad], [pad]])
+
+
+def _backdrop(images: list[np.ndarray]) -> np.ndarray | None:
+    """The colour ``(3,)`` that covers :data:`BACKDROP_SHARE` of the border pixels of opaque ``images``, or None."""
+    border = np.concatenate([np.concatenate([im[0], im[-1], im[:, 0], im[:, -1]])[:, :3] for im in images])
+    quantised = np.round(border * 255.0).astype(np.int64)
+    colours, counts = np.unique(quantised, axis=0, return_counts=True)
+    colour = colours[np.argmax(counts)] / 255.0
+    share = float((np.abs(border - colour).max(axis=1) <= BACKDROP_TOLERANCE).mean())
+    return colour if share >= BACKDROP_SHARE else None
+
+
+def _mask(image: np.ndarray, backdrop: np.ndarray | None) -> tuple[torch.Tensor, int]:
+    """Foreground ``(h, w)`` bool, max-pooled so that the longer side has at most :data:`MASK_SIZE` pixels."""
+    fg = image[..., 3] > 0 if backdrop is None else np.abs(image[..., :3] - backdrop).max(axis=2) > BACKDROP_TOLERANCE
+    factor = max(1, -(-max(fg.shape) // MASK_SIZE))
+    t = torch.from_numpy(fg.astype(np.float32))[None, None]
+    return torch.nn.functional.max_pool2d(t, factor, ceil_mode=True)[0, 0] > 0, factor
+
+
+def _project(points: torch.Tensor, c2w: np.ndarray, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel positions ``(P, 2)`` of world ``points`` ``(P, 3)`` in one camera, and whether each is in front."""
+    c2w_t = torch.as_tensor(c2w, dtype=torch.float64)
+    cam = (points - c2w_t[:3, 3]) @ c2w_t[:3, :3]
+    z = -cam[:, 2]
+    front = z > 1e-9 * cam.abs().max().clamp_min(1e-30)
+    xy = torch.stack([cam[:, 0], -cam[:, 1]], dim=-1) / z.clamp_min(1e-30)[:, None]
+    if any(intr.dist):
+        xy = distort(xy, intr.dist)
+    return torch.stack([xy[:, 0] * intr.fx + intr.cx, xy[:, 1] * intr.fy + intr.cy], dim=-1), front
+
+
+def hull_box(c2ws: np.ndarray, intrs: list[Intrinsics], masks: list[tuple[torch.Tensor, int]],
+             box: np.ndarray) -> np.ndarray | None:
+    """The bounding box ``(2, 3)`` of the visual hull of foreground ``masks`` (each ``(h, w)`` bool with its
+    pooling factor) seen by cameras ``c2ws`` ``(N, 4, 4)`` with ``intrs``, searched in ``box`` ``(2, 3)`` and
+    then again about the first pass's result; None when the hull is empty.
+
+    A grid point is in the hull when it lies inside the frames of at least :data:`HULL_IN_VIEW` of the views
+    and on foreground in every view whose frame it lies in."""
+    for _ in range(2):
+        axes = [torch.linspace(float(box[0, i]), float(box[1, i]), HULL_CELLS + 1, dtype=torch.float64)
+                for i in range(3)]
+        pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+        seen = torch.zeros(len(pts), dtype=torch.int64)
+        keep = torch.ones(len(pts), dtype=torch.bool)
+        for c2w, intr, (mask, factor) in zip(c2ws, intrs, masks, strict=True):
+            pix, front = _project(pts, c2w, intr)
+            ij = torch.floor(pix / factor).long()
+            h, w = mask.shape
+            inside = front & (pix[:, 0] >= 0) & (pix[:, 1] >= 0) & (pix[:, 0] < intr.width) & (pix[:, 1] < intr.height)
+            ij = torch.stack([ij[:, 0].clamp(0, w - 1), ij[:, 1].clamp(0, h - 1)], dim=-1)
+            seen += inside.long()
+            keep &= ~inside | mask[ij[:, 1], ij[:, 0]]
+        keep &= seen >= HULL_IN_VIEW * len(c2ws)
+        if not keep.any():
+            return None
+        cell = (box[1] - box[0]) / HULL_CELLS
+        found = pts[keep].numpy()
+        box = np.stack([found.min(axis=0) - cell, found.max(axis=0) + cell])
+    return _padded(box)
+
+
+def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Path], source: Path,
+                 fields: list[str], bounded: bool | None = None) -> Bounds:
+    """Bounds of a dataset that states none, from its cameras ``c2ws`` ``(N, 4, 4)``, their full-size ``intrs``
+    and images (up to :data:`SAMPLED_IMAGES` of them are read; errors name ``source`` and the view's field in
+    ``fields``); ``bounded`` (None: inferred) when the dataset states only that. See the module docstring."""
+    pick = np.unique(np.linspace(0, len(image_paths) - 1, min(SAMPLED_IMAGES, len(image_paths))).round().astype(int))
+    images = [read_rgba(image_paths[i], source, fields[i]) for i in pick]
+    transparent = any(bool((im[..., 3] < 1.0).any()) for im in images)
+    backdrop = None if transparent else _backdrop(images)
+    centre = focus_point(c2ws)
+    around = camera_box(c2ws, centre)
+    if around is None:
+        box = ngp_box(None, None, None)
+        return Bounds(box, True if bounded is None else bounded, None, [Inferred(
+            "box", "instant-ngp's default (the cameras are one point)", "--aabb")])
+    inferred = []
+    kind = "transparent backgrounds" if transparent else (
+        f"opaque images over one backdrop colour {np.round(backdrop, 3).tolist()}" if backdrop is not None
+        else "opaque images")
+    if bounded is None:
+        bounded = transparent or backdrop is not None
+        inferred.append(Inferred("scene", f"{'bounded' if bounded else 'unbounded'} ({kind})",
+                                 "--scene-contraction " + ("mipnerf360" if bounded else "none")))
+    box = None
+    if bounded and (transparent or backdrop is not None):
+        masks = [_mask(im, backdrop) for im in images]
+        box = hull_box(c2ws[pick], [intrs[i] for i in pick], masks, around)
+        if box is not None:
+            inferred.append(Inferred("box", f"the visual hull of the {kind}", "--aabb"))
+    if box is None:
+        box = around
+        inferred.append(Inferred("box", "holding the cameras about the point closest to their optical axes",
+                                 "--aabb"))
+    return Bounds(box, bounded, None, inferred)
