@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from raytrace.colmap import ColmapModel, transform_poses
+from raytrace.colmap import ColmapModel
 from raytrace.dataset_format import Frame, Transforms
+from raytrace.reader import transform_poses
 
 COLMAP2NERF_AXES = np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 """colmap2nerf's change of world axes (rows swapped, z negated: a proper rotation)."""
