@@ -59,7 +59,8 @@ _HELP = {
     "time_budget": "stops training after this many seconds",
     "batch_rays": "rays of the first step (the global batch: split over the processes of a data-parallel run); "
     "with --samples-per-step they adapt to the budget, within 1/16 to 16 times this",
-    "samples_per_step": "samples per step: the number of rays adapts to it (0: --batch-rays rays every step)",
+    "samples_per_step": "samples per step: the number of rays adapts to it (0: --batch-rays rays every step); "
+    "the GPU preset: 262144; the CPU preset: none, 65536 for contracted scenes, else 0",
     "cuda_graph": "on CUDA, captures the sync-free training step once as a CUDA graph and replays it",
     "random_background": "composites the training images over a random colour (images with alpha only)",
     "checkpoint_every": "writes a checkpoint every N steps",
@@ -98,6 +99,14 @@ _HELP = {
     "one surface (fewer floaters and samples); none: 0.03 when contracted, else 0",
     "optim.near_gradients": "scales the gradients of samples nearer to the camera than this many half box "
     "diagonals by (distance / radius)^2, against floaters in front of the cameras; none: 1 when contracted, else 0",
+    "capture.appearance_embedding": "learns a code per training image (exposure, white balance) fed to the colour MLP; "
+    "other views use the mean code; none: on for captured data (COLMAP, transforms.json with lens keys)",
+    "capture.appearance_dims": "size of each training image's appearance code",
+    "capture.pose_refinement": "refines each training camera's pose (SO3xR3 deltas applied to its rays); none: on "
+    "for captured data (COLMAP, transforms.json with lens keys)",
+    "capture.pose_lr": "Adam's learning rate of the pose deltas (decays as --lr does)",
+    "capture.pose_l2_rotation": "weight of the mean rotation correction (radians) in the loss",
+    "capture.pose_l2_translation": "weight of the mean translation correction (half box diagonals) in the loss",
 }
 
 
@@ -128,7 +137,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = flag_name(section, f.name)
         common = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
         names = ("-o", flag) if dest == "out" else (flag,)
-        if isinstance(defaults[dest], bool):
+        if isinstance(defaults[dest], bool) or str(f.type).startswith("bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif str(f.type).startswith("tuple"):
             parser.add_argument(flag, type=kind, nargs=2, metavar=("B1", "B2"), **common)
@@ -180,6 +189,7 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
         "backend": result.model.backend,
         "device": str(result.model.march.aabb.device),
         **{k: round(v, 5) for k, v in metrics.items()},
+        **capture_summary(result.model, quiet),
     }
     write_json(run_dir / "metrics.json", summary)
     frames = result.config.turntable_frames
@@ -188,6 +198,18 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
         with announced(f"turntable: {frames} frames at {intr.width}x{intr.height}", quiet):
             render_turntable(result.model, split, run_dir / "turntable.mp4", frames, quiet=quiet)
     return summary
+
+
+def capture_summary(model, quiet: bool = False) -> dict[str, Any]:
+    """The appearance code an evaluation used and the pose refinement's corrections, for metrics.json; the code is
+    also printed (on stderr; nothing when ``quiet``)."""
+    from nerf.capture import appearance_description
+
+    appearance = appearance_description(model.field)
+    if not quiet:
+        print(f"appearance code of the evaluated views: {appearance}", file=sys.stderr, flush=True)
+    poses = {k: round(v, 6) for k, v in model.cameras.summary().items()} if model.cameras is not None else {}
+    return {"appearance": appearance, **poses}
 
 
 @contextlib.contextmanager
@@ -369,7 +391,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
     run_dir = run_folder(args.run)
     metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
-    summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()}}
+    summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()},
+               **capture_summary(model, args.quiet)}
     write_json(run_dir / f"metrics_{args.split}.json", summary)
     print(json.dumps(summary))
     return 0

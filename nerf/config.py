@@ -2,8 +2,9 @@
 
 The top level holds the run's own settings (data, device, backend, steps, logging...); ``hash`` (the encoding,
 :class:`nerf.hashgrid.HashGridConfig`), ``field`` (the MLPs, :class:`nerf.field.FieldConfig`), ``march`` (ray
-marching and the occupancy grid, :class:`MarchConfig`) and ``optim`` (:class:`OptimConfig`) hold their
-component's. ``None`` means "take it from the preset" (CPU or GPU sizes); :meth:`TrainConfig.resolved` fills it.
+marching and the occupancy grid, :class:`MarchConfig`), ``optim`` (:class:`OptimConfig`) and ``capture`` (appearance
+embedding and pose refinement, :class:`nerf.capture.CaptureConfig`) hold their component's. ``None`` means "take
+it from the preset" (CPU or GPU sizes); :meth:`TrainConfig.resolved` fills it.
 Every field is one ``nerf-train`` flag named after it (:data:`FLAG_NAMES` lists the exceptions).
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nerf.backends import BACKENDS
+from nerf.capture import CaptureConfig
 from nerf.contraction import CONTRACTIONS
 from nerf.field import FieldConfig
 from nerf.hashgrid import HashGridConfig
@@ -60,7 +62,8 @@ class OptimConfig:
     # None: 1 if contracted, else 0 (off). See nerf.render.scale_near_gradients
 
 
-SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
+SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig,
+                             "capture": CaptureConfig}
 """The nested components of :class:`TrainConfig` and their dataclasses."""
 
 FLAG_NAMES = {("march", "steps"): "march_steps"}
@@ -81,7 +84,8 @@ class TrainConfig:
     steps: int | None = None
     time_budget: float | None = None  # seconds of training; stops early when reached
     batch_rays: int | None = None  # rays of the first step; they adapt to samples_per_step
-    samples_per_step: int | None = None  # the fixed sample budget of a step (0: batch_rays rays every step)
+    samples_per_step: int | None = None  # the fixed sample budget of a step (0: batch_rays rays every step; None
+    # after the CPU preset: decided by the scene, nerf.model.resolve_scene)
     cuda_graph: bool = True  # on CUDA: capture the static step once as a CUDA graph and replay it
     random_background: bool = True
     checkpoint_every: int = 500
@@ -94,6 +98,7 @@ class TrainConfig:
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     march: MarchConfig | None = None
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    capture: CaptureConfig = dataclasses.field(default_factory=CaptureConfig)
 
     def resolved(self, device_type: str) -> TrainConfig:
         """A copy with every ``None`` filled from the preset that fits ``device_type``."""
@@ -167,6 +172,10 @@ RANGES: dict[str, Any] = {
     "optim.eps": float_range(0.0, 1.0),
     "optim.distortion": float_range(0.0),
     "optim.near_gradients": float_range(0.0),
+    "capture.appearance_dims": int_range(1, 1024),
+    "capture.pose_lr": float_range(0.0, 10.0),
+    "capture.pose_l2_rotation": float_range(0.0),
+    "capture.pose_l2_translation": float_range(0.0),
 }
 """The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
 apply to a config read from a file (:func:`check_config`)."""
@@ -274,8 +283,8 @@ def _build(cls: type, data: dict[str, Any], source: str | Path | None, where: st
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         steps=3000,
-        batch_rays=2048,
-        samples_per_step=0,  # a fixed batch: 2^16 samples/step reached 28.26 dB in the demo's 360 s, 0 28.78 dB
+        batch_rays=2048,  # samples_per_step left to the scene (nerf.model.resolve_scene): a fixed batch for
+        # bounded scenes (2^16 samples/step reached 28.26 dB in the demo's 360 s, a fixed batch 28.78 dB)
         hash=HashGridConfig(log2_table_size=17, max_resolution=512),
         march=MarchConfig(steps=256, grid_resolution=64),
     ),

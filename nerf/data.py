@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from raytrace.camera import Intrinsics, camera_rays, image_rays, z_per_distance
+from raytrace.camera import NO_DISTORTION, Intrinsics, camera_rays, image_rays, z_per_distance
 from raytrace.colmap import find_model, model_files, normalization, read_model, transform_poses
 from raytrace.dataset_format import Frame, Transforms, read_transforms, resolve_image, transforms_path
 from raytrace.errors import InputError
@@ -70,7 +70,8 @@ class Dataset:
 
     ``bounded``: everything visible lies in ``aabb``; ``aabb_scale``: instant-ngp's (1 when not given);
     ``world_transform`` ``(4, 4)``: the similarity that took a COLMAP model's world into the dataset's (None:
-    the poses are the files' own)."""
+    the poses are the files' own); ``captured``: photographs (a COLMAP model, or a JSON with lens distortion keys),
+    not renders."""
 
     root: Path
     splits: dict[str, Split]
@@ -79,6 +80,7 @@ class Dataset:
     bounded: bool = True
     aabb_scale: float = 1.0
     world_transform: torch.Tensor | None = None
+    captured: bool = False
 
     def outer_aabb(self) -> torch.Tensor:
         """``aabb`` scaled by ``aabb_scale`` about its centre: ``(2, 3)``."""
@@ -349,7 +351,7 @@ def load_dataset(
     bounded = next((t.bounded for t in ordered if t.bounded is not None), aabb_scale <= 1.0)
     return Dataset(
         root=root, splits=loaded, aabb=torch.tensor(aabb, dtype=torch.float32), scene_file=_scene_file(root, ordered),
-        bounded=bounded, aabb_scale=aabb_scale,
+        bounded=bounded, aabb_scale=aabb_scale, captured=any(t.dist != NO_DISTORTION for t in ordered),
     )
 
 
@@ -397,7 +399,7 @@ def load_colmap(
     loaded = {name: _load_split(name, image_dir, images_file, camera.intrinsics, available[name], downscale)
               for name in splits if name in available}
     return Dataset(root=image_dir, splits=loaded, aabb=torch.tensor(box, dtype=torch.float32), scene_file=None,
-                   bounded=False, world_transform=torch.tensor(sim, dtype=torch.float32))
+                   bounded=False, world_transform=torch.tensor(sim, dtype=torch.float32), captured=True)
 
 
 class RaySampler:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nerf.backends import BackendUnavailable, resolve_backend
+from nerf.capture import CameraRefinement
 from nerf.checkpoint import latest_checkpoint, load_checkpoint, locate_dataset, run_folder
 from nerf.config import TrainConfig
 from nerf.contraction import resolve_contraction
@@ -47,12 +48,20 @@ UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
 
 
+UNBOUNDED_CPU_SAMPLES = 1 << 16
+"""The sample budget of a step of a contracted scene under the CPU preset (the rays adapt to it): a ray of a
+contracted scene takes several times the samples of a bounded scene's, and a fixed batch of rays made its step cost
+grow with them."""
+
+
 def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
-    """A copy of a resolved config whose march names its contraction and cone angle, and whose optimiser its
-    distortion weight and near-gradient radius (``auto`` / ``None`` decided by ``bounded``: unbounded scenes are
-    contracted, except for ``--model nerf``, step with :data:`UNBOUNDED_CONE_ANGLE`, weigh
-    :data:`UNBOUNDED_DISTORTION` and scale gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`; bounded ones do none
-    of it), so that the run's config and checkpoints record them."""
+    """A copy of a resolved config whose march names its contraction and cone angle, whose optimiser its
+    distortion weight and near-gradient radius, and whose step its sample budget (``auto`` / ``None`` decided by
+    ``bounded``: unbounded scenes are contracted, except for ``--model nerf``, step with
+    :data:`UNBOUNDED_CONE_ANGLE`, weigh :data:`UNBOUNDED_DISTORTION`, scale gradients within
+    :data:`UNBOUNDED_NEAR_GRADIENTS` and, where the preset leaves the budget open (CPU), march
+    :data:`UNBOUNDED_CPU_SAMPLES` per step; bounded ones do none of it and take a fixed batch of rays), so that the
+    run's config and checkpoints record them."""
     if cfg.march is None:
         raise ValueError("resolve_scene needs a resolved config (TrainConfig.resolved)")
     contraction = resolve_contraction(cfg.march.scene_contraction, bounded or cfg.model == "nerf")
@@ -68,26 +77,43 @@ def resolve_scene(cfg: TrainConfig, bounded: bool) -> TrainConfig:
         near_gradients=(UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0) if o.near_gradients is None
         else o.near_gradients,
     )
-    return dataclasses.replace(cfg, march=march, optim=optim)
+    samples = cfg.samples_per_step
+    if samples is None:
+        samples = UNBOUNDED_CPU_SAMPLES if contracted else 0
+    return dataclasses.replace(cfg, march=march, optim=optim, samples_per_step=samples)
+
+
+def resolve_capture(cfg: TrainConfig, captured: bool) -> TrainConfig:
+    """A copy whose appearance embedding and pose refinement are decided (``None``: on for ``captured`` data,
+    photographs rather than renders, where exposure varies and the poses come from structure from motion; the
+    embedding needs the hash-grid field, ``--model ngp``), so that the run's config and checkpoints record them."""
+    c = cfg.capture
+    appearance = captured and cfg.model == "ngp" if c.appearance_embedding is None else c.appearance_embedding
+    poses = captured if c.pose_refinement is None else c.pose_refinement
+    return dataclasses.replace(cfg, capture=dataclasses.replace(c, appearance_embedding=appearance,
+                                                                pose_refinement=poses))
 
 
 @dataclass
 class Model:
-    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched
-    (with the kernels of the backend named ``backend``)."""
+    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, how rays are marched
+    (with the kernels of the backend named ``backend``) and, with pose refinement, the training cameras' deltas."""
 
     field: nn.Module
     grid: OccupancyGrid
     march: MarchSettings
     backend: str
+    cameras: CameraRefinement | None = None
 
 
-def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
+def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device, train_images: int = 0) -> Model:
     """A fresh model for a resolved config (see :meth:`TrainConfig.resolved`) on ``device``.
 
     The backend is resolved once into one bundle: its hash encoding goes to the field, its marching and
     compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle. A
-    contraction or cone angle left ``auto`` is a bounded scene's (see :func:`resolve_scene`)."""
+    contraction or cone angle left ``auto`` is a bounded scene's (see :func:`resolve_scene`); an appearance
+    embedding or pose refinement left ``None`` is off (see :func:`resolve_capture`); either needs the number of
+    ``train_images``."""
     if cfg.hash is None or cfg.march is None:
         raise ValueError("build_model needs a resolved config (TrainConfig.resolved)")
     m = resolve_scene(cfg, bounded=True).march
@@ -101,13 +127,20 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
         raise InputError(None, "--backend", str(e)) from None
     if cfg.model == "nerf" and contracted:
         raise InputError(None, "--scene-contraction", "--model nerf has no contraction; use --scene-contraction none")
-    field = (NGPField(cfg.field, aabb, cfg.hash, backend.encode, contracted) if cfg.model == "ngp"
+    appearance, poses = bool(cfg.capture.appearance_embedding), bool(cfg.capture.pose_refinement)
+    if appearance and cfg.model == "nerf":
+        raise InputError(None, "--appearance-embedding", "--model nerf has no appearance embedding")
+    if (appearance or poses) and train_images < 1:
+        raise ValueError("an appearance embedding or pose refinement needs the number of training images")
+    field = (NGPField(cfg.field, aabb, cfg.hash, backend.encode, contracted,
+                      train_images if appearance else 0, cfg.capture.appearance_dims) if cfg.model == "ngp"
              else PENeRFField(aabb))
     grid = OccupancyGrid(aabb, m.grid_resolution, m.grid_decay, m.grid_threshold, cfg.seed, contracted)
-    max_step = float((aabb[1] - aabb[0]).norm()) / m.grid_resolution
+    diagonal = float((aabb[1] - aabb[0]).norm())
     march = MarchSettings(aabb, m.steps, backend.composite, backend.march_candidates, contracted, m.cone_angle,
-                          max_step)
-    return Model(field.to(device), grid.to(device), march, backend.name)
+                          diagonal / m.grid_resolution)
+    cameras = CameraRefinement(train_images, 0.5 * diagonal).to(device) if poses else None
+    return Model(field.to(device), grid.to(device), march, backend.name, cameras)
 
 
 def load_run(
@@ -142,7 +175,7 @@ def load_run(
     from_run = extra.get("data_from_run")
     cfg.data = locate_dataset(cfg.data, run_folder(ckpt_path), from_run if isinstance(from_run, str) else None)
     try:
-        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
+        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev, int(extra.get("train_images", 0)))
     except InputError as e:
         hint = "; checkpoints run on every backend: try --backend auto" if e.where == "--backend" else ""
         raise InputError(ckpt_path, f"config.{(e.where or '').lstrip('-')}", f"{e.problem}{hint}") from None
@@ -152,6 +185,8 @@ def load_run(
         model.field.load_state_dict(ckpt["model"])
         if ckpt.get("grid") is not None:
             model.grid.load_state_dict(ckpt["grid"])
+        if model.cameras is not None:
+            model.cameras.load_state_dict(ckpt["cameras"])
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
         raise InputError(ckpt_path, "model", f"does not fit this model ({first_line(e)})") from None
     return cfg, model, ckpt

@@ -45,7 +45,7 @@ from nerf.distributed import (
     rank_device,
 )
 from nerf.evaluate import evaluate
-from nerf.model import Model, build_model, first_line, load_run, resolve_device, resolve_scene
+from nerf.model import Model, build_model, first_line, load_run, resolve_capture, resolve_device, resolve_scene
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.colmap import data_root
 from raytrace.errors import InputError
@@ -165,6 +165,7 @@ class Session:
             "step": self.step,
             "field": self.model.field.state_dict(),
             "grid": self.model.grid.state_dict(),
+            "cameras": self.model.cameras.state_dict() if self.model.cameras is not None else None,
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
         })
@@ -176,6 +177,8 @@ class Session:
         good = copy.deepcopy(self.last_good)
         self.model.field.load_state_dict(good["field"])
         self.model.grid.load_state_dict(good["grid"])
+        if self.model.cameras is not None:
+            self.model.cameras.load_state_dict(good["cameras"])
         self.opt.load_state_dict(good["opt"])
         self.sched.load_state_dict(good["sched"])
         for group, lr in zip(self.opt.param_groups, lrs, strict=True):
@@ -202,6 +205,7 @@ class Session:
                 model_state=self.model.field.state_dict(),
                 optimizer_state={"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
                 grid_state=self.model.grid.state_dict(),
+                cameras_state=self.model.cameras.state_dict() if self.model.cameras is not None else None,
                 config=self.cfg.to_dict(),
                 extra={
                     "rng": rng[0],
@@ -210,6 +214,7 @@ class Session:
                     "backend": self.model.backend,
                     "aabb": self.model.march.aabb.tolist(),
                     "data_from_run": os.path.relpath(self.cfg.data, self.run_dir),
+                    "train_images": len(self.dataset.splits["train"]),
                 },
             )
         self.snapshot()
@@ -248,8 +253,8 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     dataset = load_dataset(cfg.data, splits=("train", "val", "test"), downscale=cfg.downscale)
     new_dir = None
     if resume is None:
-        cfg = resolve_scene(cfg, dataset.bounded)
-        model = build_model(cfg, dataset.aabb, device)
+        cfg = resolve_capture(resolve_scene(cfg, dataset.bounded), dataset.captured)
+        model = build_model(cfg, dataset.aabb, device, len(dataset.splits["train"]))
         run_dir = None
         if world.is_main:
             new_dir = run_dir = new_run_dir(cfg)
@@ -285,7 +290,8 @@ def remove_unstarted_run(run_dir: Path) -> None:
 
 def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model, device: torch.device,
                  resume: str | Path | None, world: World) -> Session:
-    broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers()], world)
+    cameras = list(model.cameras.parameters()) if model.cameras is not None else []
+    broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers(), *cameras], world)
     generators = (
         torch.Generator(device="cpu").manual_seed(cfg.seed + 2 * world.rank),
         torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * world.rank),
@@ -294,7 +300,7 @@ def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model
     if device.type == "cuda" and world.size > 1 and cfg.cuda_graph and world.is_main:
         print("nerf-train: data-parallel run: the eager step (no CUDA graph)", file=sys.stderr)
     try:
-        opt, sched = make_optimizer(cfg, model.field)
+        opt, sched = make_optimizer(cfg, model.field, model.cameras)
     except (ValueError, OverflowError) as e:  # Adam refuses a negative lr, betas outside [0, 1)...
         raise InputError(source, "config" if source else "--lr/--betas/--eps", first_line(e)) from None
     return Session(cfg, run_dir, dataset, model, opt, sched,
@@ -420,8 +426,12 @@ def start_line(session: Session) -> str:
     cfg = session.cfg
     until = f"{cfg.steps} steps" + (f" or {cfg.time_budget:g} s" if cfg.time_budget is not None else "")
     resumed = f", resumed at step {session.step}" if session.step else ""
+    c = cfg.capture
+    capture = (f"appearance embedding {'on' if c.appearance_embedding else 'off'}, pose refinement "
+               f"{'on' if c.pose_refinement else 'off'} ({'captured' if session.dataset.captured else 'rendered'} "
+               "data; --[no-]appearance-embedding, --[no-]pose-refinement)")
     return (f"training on {session.model.march.aabb.device} with the {session.model.backend} backend, "
-            f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}")
+            f"{cfg.preset} preset, {until}{resumed}; {capture}; run folder {session.run_dir}")
 
 
 def progress_bar(cfg: TrainConfig, start_step: int, seconds_before: float, disable: bool = False) -> tqdm:

@@ -34,7 +34,7 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "ck.pt"
     _save(path, step=1234)
     ck = load_checkpoint(path)
-    assert ck["step"] == 1234 and ck["format_version"] == FORMAT_VERSION == 3
+    assert ck["step"] == 1234 and ck["format_version"] == FORMAT_VERSION == 4
     for key, value in _model_state(0).items():
         torch.testing.assert_close(ck["model"][key], value, rtol=0, atol=0)
     torch.testing.assert_close(ck["grid"]["density"], torch.full((4, 4, 4), 0.5))
