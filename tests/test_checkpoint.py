@@ -111,7 +111,7 @@ def test_other_format_version_names_the_version(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_checkpoint(path)
     assert "ck.pt" in str(err.value)
-    assert "checkpoint format version 7, this nerfkit reads 3" in str(err.value)
+    assert "checkpoint format version 7, this nerfkit reads 4" in str(err.value)
     torch.save({"format_version": 1, "step": 1, "model": {}, "config": {}}, path)
     with pytest.raises(InputError, match="hash grid of another layout; train it again"):
         load_checkpoint(path)
