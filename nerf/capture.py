@@ -91,8 +91,7 @@ class AppearanceEmbedding(nn.Module):
 
     def __init__(self, images: int, dims: int) -> None:
         super().__init__()
-        self.codes = nn.Embedding(images, dims)
-        nn.init.normal_(self.codes.weight, std=0.01)
+        self.codes = nn.Embedding(images, dims)  # N(0, 1), as nerfacto's: smaller codes start slower
 
     def forward(self, image: torch.Tensor | None, n: int) -> torch.Tensor:
         """Codes ``(n, dims)``: of the training images ``image`` ``(n,)`` (long), or ``n`` copies of the mean."""
