@@ -37,6 +37,10 @@ from nerf.train import Session, open_session  # noqa: E402
 
 SECTION = "captured_bench"
 
+SETTLE_STEPS = 30
+"""Untimed steps of each step variant first: the budget's ray count is a moving average (decay 0.9) that starts at
+``batch_rays``."""
+
 
 def warmed(data: Path, out: str, downscale: int, warmup: int) -> Session:
     cfg = TrainConfig(data=str(data), device="cpu", downscale=downscale, out=out, turntable_frames=0,
@@ -60,7 +64,7 @@ def step_variant(session: Session, samples: int, poses: bool):
     def step() -> dict:
         return train_step(model, opt, session.sampler, cfg, gen, budget=budget)
 
-    for _ in range(3):  # the budget's ray count settles
+    for _ in range(SETTLE_STEPS):
         step()
     return step
 
