@@ -1,7 +1,9 @@
 """Checkpoint files: one ``torch.save``'d dict with a format version, written atomically.
 
-Layout (``FORMAT_VERSION`` 3): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
-(state dict), ``optimizer`` and ``grid`` (state dicts or None), ``config`` (dict), ``extra`` (dict or None).
+Layout (``FORMAT_VERSION`` 4): ``format_version``, ``nerfkit_version``, ``torch_version``, ``step``, ``model``
+(state dict), ``optimizer``, ``grid`` and ``cameras`` (state dicts or None; ``cameras``: the pose refinement's),
+``config`` (dict), ``extra`` (dict or None; ``extra.train_images``: the count the appearance embedding and the pose
+refinement are sized by). Formats 2 and 3 still load (no pose refinement, no appearance embedding).
 Checkpoints of a run live in ``<run_dir>/checkpoints/step_XXXXXXX.pt``.
 """
 
@@ -21,7 +23,8 @@ import torch
 from raytrace.atomic import atomic_path
 from raytrace.errors import InputError
 
-FORMAT_VERSION = 3  # 2: the hash grid follows tiny-cuda-nn's function and layout; 3: the field's density_scale
+FORMAT_VERSION = 4  # 2: the hash grid follows tiny-cuda-nn's function and layout; 3: the field's density_scale;
+# 4: pose refinement (cameras) and appearance embedding
 _OLD_FORMATS = {1: " (a hash grid of another layout; train it again)"}
 _REQUIRED = ("config", "model", "step")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -57,6 +60,7 @@ def save_checkpoint(
     grid_state: dict[str, Any] | None,
     config: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    cameras_state: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint to ``path`` atomically (a temporary file renamed over it: a failed save leaves the
     previous file intact). Values must be tensors, numbers, strings, lists, tuples and dicts of them."""
@@ -68,6 +72,7 @@ def save_checkpoint(
         "model": model_state,
         "optimizer": optimizer_state,
         "grid": grid_state,
+        "cameras": cameras_state,
         "config": config,
         "extra": extra,
     }
@@ -104,7 +109,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     version = ckpt["format_version"]
     if version == 2:
         _upgrade_from_2(ckpt)
-    elif version != FORMAT_VERSION:
+    elif version not in (3, FORMAT_VERSION):
         why = _OLD_FORMATS.get(version, "")
         raise InputError(
             path, "format_version", f"checkpoint format version {version}, this nerfkit reads {FORMAT_VERSION}{why}"

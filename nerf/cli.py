@@ -73,7 +73,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = flag_name(section, f.name)
         common = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
         names = ("-o", flag) if dest == "out" else (flag,)
-        if isinstance(defaults[dest], bool):
+        if isinstance(defaults[dest], bool) or str(f.type).startswith("bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif str(f.type).startswith("tuple"):
             n = str(f.type).split(" | ")[0].count(",") + 1
@@ -127,6 +127,7 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
         "backend": result.model.backend,
         "device": str(result.model.march.aabb.device),
         **{k: round(v, 5) for k, v in metrics.items()},
+        **capture_summary(result.model, quiet),
     }
     write_json(run_dir / "metrics.json", summary)
     frames = result.config.turntable_frames
@@ -135,6 +136,18 @@ def finish_run(result, quiet: bool = False) -> dict[str, Any]:
         with announced(f"turntable: {frames} frames at {intr.width}x{intr.height}", quiet):
             render_turntable(result.model, split, run_dir / "turntable.mp4", frames, quiet=quiet)
     return summary
+
+
+def capture_summary(model, quiet: bool = False) -> dict[str, Any]:
+    """The appearance code an evaluation used and the pose refinement's corrections, for metrics.json; the code is
+    also printed (on stderr; nothing when ``quiet``)."""
+    from nerf.per_image import appearance_description
+
+    appearance = appearance_description(model.field)
+    if not quiet:
+        print(f"appearance code of the evaluated views: {appearance}", file=sys.stderr, flush=True)
+    poses = {k: round(v, 6) for k, v in model.cameras.summary().items()} if model.cameras is not None else {}
+    return {"appearance": appearance, **poses}
 
 
 @contextlib.contextmanager
@@ -317,7 +330,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
     run_dir = run_folder(args.run)
     metrics = evaluate(model, dataset.splits[args.split], run_dir / "renders", cfg.render_chunk, args.quiet)
-    summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()}}
+    summary = {"step": int(ckpt["step"]), "split": args.split, **{k: round(v, 5) for k, v in metrics.items()},
+               **capture_summary(model, args.quiet)}
     write_json(run_dir / f"metrics_{args.split}.json", summary)
     print(json.dumps(summary))
     return 0

@@ -2,7 +2,8 @@
 
 The top level holds the run's own settings (data, device, backend, steps, logging...); ``hash`` (the encoding,
 :class:`HashGridConfig`), ``field`` (the MLPs, :class:`FieldConfig`), ``march`` (ray marching and the occupancy
-grid, :class:`MarchConfig`) and ``optim`` (:class:`OptimConfig`) hold their component's. The dataclasses hold plain
+grid, :class:`MarchConfig`), ``optim`` (:class:`OptimConfig`) and ``capture`` (appearance embedding and pose
+refinement, :class:`CaptureConfig`) hold their component's. The dataclasses hold plain
 values; ``None`` and ``auto`` mean "decided for this run", by :func:`nerf.resolve.resolve` alone. Every field is
 one ``nerf-train`` flag named after it (:data:`FLAG_NAMES` lists the exceptions); its docstring (the string under
 it) is the flag's ``--help`` (:func:`field_docs`). No torch here.
@@ -142,7 +143,27 @@ class OptimConfig:
     decided for the scene"""
 
 
-SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig}
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What photographs need and renders do not: a per-image appearance code and per-image pose deltas."""
+
+    appearance_embedding: bool | None = None
+    """learns a code per training image (exposure, white balance) fed to the colour MLP; novel views take the mean
+    code; none: on for captured data (photographs), off for renders"""
+    appearance_dims: int = 16
+    """length of each image's appearance code"""
+    pose_refinement: bool | None = None
+    """refines each training camera's pose (SO3 x R3 deltas, L2-regularised); none: on for captured data"""
+    pose_lr: float = 1e-3
+    """Adam's learning rate of the pose deltas, decayed as the field's"""
+    pose_l2_rotation: float = 1e-3
+    """weight of the mean rotation correction (radians) in the loss"""
+    pose_l2_translation: float = 1e-2
+    """weight of the mean translation correction (half box diagonals) in the loss"""
+
+
+SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig,
+                             "capture": CaptureConfig}
 """The nested components of :class:`TrainConfig` and their dataclasses."""
 
 FLAG_NAMES = {("march", "steps"): "march_steps"}
@@ -175,7 +196,8 @@ class TrainConfig:
     """rays of the first step (the global batch: split over the processes of a data-parallel run); with
     --samples-per-step they adapt to the budget, within 1/16 to 16 times this"""
     samples_per_step: int | None = None
-    """samples per step: the number of rays adapts to it (0: --batch-rays rays every step)"""
+    """samples per step: the number of rays adapts to it (0: --batch-rays rays every step); none: the GPU preset's
+    2^18, on the CPU a budget for contracted scenes and a fixed batch for bounded ones"""
     cuda_graph: bool = True
     """on CUDA, captures the sync-free training step once as a CUDA graph and replays it"""
     random_background: bool = True
@@ -201,6 +223,7 @@ class TrainConfig:
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     march: MarchConfig | None = None
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    capture: CaptureConfig = dataclasses.field(default_factory=CaptureConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -269,6 +292,10 @@ RANGES: dict[str, Any] = {
     "optim.eps": float_range(0.0, 1.0),
     "optim.distortion": float_range(0.0),
     "optim.near_gradients": float_range(0.0),
+    "capture.appearance_dims": int_range(1, 1024),
+    "capture.pose_lr": float_range(0.0, 10.0),
+    "capture.pose_l2_rotation": float_range(0.0),
+    "capture.pose_l2_translation": float_range(0.0),
 }
 """The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
 apply to a config read from a file (:func:`check_config`)."""
@@ -400,7 +427,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         steps=3000,
         batch_rays=2048,
-        samples_per_step=0,  # a fixed batch: on the CPU it trained better than a sample budget (bench/RESULTS.md)
         hash=HashGridConfig(log2_table_size=17, max_resolution=512),
         march=MarchConfig(steps=256, grid_resolution=64),
     ),

@@ -8,6 +8,7 @@ from torch import nn
 from nerf.config import FieldConfig
 from nerf.contraction import unit_coords
 from nerf.hashgrid import EncodeFn, HashGrid, HashGridConfig, hash_encode
+from nerf.per_image import AppearanceEmbedding
 from nerf.sh import sh_encode
 
 TRUNC_EXP_MAX = 15.0
@@ -60,7 +61,9 @@ class NGPField(nn.Module):
 
     ``x`` are world points ``(N, 3)``, normalised into ``aabb`` ``(2, 3)`` (min, max corners); points outside
     it get density 0, unless ``contracted``: then all of space maps into the grid (:mod:`nerf.contraction`).
-    ``d`` are unit directions ``(N, 3)``. ``encode_fn`` is the backend's hash encoding.
+    ``d`` are unit directions ``(N, 3)``. ``encode_fn`` is the backend's hash encoding. With ``appearance_images``
+    > 0 the colour MLP also takes an appearance code of ``appearance_dims`` per training image
+    (:class:`nerf.per_image.AppearanceEmbedding`): ``image`` ``(N,)`` picks each point's, ``None`` the mean code.
     """
 
     def __init__(
@@ -70,6 +73,8 @@ class NGPField(nn.Module):
         hash_cfg: HashGridConfig | None = None,
         encode_fn: EncodeFn = hash_encode,
         contracted: bool = False,
+        appearance_images: int = 0,
+        appearance_dims: int = 0,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -78,7 +83,9 @@ class NGPField(nn.Module):
         self.register_buffer("density_scale", UNTRAINED_DIAGONAL_DEPTH / (self.aabb[1] - self.aabb[0]).norm())
         self.encoding = HashGrid(hash_cfg or HashGridConfig(), encode_fn)
         self.density_mlp = mlp(self.encoding.output_dim, cfg.hidden, 1, 1 + cfg.geo_features)
-        self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features, cfg.color_hidden, cfg.color_layers, 3)
+        self.appearance = AppearanceEmbedding(appearance_images, appearance_dims) if appearance_images > 0 else None
+        codes = appearance_dims if self.appearance is not None else 0
+        self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features + codes, cfg.color_hidden, cfg.color_layers, 3)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """World points ``(N, 3)`` -> grid coordinates ``(N, 3)`` (``[0, 1]`` inside the aabb, or everywhere when
@@ -94,12 +101,18 @@ class NGPField(nn.Module):
         sigma = torch.where(inside, sigma, torch.zeros((), dtype=out.dtype, device=out.device))
         return sigma, out[:, 1:]
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``sigma (N,)`` and ``rgb (N, 3)`` in ``(0, 1)`` at world points ``x`` seen along ``d``."""
+    def forward(
+        self, x: torch.Tensor, d: torch.Tensor, image: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sigma (N,)`` and ``rgb (N, 3)`` in ``(0, 1)`` at world points ``x`` seen along ``d`` (in training image
+        ``image`` ``(N,)``, see :meth:`rgb`)."""
         sigma, geo = self.density(x)
-        return sigma, self.rgb(geo, d)
+        return sigma, self.rgb(geo, d, image)
 
-    def rgb(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``rgb (N, 3)`` in ``(0, 1)`` from :meth:`density`'s features ``(N, geo_features)`` seen along ``d``."""
-        h = torch.cat([sh_encode(d, self.cfg.sh_degree).to(geo.dtype), geo], dim=-1)
-        return torch.sigmoid(self.color_mlp(h))
+    def rgb(self, geo: torch.Tensor, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``rgb (N, 3)`` in ``(0, 1)`` from :meth:`density`'s features ``(N, geo_features)`` seen along ``d``; with
+        an appearance embedding, in the training images ``image`` ``(N,)`` (``None``: the mean code)."""
+        parts = [sh_encode(d, self.cfg.sh_degree).to(geo.dtype), geo]
+        if self.appearance is not None:
+            parts.append(self.appearance(image, geo.shape[0]).to(geo.dtype))
+        return torch.sigmoid(self.color_mlp(torch.cat(parts, dim=-1)))

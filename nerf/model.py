@@ -15,6 +15,7 @@ from nerf.config import TrainConfig
 from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
+from nerf.per_image import CameraRefinement
 from nerf.render import MarchSettings
 from raytrace.errors import InputError, is_finite_number
 
@@ -35,20 +36,22 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Model:
-    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, and how rays are marched
-    (with the kernels of the backend named ``backend``)."""
+    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, how rays are marched
+    (with the kernels of the backend named ``backend``) and, with pose refinement, the training cameras' deltas."""
 
     field: nn.Module
     grid: OccupancyGrid
     march: MarchSettings
     backend: str
+    cameras: CameraRefinement | None = None
 
 
-def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> Model:
+def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device, train_images: int = 0) -> Model:
     """A fresh model for a resolved config (see :func:`nerf.resolve.resolve`) on ``device``.
 
     The backend is resolved once into one bundle: its hash encoding goes to the field, its marching and
-    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle."""
+    compositing to :class:`MarchSettings`. ``--model nerf`` has no hash grid and uses the ``torch`` bundle. An
+    appearance embedding or pose refinement needs the number of ``train_images``."""
     m = cfg.march
     if cfg.hash is None or m is None or m.scene_contraction == "auto" or m.cone_angle is None:
         raise ValueError("build_model needs a resolved config (nerf.resolve.resolve)")
@@ -62,13 +65,20 @@ def build_model(cfg: TrainConfig, aabb: torch.Tensor, device: torch.device) -> M
         raise InputError(None, "--backend", str(e)) from None
     if cfg.model == "nerf" and contracted:
         raise InputError(None, "--scene-contraction", "--model nerf has no contraction; use --scene-contraction none")
-    field = (NGPField(cfg.field, aabb, cfg.hash, backend.encode, contracted) if cfg.model == "ngp"
+    appearance, poses = bool(cfg.capture.appearance_embedding), bool(cfg.capture.pose_refinement)
+    if appearance and cfg.model == "nerf":
+        raise InputError(None, "--appearance-embedding", "--model nerf has no appearance embedding")
+    if (appearance or poses) and train_images < 1:
+        raise ValueError("an appearance embedding or pose refinement needs the number of training images")
+    field = (NGPField(cfg.field, aabb, cfg.hash, backend.encode, contracted,
+                      train_images if appearance else 0, cfg.capture.appearance_dims) if cfg.model == "ngp"
              else PENeRFField(aabb))
     grid = OccupancyGrid(aabb, m.grid_resolution, m.grid_decay, m.grid_threshold, cfg.seed, contracted)
-    max_step = float((aabb[1] - aabb[0]).norm()) / m.grid_resolution
+    diagonal = float((aabb[1] - aabb[0]).norm())
     march = MarchSettings(aabb, m.steps, backend.composite, backend.march_candidates, contracted, m.cone_angle,
-                          max_step)
-    return Model(field.to(device), grid.to(device), march, backend.name)
+                          diagonal / m.grid_resolution)
+    cameras = CameraRefinement(train_images, 0.5 * diagonal).to(device) if poses else None
+    return Model(field.to(device), grid.to(device), march, backend.name, cameras)
 
 
 def load_run(
@@ -106,13 +116,16 @@ def load_run(
     from_run = extra.get("data_from_run")
     cfg.data = locate_dataset(cfg.data, run_folder(ckpt_path), from_run if isinstance(from_run, str) else None)
     try:
-        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev)
+        model = build_model(cfg, torch.tensor(aabb, dtype=torch.float32), dev, int(extra.get("train_images", 0)))
     except InputError as e:
         hint = "; checkpoints run on every backend: try --backend auto" if e.where == "--backend" else ""
         raise InputError(ckpt_path, f"config.{(e.where or '').lstrip('-')}", f"{e.problem}{hint}") from None
     except ValueError as e:  # a component refuses a value of the config
         raise InputError(ckpt_path, "config", f"cannot build its model ({first_line(e)})") from None
-    for key, module in (("model", model.field), ("grid", model.grid)):
+    modules = [("model", model.field), ("grid", model.grid)]
+    if model.cameras is not None:
+        modules.append(("cameras", model.cameras))
+    for key, module in modules:
         state = ckpt.get(key)
         if state is None and key == "grid":
             continue

@@ -120,22 +120,27 @@ def render_rays(
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
     near_radius: float = 0.0,
+    image: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
     ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`ray_distortion`). With ``near_radius``
-    > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`).
+    > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`). ``image``
+    ``(N,)``: each ray's training image, for the field's appearance codes (``None``: the field's default).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
     termination), so their cost is one density query without autograd. ``march`` picks the marching and
     compositing kernels.
     """
-    samples = march.samples(origins, dirs, grid, jitter, generator)
+    # where the samples lie is not differentiated (rays may carry gradients: pose refinement)
+    samples = march.samples(origins.detach(), dirs.detach(), grid, jitter, generator)
 
     def sigma_fn(x: torch.Tensor) -> torch.Tensor:
         return field.density(x)[0]
 
-    samples = prune_occluded(samples, origins, dirs, sigma_fn)
-    sigmas, rgbs = field(samples.positions(origins, dirs), samples.dirs(dirs))
+    samples = prune_occluded(samples, origins.detach(), dirs.detach(), sigma_fn)
+    positions, sample_dirs = samples.positions(origins, dirs), samples.dirs(dirs)
+    sigmas, rgbs = (field(positions, sample_dirs) if image is None
+                    else field(positions, sample_dirs, image[samples.ray_indices]))
     if near_radius > 0:
         factor = (samples.t_mids / near_radius).square().clamp(max=1.0)
         sigmas, rgbs = scale_near_gradients(sigmas, factor), scale_near_gradients(rgbs, factor)
@@ -174,7 +179,7 @@ def ray_distortion(
 ) -> torch.Tensor:
     """:func:`nerf.volume.distortion` ``(N,)`` of the samples' ``weights`` ``(S,)`` on rays ``(N, 3)``, distances
     in marching steps (:func:`nerf.marching.step_coordinates`) over ``march.max_samples``."""
-    starts, ends = step_coordinates(samples, origins, dirs, march.rule)
+    starts, ends = step_coordinates(samples, origins.detach(), dirs.detach(), march.rule)
     scale = 1.0 / march.max_samples
     return distortion(weights, starts * scale, ends * scale, samples.ray_indices, origins.shape[0])
 
@@ -256,20 +261,24 @@ def render_rays_static(
     slots: SlotBudget,
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
+    image: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], SampleBuffer]:
     """:func:`render_rays` (jittered) with static shapes and no host synchronisation, for training: the first
     ``slots.active`` rays ``(N, 3)`` through ``slots.samples`` sample slots (see
     :func:`nerf.marching.march_rays_static`; no early ray termination: the slots are there anyway). Returns
     ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``), with
-    ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer."""
+    ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer. ``image`` ``(N,)``: as
+    in :func:`render_rays`."""
     if not march.rule.uniform:
         raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
     n = origins.shape[0]
-    buf = march_rays_static(origins, dirs, march.aabb, grid, march.step_size, march.steps, slots, jitter=True,
-                            generator=generator)
+    buf = march_rays_static(origins.detach(), dirs.detach(), march.aabb, grid, march.step_size, march.steps, slots,
+                            jitter=True, generator=generator)
     s = buf.samples
     index = s.ray_indices.clamp(max=n - 1)
-    sigmas, rgbs = field(origins[index] + dirs[index] * s.t_mids[:, None], dirs[index])
+    positions = origins[index] + dirs[index] * s.t_mids[:, None]
+    sigmas, rgbs = (field(positions, dirs[index]) if image is None
+                    else field(positions, dirs[index], image[index]))
     back = torch.cat([background, background[:1]]) if background.dim() == 2 else background
     out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, back)
     if with_distortion:

@@ -20,6 +20,11 @@ scene starts in (bench/RESULTS.md)."""
 UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
 
+UNBOUNDED_CPU_SAMPLES = 1 << 16
+"""The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
+it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
+step's cost grow with them. Bounded scenes keep the fixed batch (0)."""
+
 
 def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:
     """``cfg`` with every ``None`` / ``auto`` decided for ``description`` (None: a bounded scene in ``cfg.aabb``)
@@ -29,12 +34,13 @@ def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_typ
       ``hash`` and ``march``;
     - the scene box ``aabb``: the dataset's, stated or inferred (see :mod:`raytrace.bounds`);
     - ``scene_contraction``: ``mipnerf360`` for an unbounded dataset, except for ``--model nerf``; a contracted
-      scene steps with :data:`UNBOUNDED_CONE_ANGLE`, weighs :data:`UNBOUNDED_DISTORTION` and scales near-camera
-      gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`; a bounded one does none of it;
+      scene steps with :data:`UNBOUNDED_CONE_ANGLE`, weighs :data:`UNBOUNDED_DISTORTION`, scales near-camera
+      gradients within :data:`UNBOUNDED_NEAR_GRADIENTS` and, where the preset leaves the sample budget open,
+      marches :data:`UNBOUNDED_CPU_SAMPLES` per step; a bounded one does none of it;
+    - ``capture``: captured data (``description.captured``: photographs, where exposure varies and the poses come
+      from structure from motion) gets the per-image appearance embedding (``--model ngp`` only) and the
+      camera-pose refinement; renders get neither;
     - ``inferred``: the dataset's inferred choices that no flag overrode, each naming its flag.
-
-    Captured data (``description.captured``: photographs) is where the per-image appearance embedding and the
-    camera-pose refinement are decided too, when their fields are ``auto``.
     """
     preset = preset_name(cfg.preset, device_type)
     cfg = dataclasses.replace(cfg, preset=preset,
@@ -55,22 +61,34 @@ def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_typ
         distortion=_or(cfg.optim.distortion, UNBOUNDED_DISTORTION if contracted else 0.0),
         near_gradients=_or(cfg.optim.near_gradients, UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0),
     )
-    # Captured data (description.captured: photographs) turns the appearance embedding and pose refinement on here
-    # when their fields are auto.
+    samples = cfg.samples_per_step
+    if samples is None:
+        samples = UNBOUNDED_CPU_SAMPLES if contracted else 0
+    captured = description is not None and description.captured
+    capture = dataclasses.replace(
+        cfg.capture,
+        appearance_embedding=_or(cfg.capture.appearance_embedding, captured and cfg.model == "ngp"),
+        pose_refinement=_or(cfg.capture.pose_refinement, captured),
+    )
     overridden = {"--aabb": cfg.aabb is not None, "--scene-contraction": cfg.march.scene_contraction != "auto"}
     inferred = cfg.inferred or tuple(
         str(i) for i in (description.inferred if description is not None else [])
         if not overridden.get(i.flag.split()[0], False))
-    return dataclasses.replace(cfg, aabb=aabb, march=march, optim=optim, inferred=inferred)
+    return dataclasses.replace(cfg, aabb=aabb, march=march, optim=optim, samples_per_step=samples, capture=capture,
+                               inferred=inferred)
 
 
-def _or(value: float | None, default: float) -> float:
+def _or(value: float | bool | None, default: float | bool) -> float | bool:
     return default if value is None else value
 
 
 def startup_line(cfg: TrainConfig) -> str:
-    """The line a run prints at its start: the scene's box and kind, and what was inferred (with its flags)."""
+    """The line a run prints at its start: the scene's box and kind, what photographs get, and what was inferred
+    (with its flags)."""
     kind = "contracted (mipnerf360)" if cfg.march is not None and cfg.march.scene_contraction != "none" else "bounded"
     box = "none" if cfg.aabb is None else box_text([cfg.aabb[:3], cfg.aabb[3:]])
     inferred = "; ".join(cfg.inferred)
-    return f"scene: box {box}, {kind}" + (f"; inferred {inferred}" if inferred else "")
+    c = cfg.capture
+    capture = (f"appearance embedding {'on' if c.appearance_embedding else 'off'}, pose refinement "
+               f"{'on' if c.pose_refinement else 'off'} (--[no-]appearance-embedding, --[no-]pose-refinement)")
+    return f"scene: box {box}, {kind}; {capture}" + (f"; inferred {inferred}" if inferred else "")

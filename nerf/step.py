@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nerf.config import TrainConfig
-from nerf.data import RaySampler
+from nerf.data import RayBatch, RaySampler
 from nerf.distributed import SINGLE, World, all_reduce_gradients
 from nerf.marching import SlotBudget
 from nerf.metrics import psnr_from_mse
@@ -38,15 +38,22 @@ GRAPH_WARMUP = 3
 
 
 def make_optimizer(
-    cfg: TrainConfig, field: nn.Module
+    cfg: TrainConfig, field: nn.Module, cameras: nn.Module | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with instant-NGP's betas and eps, and an exponential decay to ``lr * lr_final_factor``; fused, with the
-    learning rate in a device tensor, where the static step runs (:func:`static_step_applies`)."""
+    learning rate in a device tensor, where the static step runs (:func:`static_step_applies`). The pose
+    refinement's ``cameras``, if any, are a second parameter group at ``capture.pose_lr``."""
     o = cfg.optim
-    fused = static_step_applies(cfg, next(field.parameters()).device)
-    lr = torch.tensor(o.lr, device=next(field.parameters()).device) if fused else o.lr
-    opt = torch.optim.Adam(field.parameters(), lr=lr, betas=o.betas, eps=o.eps, fused=fused or None,
-                           capturable=fused)
+    device = next(field.parameters()).device
+    fused = static_step_applies(cfg, device)
+
+    def rate(value: float) -> float | torch.Tensor:
+        return torch.tensor(value, device=device) if fused else value
+
+    groups: list[dict[str, Any]] = [{"params": list(field.parameters()), "lr": rate(o.lr)}]
+    if cameras is not None:
+        groups.append({"params": list(cameras.parameters()), "lr": rate(cfg.capture.pose_lr)})
+    opt = torch.optim.Adam(groups, lr=rate(o.lr), betas=o.betas, eps=o.eps, fused=fused or None, capturable=fused)
     gamma = o.lr_final_factor ** (1.0 / max(1, cfg.steps or 1))
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
@@ -110,11 +117,13 @@ def train_step(
     march = model.march
     # near_gradients is in half box diagonals (step_size * steps is the diagonal); near_radius in world units
     near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps
-    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, march, background, jitter=True,
-                      generator=generator, with_distortion=lam > 0, near_radius=near_radius)
+    origins, dirs, image = training_rays(model, cfg, batch)
+    out = render_rays(model.field, model.grid, origins, dirs, march, background, jitter=True,
+                      generator=generator, with_distortion=lam > 0, near_radius=near_radius, image=image)
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss)
     if lam > 0:
         loss = loss + lam * out["distortion"].mean()
+    loss = loss + pose_penalty(model, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -131,6 +140,25 @@ def train_step(
         budget.update(out["samples"].to(budget.rays.device), torch.tensor(n, device=budget.rays.device))
     return {"loss": loss_v, "psnr": psnr_from_mse(mse_v), "samples": int(samples), "rays": n * world.size,
             "finite": finite}
+
+
+def training_rays(
+    model: Model, cfg: TrainConfig, batch: RayBatch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The batch's rays ``(n, 3)``, moved by their images' pose deltas where the model refines poses, and the
+    training image of each ray ``(n,)`` where the field has an appearance embedding (else None)."""
+    origins, dirs = batch.origins, batch.dirs
+    if model.cameras is not None:
+        origins, dirs = model.cameras(batch.image_index, origins, dirs)
+    image = batch.image_index if getattr(model.field, "appearance", None) is not None else None
+    return origins, dirs, image
+
+
+def pose_penalty(model: Model, cfg: TrainConfig) -> torch.Tensor | float:
+    """The pose deltas' L2 penalty (:meth:`nerf.per_image.CameraRefinement.penalty`); 0 without pose refinement."""
+    if model.cameras is None:
+        return 0.0
+    return model.cameras.penalty(cfg.capture.pose_l2_rotation, cfg.capture.pose_l2_translation)
 
 
 def static_step_applies(cfg: TrainConfig, device: torch.device, world: World = SINGLE) -> bool:
@@ -283,13 +311,15 @@ def static_train_step(
     samples = int(cfg.samples_per_step or 0)
     lam = cfg.optim.distortion or 0.0
     slots = SlotBudget(budget.rays, samples, samples * CANDIDATES_PER_SAMPLE)
-    out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                  slots, generator, lam > 0)
+    origins, dirs, image = training_rays(model, cfg, batch)
+    out, buf = render_rays_static(model.field, model.grid, origins, dirs, model.march, background,
+                                  slots, generator, lam > 0, image)
     weight = buf.fits.to(target.dtype)
     count = buf.fits.sum()
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss, weight)
     if lam > 0:
         loss = loss + lam * (out["distortion"] * weight).sum() / count.clamp(min=1).to(target.dtype)
+    loss = loss + pose_penalty(model, cfg)
     opt.zero_grad(set_to_none=False)
     loss.backward()
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]

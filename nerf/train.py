@@ -147,6 +147,7 @@ class Session:
             "step": self.step,
             "field": self.model.field.state_dict(),
             "grid": self.model.grid.state_dict(),
+            "cameras": self.model.cameras.state_dict() if self.model.cameras is not None else None,
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
         })
@@ -158,6 +159,8 @@ class Session:
         good = copy.deepcopy(self.last_good)
         self.model.field.load_state_dict(good["field"])
         self.model.grid.load_state_dict(good["grid"])
+        if self.model.cameras is not None:
+            self.model.cameras.load_state_dict(good["cameras"])
         self.opt.load_state_dict(good["opt"])
         self.sched.load_state_dict(good["sched"])
         for group, lr in zip(self.opt.param_groups, lrs, strict=True):
@@ -184,6 +187,7 @@ class Session:
                 model_state=self.model.field.state_dict(),
                 optimizer_state={"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
                 grid_state=self.model.grid.state_dict(),
+                cameras_state=self.model.cameras.state_dict() if self.model.cameras is not None else None,
                 config=self.cfg.to_dict(),
                 extra={
                     "rng": rng[0],
@@ -192,6 +196,7 @@ class Session:
                     "backend": self.model.backend,
                     "aabb": self.model.march.aabb.tolist(),
                     "data_from_run": os.path.relpath(self.cfg.data, self.run_dir),
+                    "train_images": len(self.dataset.splits["train"]),
                 },
             )
         self.snapshot()
@@ -231,7 +236,8 @@ def open_session(cfg: TrainConfig, resume: str | Path | None = None, world: Worl
     new_dir = None
     if resume is None:
         cfg = resolve(cfg, description, device.type)
-        model = build_model(cfg, torch.tensor(cfg.aabb, dtype=torch.float32).view(2, 3), device)
+        model = build_model(cfg, torch.tensor(cfg.aabb, dtype=torch.float32).view(2, 3), device,
+                            len(dataset.splits["train"]))
         run_dir = None
         if world.is_main:
             new_dir = run_dir = new_run_dir(cfg)
@@ -267,7 +273,8 @@ def remove_unstarted_run(run_dir: Path) -> None:
 
 def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model, device: torch.device,
                  resume: str | Path | None, world: World) -> Session:
-    broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers()], world)
+    cameras = list(model.cameras.parameters()) if model.cameras is not None else []
+    broadcast_tensors_([*model.field.parameters(), *model.field.buffers(), *model.grid.buffers(), *cameras], world)
     generators = (
         torch.Generator(device="cpu").manual_seed(cfg.seed + 2 * world.rank),
         torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * world.rank),
@@ -276,7 +283,7 @@ def _new_session(cfg: TrainConfig, run_dir: Path, dataset: Dataset, model: Model
     if device.type == "cuda" and world.size > 1 and cfg.cuda_graph and world.is_main:
         print("nerf-train: data-parallel run: the eager step (no CUDA graph)", file=sys.stderr)
     try:
-        opt, sched = make_optimizer(cfg, model.field)
+        opt, sched = make_optimizer(cfg, model.field, model.cameras)
     except (ValueError, OverflowError) as e:  # Adam refuses a negative lr, betas outside [0, 1)...
         raise InputError(source, "config" if source else "--lr/--betas/--eps", first_line(e)) from None
     return Session(cfg, run_dir, dataset, model, opt, sched,

@@ -45,6 +45,11 @@ from raytrace.errors import InputError, is_finite_number
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
 _DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
+CAPTURE_SIGNS = ("sharpness", "applied_transform", "ply_file_path", "colmap_im_id")
+"""Keys that the tools making datasets from photographs write (instant-ngp's colmap2nerf: a frame's ``sharpness``;
+nerfstudio's ns-process-data: ``applied_transform``, ``ply_file_path``, a frame's ``colmap_im_id``). With a non-zero
+lens distortion coefficient they mark a JSON as photographs; a ``camera_model`` alone does not (renderers' exporters
+write one too)."""
 """instant-ngp's OpenCV lens distortion (:data:`raytrace.camera.Distortion`)."""
 _CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", *_DISTORTION_KEYS, "k3", "k4", "camera_model")
 """Keys that describe the camera, at the top level or (nerfstudio) per frame."""
@@ -98,7 +103,7 @@ class Transforms:
     offset: np.ndarray | None = None  # (3,)
     ngp_aabb: np.ndarray | None = None  # (2, 3) instant-ngp's ``aabb`` key
     camera_model: str | None = None  # nerfstudio's
-    lens_keys: bool = False  # the JSON names lens distortion (k1...) or a camera_model: a photograph's camera
+    captured: bool = False  # written for photographs (see CAPTURE_SIGNS), not for renders
     applied_transform: np.ndarray | None = None  # (3, 4) nerfstudio's: original data world -> this JSON's world
     ply_file_path: str | None = None  # nerfstudio's sparse points, in this JSON's world
     extra: dict[str, Any] = field(default_factory=dict)
@@ -205,8 +210,10 @@ def read_transforms(path: str | Path) -> Transforms:
     camera = _camera_keys(path, "", data)
     for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_model"):
         setattr(t, key, camera.get(key))
-    t.lens_keys = any(k in data for k in (*_DISTORTION_KEYS, "k3", "k4", "camera_model", "is_fisheye")) or (
-        isinstance(frames, list) and any(isinstance(f, dict) and "camera_model" in f for f in frames))
+    frame_dicts = [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
+    dicts = (data, *frame_dicts)
+    t.captured = any(k in d for d in dicts for k in CAPTURE_SIGNS) or any(
+        is_finite_number(d.get(k)) and d.get(k) != 0 for d in dicts for k in _DISTORTION_KEYS)
     if "camera_angle_x" in data:
         t.camera_angle_x = _number(path, "camera_angle_x", data["camera_angle_x"], positive=True)
         if t.camera_angle_x >= math.pi:

@@ -12,7 +12,8 @@ Formats (found in this order in ``root``):
 The description holds, per split, the cameras (camera-to-world in our OpenGL convention, intrinsics with lens
 distortion), the image and depth files, and, for the whole dataset, its bounds with what was inferred
 (:mod:`raytrace.bounds`) and whether it was captured by a camera (``captured``: a COLMAP model, or a
-``transforms.json`` naming lens distortion or a ``camera_model``). Reading the pixels is the trainer's
+``transforms.json`` with a non-zero lens distortion or the keys photograph tools write,
+:data:`raytrace.dataset_format.CAPTURE_SIGNS`). Reading the pixels is the trainer's
 (:mod:`nerf.data`). nerfstudio's ``applied_transform`` maps the original data's world into the JSON's: the poses
 and points are already in the JSON's world, which is the description's.
 """
@@ -144,7 +145,7 @@ def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_N
         train = described.get("train") or next(iter(described.values()))
         bounds = infer_bounds(train.poses, [train.intrinsics] * len(train.poses), train.image_paths, train.source,
                               train.fields, bounded)
-    return DatasetDescription(root, fmt, described, bounds, any(t.lens_keys for t in transforms),
+    return DatasetDescription(root, fmt, described, bounds, any(t.captured for t in transforms),
                               scene_file=_scene_file(root, transforms), points=points)
 
 

@@ -34,7 +34,7 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "ck.pt"
     _save(path, step=1234)
     ck = load_checkpoint(path)
-    assert ck["step"] == 1234 and ck["format_version"] == FORMAT_VERSION == 3
+    assert ck["step"] == 1234 and ck["format_version"] == FORMAT_VERSION == 4
     for key, value in _model_state(0).items():
         torch.testing.assert_close(ck["model"][key], value, rtol=0, atol=0)
     torch.testing.assert_close(ck["grid"]["density"], torch.full((4, 4, 4), 0.5))
@@ -111,7 +111,7 @@ def test_other_format_version_names_the_version(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_checkpoint(path)
     assert "ck.pt" in str(err.value)
-    assert "checkpoint format version 7, this nerfkit reads 3" in str(err.value)
+    assert "checkpoint format version 7, this nerfkit reads 4" in str(err.value)
     torch.save({"format_version": 1, "step": 1, "model": {}, "config": {}}, path)
     with pytest.raises(InputError, match="hash grid of another layout; train it again"):
         load_checkpoint(path)
