@@ -124,7 +124,7 @@ def test_the_viewer_core_reaches_no_qt(core: str) -> None:
     assert imports_qt(modules["viewer.worker"])  # the check sees a Qt import where there is one
 
 
-NERF_WORD = re.compile(r"(?<![A-Za-z])nerf(?![a-z])")  # nerf, nerf.x, nerf_native; not NeRF nor nerfkit
+NERF_WORD = re.compile(r"(?<![A-Za-z0-9-])nerf(?![a-z0-9-])")  # nerf, nerf.x, nerf_native; not nerfkit, nerf-train
 
 
 def names_of_nerf(path: Path) -> list[str]:
