@@ -14,7 +14,7 @@ from raytrace import native
 from raytrace.camera import Intrinsics
 from raytrace.dataset import rig_poses
 from raytrace.intersect import scene_geometry
-from raytrace.render import MaterialTable, _direct, render_image
+from raytrace.render import MaterialTable, ShadingPoints, _direct, render_image
 from raytrace.scene import Scene, load_scene
 from tests.conftest import skip_without_native
 from tests.raytrace_scenes import make_scene
@@ -113,9 +113,9 @@ def test_direct_light_kernel_matches_its_torch_twin(tmp_path: Path, monkeypatch:
     d = torch.nn.functional.normalize(torch.randn(m, 3, generator=g), dim=-1)
     ng = torch.nn.functional.normalize(torch.randn(m, 3, generator=g), dim=-1)
     ns = torch.nn.functional.normalize(ng + 0.3 * torch.randn(m, 3, generator=g), dim=-1)
-    a = torch.rand(m, 3, generator=g)
+    colour = torch.rand(m, 3, generator=g)
     for obj in (torch.zeros(m, dtype=torch.long), torch.randint(0, 2, (m,), generator=g)):
-        args = (scene, geo, table, obj, a, p, d, ng, ns)
+        args = (scene, geo, table, ShadingPoints(obj, p, d, ng, ns), colour)
         fast = _direct(*args, torch.Generator().manual_seed(7))
         with monkeypatch.context() as mp:
             _without_native(mp)
