@@ -13,6 +13,7 @@ import torch
 from matplotlib import colormaps
 from tqdm import tqdm
 
+from nerf.config import TrainConfig
 from nerf.data import Split
 from nerf.metrics import depth_errors, psnr, ssim
 from nerf.model import Model
@@ -57,7 +58,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: Model, split: Split, out_dir: Path | None = None, chunk: int = 8192, quiet: bool = False
+    model: Model, split: Split, out_dir: Path | None = None, chunk: int = TrainConfig.render_chunk, quiet: bool = False
 ) -> dict[str, float]:
     """Render every view of ``split`` over white (over the split's own background when its images are opaque);
     mean PSNR / SSIM and, where the dataset

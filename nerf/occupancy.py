@@ -16,6 +16,20 @@ from nerf.field import check_aabb
 EVAL_CHUNK = 1 << 18
 """Points per call of the density function during an update."""
 
+NGP_MAX_INTERVAL = 16
+"""instant-NGP updates its grid every ``clamp(step // 16, 1, 16)`` steps: every step at first, every 16th from step
+256 on (:func:`decays_since`)."""
+
+
+def decays_since(step: int, every: int) -> float:
+    """How many of instant-NGP's grid updates (one decay each) fall in the ``every`` steps ``step - every + 1 ..
+    step``: an update every ``every`` steps that decays by ``decay ** decays_since(step, every)`` forgets as fast
+    per step as instant-NGP's grid, whose updates are dense early on (about 69 in its first 256 steps, against 16
+    updates every 16 steps). So the density of the untrained field fades within the first few hundred steps, as
+    it does in instant-NGP, and not over thousands of steps. 1 for ``every = 16`` from step 256 on."""
+    return sum(1.0 / min(max(j // NGP_MAX_INTERVAL, 1), NGP_MAX_INTERVAL)
+               for j in range(max(0, step - every + 1), step + 1))
+
 
 class OccupancyGrid(nn.Module):
     """``R**3`` cells over ``aabb`` ``(2, 3)``; buffers ``density`` (R, R, R) float, ``mask`` (R, R, R) bool.
@@ -77,12 +91,13 @@ class OccupancyGrid(nn.Module):
         warmup_steps: int = 256,
         n_samples: int | None = None,
         generator: torch.Generator | None = None,
+        decays: float = 1.0,
     ) -> None:
         """Re-estimate the grid from ``density_fn`` (world points ``(N, 3)`` -> density ``(N,)``).
 
         During warmup (``step < warmup_steps``) every cell is evaluated; afterwards ``n_samples`` random cells
         (default a quarter of the grid) plus every occupied one. Each evaluated cell is probed at one jittered
-        point; then ``density = max(density * decay, new)`` (unvisited cells count ``new = 0``, so every cell
+        point; then ``density = max(density * decay ** decays, new)`` (unvisited cells count ``new = 0``, so every cell
         decays) and ``mask = density > min(density.mean(), threshold)``. instant-NGP thresholds the optical
         thickness of one marching step, so pass ``sigma * step_size`` to reproduce its rule exactly; a contracted
         grid multiplies it by ``n**2`` (:func:`nerf.contraction.box_norm`, at least 1), the growth of the step
@@ -95,7 +110,7 @@ class OccupancyGrid(nn.Module):
         if generator is not None:
             if self.contracted:
                 raise ValueError("the static occupancy update takes uncontracted grids only")
-            self._update_static(density_fn, step < warmup_steps, n_samples, generator)
+            self._update_static(density_fn, step < warmup_steps, n_samples, generator, decays)
             return
         r = self.resolution
         cells = r**3
@@ -118,11 +133,11 @@ class OccupancyGrid(nn.Module):
             new[part] = density_fn(points[start : start + EVAL_CHUNK]).float().reshape(-1)
         if self.contracted:
             new[chosen] *= box_norm(points, self.aabb).clamp(min=1.0).square()
-        self._blend(new.reshape(r, r, r))
+        self._blend(new.reshape(r, r, r), decays)
 
-    def _blend(self, new: torch.Tensor) -> None:
-        """``density = max(density * decay, new)`` and the mask from it (``new`` ``(R, R, R)``)."""
-        density = torch.maximum(self.density * self.decay, new)
+    def _blend(self, new: torch.Tensor, decays: float) -> None:
+        """``density = max(density * decay ** decays, new)`` and the mask from it (``new`` ``(R, R, R)``)."""
+        density = torch.maximum(self.density * self.decay**decays, new)
         self.density.copy_(density)
         self.mask.copy_(density > torch.clamp(density.mean(), max=self.threshold))
 
@@ -132,6 +147,7 @@ class OccupancyGrid(nn.Module):
         warmup: bool,
         n_samples: int | None,
         generator: torch.Generator,
+        decays: float,
     ) -> None:
         r = self.resolution
         cells = r**3
@@ -153,4 +169,4 @@ class OccupancyGrid(nn.Module):
             for start in range(0, points.shape[0], EVAL_CHUNK)
         ])
         new = torch.zeros(cells, device=device).scatter_reduce_(0, chosen, values, "amax")
-        self._blend(new.reshape(r, r, r))
+        self._blend(new.reshape(r, r, r), decays)

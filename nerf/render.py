@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerf.config import TrainConfig
 from nerf.marching import (
     CandidatesFn,
     SampleBuffer,
@@ -58,6 +59,11 @@ samples, so its next round takes :data:`SURFACE_ROUND` samples, not the doubled 
 SURFACE_ROUND = 4
 """Samples per round of a ray in a surface (:data:`SURFACE_TRANSMITTANCE`), at least; 1/16 of the round's size
 once that is larger (so that rays in a thick fog do not take hundreds of rounds)."""
+
+RENDER_TERMINATION = 1e-2
+""":func:`render_rays_rounds` ends a ray once its transmittance falls below this: what lies behind adds at most
+this much to its colour and opacity, and a ray in the thin haze of a young model stops much sooner than at the
+training step's 1e-4 (bench/RESULTS.md)."""
 
 MIN_COLOUR_WEIGHT = 1e-5
 """:func:`render_rays_rounds` evaluates the colour of samples whose weight is at least this (the others add black)."""
@@ -192,7 +198,7 @@ def render_rays_rounds(
     dirs: torch.Tensor,
     march: MarchSettings,
     background: torch.Tensor | None,
-    eps: float = 1e-4,
+    eps: float = RENDER_TERMINATION,
     min_weight: float = MIN_COLOUR_WEIGHT,
 ) -> dict[str, torch.Tensor]:
     """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
@@ -295,11 +301,12 @@ def render_image(
     intr: Intrinsics,
     march: MarchSettings,
     background: torch.Tensor | None = None,
-    chunk: int = 8192,
+    chunk: int = TrainConfig.render_chunk,
     rays_fn: RaysFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render one camera: ``rgb (H, W, 3)``, ``depth (H, W)``, ``opacity (H, W)``, each chunk of rays through
-    ``rays_fn`` (default :func:`render_rays_rounds`; :func:`render_rays` renders the same to 1e-4).
+    ``rays_fn`` (default :func:`render_rays_rounds`; :func:`render_rays` renders the same to
+    :data:`RENDER_TERMINATION`).
 
     ``background`` ``(3,)`` is composited behind the field; ``None`` leaves it black (premultiplied). ``chunk``
     rays are rendered at a time; when the device runs out of memory the chunk is halved (with a warning) and the

@@ -37,6 +37,7 @@ from nerf.distributed import (
     rank_device,
 )
 from nerf.model import Model, build_model, first_line, load_run, resolve_device
+from nerf.occupancy import decays_since
 from nerf.resolve import resolve
 from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
 from raytrace.colmap import data_root
@@ -111,7 +112,9 @@ class Session:
         if self.step % self.cfg.march.grid_update_every == 0:
             grid = self.model.grid
             gen = self.generators[1] if self.static is not None else None
-            grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.march.grid_warmup, generator=gen)
+            every = self.cfg.march.grid_update_every
+            grid.update(_density_fn(self.model), self.step, warmup_steps=self.cfg.march.grid_warmup, generator=gen,
+                        decays=decays_since(self.step, every))
             broadcast_tensors_([grid.density, grid.mask], self.world)
         if self.static is not None and self.reader is not None:
             stats = self.reader.add(self.static())

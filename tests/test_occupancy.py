@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 
-from nerf.occupancy import OccupancyGrid
+from nerf.occupancy import OccupancyGrid, decays_since
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 RADIUS = 0.5
@@ -61,6 +62,34 @@ def test_ema_decay_and_threshold_rule() -> None:
     grid.density.mul_(0.0)
     grid.update(lambda x: torch.where((x > 0.5).all(dim=-1), 0.002, 0.001), step=3)
     assert grid.mask.sum().item() == 1 and grid.mask[3, 3, 3]
+
+
+def test_decays_follow_instant_ngps_update_schedule() -> None:
+    """instant-NGP updates every step up to step 31, every 2nd up to 47, ..., every 16th from 256 on: an update
+    every 16 steps stands for 16 of its updates at step 16, 8 at step 32 (16 steps at 1/2), one from step 256."""
+    assert decays_since(0, 16) == 1.0 and decays_since(16, 16) == 16.0
+    assert decays_since(47, 16) == 8.0 and decays_since(272, 16) == 1.0
+    assert decays_since(300, 1) == 1.0 / 16.0  # per step: the same forgetting whatever the update interval
+    every_4th, every_16th = (sum(decays_since(s, n) for s in range(0, 513, n)) for n in (4, 16))
+    assert every_4th == pytest.approx(every_16th)
+    assert sum(decays_since(s, 16) for s in range(0, 256, 16)) == pytest.approx(68.1, abs=0.1)  # by step 255
+
+
+def test_the_untrained_fog_is_forgotten_in_the_warmup() -> None:
+    """A grid that starts full of the untrained field's fog (optical thickness 0.2 per step, twenty times the
+    threshold) and then sees a field empty but for a sphere: with instant-NGP's decay schedule the fog is gone
+    by step 256 (0.2 * 0.95**69 < 0.01); one decay per update every 16 steps keeps every cell (0.2 * 0.95**16)."""
+    def run(decays) -> OccupancyGrid:
+        grid = OccupancyGrid(AABB, resolution=8, decay=0.95, threshold=0.01)
+        grid.update(lambda x: torch.full((x.shape[0],), 0.2), step=0)
+        for step in range(16, 257, 16):
+            grid.update(lambda x: torch.where(x.norm(dim=-1) < RADIUS, 1.0, 0.0), step, decays=decays(step))
+        return grid
+
+    carved = run(lambda step: decays_since(step, 16))
+    inside = cell_centres(carved).norm(dim=-1) < RADIUS
+    assert carved.mask[inside].all() and not carved.mask[cell_centres(carved).norm(dim=-1) > 0.9].any()
+    assert run(lambda step: 1.0).mask.all()
 
 
 def test_after_warmup_only_a_subset_plus_occupied_cells_are_visited() -> None:
