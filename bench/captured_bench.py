@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (chunk, eps) in renders.items():
                 fn = None if eps is None else functools.partial(render_rays_rounds, eps=eps)
                 seconds, out = timed(lambda chunk=chunk, fn=fn: render_image(
-                    m.field, m.grid, split.poses[0], split.intrinsics, m.march, bg, chunk, fn))
+                    m, split.poses[0], split.intrinsics, background=bg, chunk=chunk, rays_fn=fn))
                 times[name] += seconds / 2
                 quality[name] = psnr(out["rgb"], gt)
         first = times["chunk 8192, eps 1e-4 (before)"]

@@ -64,7 +64,7 @@ class Dataset:
 
 
 @dataclass
-class RayBatch:
+class TrainingBatch:
     """``n`` training rays: ``origins`` ``(n, 3)``, unit ``dirs`` ``(n, 3)``, ``rgba`` ``(n, 4)`` (straight
     alpha); ``image_index`` ``(n,)`` int64 and ``pixels`` ``(n, 2)`` int64 (x = column, y = row) of each ray;
     ``depth`` ``(n,)`` (0 = no hit) when the split has depth maps."""
@@ -222,7 +222,7 @@ class RaySampler:
         self.poses = split.poses.to(self.device)
         self.depths = split.depths.reshape(-1).to(self.device) if split.depths is not None else None
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> RayBatch:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TrainingBatch:
         """``n`` rays through pixel centres drawn uniformly (with replacement) over the whole split, from
         ``generator`` (default: the sampler's; one on ``device`` keeps the host out of it)."""
         count, h, w = self.shape
@@ -235,7 +235,7 @@ class RaySampler:
             self.poses[image_index], self.split.intrinsics, pixels.to(torch.float32) + 0.5
         )
         depth = self.depths[flat] if self.depths is not None else None
-        return RayBatch(origins, dirs, self.rgba[flat], image_index=image_index, pixels=pixels, depth=depth)
+        return TrainingBatch(origins, dirs, self.rgba[flat], image_index=image_index, pixels=pixels, depth=depth)
 
 
 def image_rays_of(

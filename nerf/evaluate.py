@@ -72,7 +72,7 @@ def evaluate(
     rows: list[dict[str, float]] = []
     aabb = model.march.aabb
     for i in tqdm(range(split.poses.shape[0]), desc=f"eval {split.name}", disable=quiet, leave=False):
-        out = render_image(model.field, model.grid, split.poses[i], split.intrinsics, model.march, background, chunk)
+        out = render_image(model, split.poses[i], split.intrinsics, background=background, chunk=chunk)
         gt = split.images[i].to(device)
         gt_rgb = over(gt, background)
         row = {"psnr": psnr(out["rgb"], gt_rgb), "ssim": ssim(out["rgb"], gt_rgb)}
@@ -142,7 +142,7 @@ def render_turntable(
     background = (split.background if split.background is not None else torch.ones(3)).to(device)
     frames = []
     for pose in tqdm(turntable_poses(split, center, n_frames), desc="turntable", disable=quiet, leave=False):
-        frames.append(to_uint8(render_image(model.field, model.grid, pose, intr, model.march, background)["rgb"]))
+        frames.append(to_uint8(render_image(model, pose, intr, background=background)["rgb"]))
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, np.stack(frames), **MP4_OPTIONS)
     return True

@@ -194,13 +194,14 @@ def march_rays(
     grid: OccupancyGrid | None,
     step_size: float | StepRule,
     max_steps: int,
+    *,
     jitter: bool = False,
     generator: torch.Generator | None = None,
     near: float = 0.0,
     candidates_fn: CandidatesFn = march_candidates,
 ) -> Samples:
     """March rays ``o, d`` ``(N, 3)`` through ``aabb`` ``(2, 3)`` in steps of ``step_size`` (a float: a uniform
-    :class:`StepRule`).
+    :class:`StepRule`), from :func:`ray_spans`.
 
     Uniform: ray ``r`` gets the intervals ``[t0 + k * step, t0 + (k + 1) * step]`` (the last one clipped to
     ``t_far``) for ``k < ceil((t_far - t0) / step)``, at most ``max_steps`` of them, where
@@ -211,11 +212,8 @@ def march_rays(
     ``grid`` is None). ``candidates_fn`` generates and tests the candidates.
     """
     rule = step_size if isinstance(step_size, StepRule) else StepRule(step_size)
-    if not rule.step > 0.0:
-        raise ValueError(f"step_size must be > 0, got {rule.step}")
-    t0, t_far, counts = _ray_spans(o, d, aabb, rule, max_steps, jitter, generator, near)
-    spans = RaySpans(o, d, t0, t_far, counts)
-    parts = [candidates_fn(spans.rows(start, end), rule, grid) for start, end in _chunks(counts, MARCH_CHUNK)]
+    spans = ray_spans(o, d, aabb, rule, max_steps, jitter=jitter, generator=generator, near=near)
+    parts = [candidates_fn(spans.rows(start, end), rule, grid) for start, end in _chunks(spans.counts, MARCH_CHUNK)]
     if not parts:
         empty = torch.empty(0, device=o.device, dtype=o.dtype)
         return Samples(torch.empty(0, dtype=torch.long, device=o.device), empty, empty.clone())
@@ -225,17 +223,21 @@ def march_rays(
     return Samples(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
 
-def _ray_spans(
+def ray_spans(
     o: torch.Tensor,
     d: torch.Tensor,
     aabb: torch.Tensor,
     rule: StepRule,
     max_steps: int,
-    jitter: bool,
-    generator: torch.Generator | None,
+    *,
+    jitter: bool = False,
+    generator: torch.Generator | None = None,
     near: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``t0 (N,)``, ``t_far (N,)`` and the candidate count ``(N,)`` long of rays ``o, d`` (see :func:`march_rays`)."""
+) -> RaySpans:
+    """Rays ``o, d`` ``(N, 3)`` with where their march starts and ends and their candidate counts (see
+    :func:`march_rays`)."""
+    if not rule.step > 0.0:
+        raise ValueError(f"step_size must be > 0, got {rule.step}")
     n = o.shape[0]
     box = aabb if rule.contract_aabb is None else far_box(rule.contract_aabb)
     t_near, t_far, hit = ray_aabb(o, d, box.to(o))
@@ -246,7 +248,7 @@ def _ray_spans(
         counts = torch.ceil((t_far - t0) / rule.step).clamp(0, max_steps).long()
     else:
         counts = torch.full((n,), max_steps, dtype=torch.long, device=o.device)
-    return t0, t_far, torch.where(hit, counts, torch.zeros_like(counts))
+    return RaySpans(o, d, t0, t_far, torch.where(hit, counts, torch.zeros_like(counts)))
 
 
 @dataclass(frozen=True)
@@ -272,30 +274,21 @@ class SampleBuffer:
     wanted: torch.Tensor
 
 
-def march_rays_static(
-    o: torch.Tensor,
-    d: torch.Tensor,
-    aabb: torch.Tensor,
-    grid: OccupancyGrid | None,
-    step_size: float,
-    max_steps: int,
-    slots: SlotBudget,
-    jitter: bool = False,
-    generator: torch.Generator | None = None,
-) -> SampleBuffer:
+def march_rays_static(spans: RaySpans, rule: StepRule, grid: OccupancyGrid | None, slots: SlotBudget) -> SampleBuffer:
     """:func:`march_rays` with static shapes and no host synchronisation: the first ``slots.active`` of the rays
-    ``o, d`` ``(N, 3)`` are marched over at most ``slots.candidates`` candidates into at most ``slots.samples``
-    samples. Rays are taken whole and in order: overflow drops the last rays (deterministic)."""
+    ``spans`` (:func:`ray_spans`) are marched in the uniform steps of ``rule`` over at most ``slots.candidates``
+    candidates into at most ``slots.samples`` samples. Rays are taken whole and in order: overflow drops the last
+    rays (deterministic)."""
+    if not rule.uniform:
+        raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
     active, capacity, candidate_capacity = slots.active, slots.samples, slots.candidates
-    if step_size <= 0.0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+    o, d, t0, t_far = spans.o, spans.d, spans.t0, spans.t_far
     n, device = o.shape[0], o.device
-    t0, t_far, counts = _ray_spans(o, d, aabb, StepRule(step_size), max_steps, jitter, generator)
-    counts = torch.where(torch.arange(n, device=device) < active, counts, torch.zeros_like(counts))
+    counts = torch.where(torch.arange(n, device=device) < active, spans.counts, torch.zeros_like(spans.counts))
     ends = torch.cumsum(counts, 0)
     slot = torch.arange(candidate_capacity, device=device)
     rays = torch.searchsorted(ends, slot, right=True).clamp_(max=n - 1)
-    cand = candidate_intervals(t0, t_far, rays, slot - (ends - counts)[rays], step_size)
+    cand = candidate_intervals(t0, t_far, rays, slot - (ends - counts)[rays], rule.step)
     keep = slot < ends[-1]
     if grid is not None:
         keep = keep & grid.occupied(cand.positions(o, d))

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from nerf.backends import BackendUnavailable, resolve_backend
 from nerf.checkpoint import latest_checkpoint, load_checkpoint, locate_dataset, run_folder
@@ -16,7 +15,7 @@ from nerf.field import NGPField
 from nerf.field_pe import PENeRFField
 from nerf.occupancy import OccupancyGrid
 from nerf.per_image import CameraRefinement
-from nerf.render import MarchSettings
+from nerf.render import MarchSettings, Radiance
 from raytrace.errors import InputError, is_finite_number
 
 
@@ -35,13 +34,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 @dataclass
-class Model:
-    """What a checkpoint holds besides the optimiser: the field, its occupancy grid, how rays are marched
-    (with the kernels of the backend named ``backend``) and, with pose refinement, the training cameras' deltas."""
+class Model(Radiance):
+    """What a checkpoint holds besides the optimiser: the :class:`~nerf.render.Radiance` (field, occupancy grid and
+    how rays are marched, with the kernels of the backend named ``backend``) and, with pose refinement, the training
+    cameras' deltas."""
 
-    field: nn.Module
-    grid: OccupancyGrid
-    march: MarchSettings
+    grid: OccupancyGrid  # a model always has one
     backend: str
     cameras: CameraRefinement | None = None
 

@@ -24,6 +24,7 @@ from nerf.marching import (
     march_rays,
     march_rays_static,
     prune_occluded,
+    ray_spans,
     step_coordinates,
 )
 from nerf.occupancy import OccupancyGrid
@@ -107,6 +108,7 @@ class MarchSettings:
         origins: torch.Tensor,
         dirs: torch.Tensor,
         grid: OccupancyGrid | None,
+        *,
         jitter: bool = False,
         generator: torch.Generator | None = None,
     ) -> Samples:
@@ -115,30 +117,61 @@ class MarchSettings:
                           generator=generator, candidates_fn=self.candidates_fn)
 
 
+@dataclass
+class Radiance:
+    """What renders rays: the ``field`` (points and directions ``(S, 3)`` -> densities ``(S,)`` and colours
+    ``(S, 3)``; ``field.density`` and ``field.rgb`` split it), its occupancy ``grid`` (``None``: every step is
+    marched) and the ``march`` settings. :class:`nerf.model.Model` is one."""
+
+    field: nn.Module
+    grid: OccupancyGrid | None
+    march: MarchSettings
+
+
+@dataclass(frozen=True)
+class RayBatch:
+    """Rays to render: ``origins``, ``dirs`` ``(N, 3)``; the ``background`` composited behind the field, ``(3,)``
+    or ``(N, 3)`` (``None``: black, premultiplied); each ray's training ``image`` ``(N,)`` long, for the field's
+    appearance codes (``None``: the field's default)."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    background: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.origins.shape[0]
+
+    def rows(self, start: int, end: int) -> RayBatch:
+        """Rays ``start .. end - 1`` (a ``(3,)`` background is shared)."""
+        background, image = self.background, self.image
+        if background is not None and background.dim() == 2:
+            background = background[start:end]
+        return RayBatch(self.origins[start:end], self.dirs[start:end], background,
+                        None if image is None else image[start:end])
+
+
 def render_rays(
-    field: nn.Module,
-    grid: OccupancyGrid | None,
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    march: MarchSettings,
-    background: torch.Tensor | None,
+    radiance: Radiance,
+    rays: RayBatch,
+    *,
     jitter: bool = False,
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
     near_radius: float = 0.0,
-    image: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Render rays ``(N, 3)``: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
+    """Render ``rays`` (``N`` of them): ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` and the sample count; with
     ``with_distortion`` also each ray's ``distortion`` ``(N,)`` (:func:`ray_distortion`). With ``near_radius``
-    > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`). ``image``
-    ``(N,)``: each ray's training image, for the field's appearance codes (``None``: the field's default).
+    > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
-    termination), so their cost is one density query without autograd. ``march`` picks the marching and
+    termination), so their cost is one density query without autograd. ``radiance.march`` picks the marching and
     compositing kernels.
     """
+    field, march = radiance.field, radiance.march
+    origins, dirs, image = rays.origins, rays.dirs, rays.image
     # where the samples lie is not differentiated (rays may carry gradients: pose refinement)
-    samples = march.samples(origins.detach(), dirs.detach(), grid, jitter, generator)
+    samples = march.samples(origins.detach(), dirs.detach(), radiance.grid, jitter=jitter, generator=generator)
 
     def sigma_fn(x: torch.Tensor) -> torch.Tensor:
         return field.density(x)[0]
@@ -151,7 +184,7 @@ def render_rays(
         factor = (samples.t_mids / near_radius).square().clamp(max=1.0)
         sigmas, rgbs = scale_near_gradients(sigmas, factor), scale_near_gradients(rgbs, factor)
     out = march.composite_fn(
-        sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], background
+        sigmas, rgbs, samples.t_starts, samples.t_ends, samples.ray_indices, origins.shape[0], rays.background
     )
     out["samples"] = torch.tensor(samples.ray_indices.numel())
     if with_distortion:
@@ -192,17 +225,15 @@ def ray_distortion(
 
 @torch.no_grad()
 def render_rays_rounds(
-    field: nn.Module,
-    grid: OccupancyGrid | None,
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    march: MarchSettings,
-    background: torch.Tensor | None,
+    radiance: Radiance,
+    rays: RayBatch,
+    *,
     eps: float = RENDER_TERMINATION,
     min_weight: float = MIN_COLOUR_WEIGHT,
 ) -> dict[str, torch.Tensor]:
-    """:func:`render_rays` for inference (no grad, no jitter) with one field evaluation per sample: ``rgb (N, 3)``,
-    ``depth (N,)``, ``opacity (N,)`` of rays ``(N, 3)`` and the evaluated sample count.
+    """:func:`render_rays` for inference (no grad, no jitter, no appearance code: the field's default) with one
+    field evaluation per sample: ``rgb (N, 3)``, ``depth (N,)``, ``opacity (N,)`` of ``rays`` and the evaluated
+    sample count.
 
     The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round, but only
     :data:`SURFACE_ROUND` for a ray whose transmittance fell below :data:`SURFACE_TRANSMITTANCE`; no round is
@@ -213,8 +244,10 @@ def render_rays_rounds(
     opacity accumulate behind its transmittance so far, and a ray whose transmittance fell below ``eps`` stops
     (:func:`nerf.marching.prune_occluded`'s early termination, applied between rounds: the samples a round takes
     past that point add less than ``eps`` to the opacity)."""
+    field, march = radiance.field, radiance.march
+    origins, dirs = rays.origins, rays.dirs
     n, device = origins.shape[0], origins.device
-    s = march.samples(origins, dirs, grid)
+    s = march.samples(origins, dirs, radiance.grid)
     counts = torch.bincount(s.ray_indices, minlength=n)
     first = torch.cumsum(counts, 0) - counts
     rgb = origins.new_zeros(n, 3)
@@ -230,14 +263,14 @@ def render_rays_rounds(
         local = torch.repeat_interleave(torch.arange(live.numel(), device=device), take)  # packed by live ray
         offsets = torch.cumsum(take, 0) - take
         index = (first[live] + start - offsets)[local] + torch.arange(local.numel(), device=device)
-        rays = live[local]
+        round_rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
-        points = origins[rays] + dirs[rays] * (0.5 * (t_starts + t_ends))[:, None]
+        points = origins[round_rays] + dirs[round_rays] * (0.5 * (t_starts + t_ends))[:, None]
         sigmas, features = in_chunks(field.density, points, chunk=FIELD_CHUNK)
         out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
         before = trans[live]
         seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
-        colours = in_chunks(field.rgb, features[seen], dirs[rays[seen]], chunk=FIELD_CHUNK)
+        colours = in_chunks(field.rgb, features[seen], dirs[round_rays[seen]], chunk=FIELD_CHUNK)
         rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
@@ -246,47 +279,41 @@ def render_rays_rounds(
         evaluated += index.numel()
         live = live[(done[live] < counts[live]) & early_terminated(trans[live], eps)]
         size = min(int(size * ROUND_GROWTH), march.max_samples)
-    rgb, depth = finish_composite(rgb, depth_sum, opacity, background)
+    rgb, depth = finish_composite(rgb, depth_sum, opacity, rays.background)
     return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": torch.tensor(evaluated)}
 
 
-RaysFn = Callable[
-    [nn.Module, OccupancyGrid | None, torch.Tensor, torch.Tensor, MarchSettings, torch.Tensor | None],
-    dict[str, torch.Tensor],
-]
-"""The signature of :func:`render_rays` and :func:`render_rays_rounds` (positional): what renders a chunk of rays."""
+RaysFn = Callable[[Radiance, RayBatch], dict[str, torch.Tensor]]
+"""The signature of :func:`render_rays` and :func:`render_rays_rounds`: what renders a chunk of rays."""
 
 
 def render_rays_static(
-    field: nn.Module,
-    grid: OccupancyGrid | None,
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    march: MarchSettings,
-    background: torch.Tensor,
+    radiance: Radiance,
+    rays: RayBatch,
     slots: SlotBudget,
+    *,
     generator: torch.Generator | None = None,
     with_distortion: bool = False,
-    image: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], SampleBuffer]:
     """:func:`render_rays` (jittered) with static shapes and no host synchronisation, for training: the first
-    ``slots.active`` rays ``(N, 3)`` through ``slots.samples`` sample slots (see
+    ``slots.active`` of ``rays`` (``N`` of them) through ``slots.samples`` sample slots (see
     :func:`nerf.marching.march_rays_static`; no early ray termination: the slots are there anyway). Returns
-    ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get ``background``), with
-    ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer. ``image`` ``(N,)``: as
-    in :func:`render_rays`."""
-    if not march.rule.uniform:
-        raise ValueError("the static step marches uniform steps only (no cone angle, no contraction)")
+    ``rgb (N, 3)``, ``depth``, ``opacity`` ``(N,)`` (rays that did not fit get the background), with
+    ``with_distortion`` ``distortion`` ``(N,)`` (:func:`ray_distortion`), and the buffer."""
+    field, march = radiance.field, radiance.march
+    origins, dirs, background, image = rays.origins, rays.dirs, rays.background, rays.image
     n = origins.shape[0]
-    buf = march_rays_static(origins.detach(), dirs.detach(), march.aabb, grid, march.step_size, march.steps, slots,
-                            jitter=True, generator=generator)
+    spans = ray_spans(origins.detach(), dirs.detach(), march.aabb, march.rule, march.steps, jitter=True,
+                      generator=generator)
+    buf = march_rays_static(spans, march.rule, radiance.grid, slots)
     s = buf.samples
     index = s.ray_indices.clamp(max=n - 1)
     positions = origins[index] + dirs[index] * s.t_mids[:, None]
     sigmas, rgbs = (field(positions, dirs[index]) if image is None
                     else field(positions, dirs[index], image[index]))
-    back = torch.cat([background, background[:1]]) if background.dim() == 2 else background
-    out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, back)
+    if background is not None and background.dim() == 2:
+        background = torch.cat([background, background[:1]])  # the dump ray N's
+    out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, background)
     if with_distortion:
         pad = torch.cat([origins, origins[:1]]), torch.cat([dirs, dirs[:1]])  # the dump ray N
         out["distortion"] = ray_distortion(out["weights"], s, *pad, march)
@@ -295,11 +322,10 @@ def render_rays_static(
 
 @torch.no_grad()
 def render_image(
-    field: nn.Module,
-    grid: OccupancyGrid | None,
+    radiance: Radiance,
     c2w: torch.Tensor,
     intr: Intrinsics,
-    march: MarchSettings,
+    *,
     background: torch.Tensor | None = None,
     chunk: int = TrainConfig.render_chunk,
     rays_fn: RaysFn | None = None,
@@ -312,14 +338,13 @@ def render_image(
     rays are rendered at a time; when the device runs out of memory the chunk is halved (with a warning) and the
     render goes on, down to one ray.
     """
-    device = march.aabb.device
-    origins, dirs = image_rays(c2w.to(device), intr)
+    device = radiance.march.aabb.device
+    rays = RayBatch(*image_rays(c2w.to(device), intr), background)
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     start = 0
-    while start < origins.shape[0]:
+    while start < len(rays):
         try:
-            out = (rays_fn or render_rays_rounds)(field, grid, origins[start : start + chunk],
-                                                   dirs[start : start + chunk], march, background)
+            out = (rays_fn or render_rays_rounds)(radiance, rays.rows(start, start + chunk))
         except OUT_OF_MEMORY:
             if chunk == 1:
                 raise

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nerf.config import TrainConfig
-from nerf.data import RayBatch, RaySampler
+from nerf.data import RaySampler, TrainingBatch
 from nerf.distributed import SINGLE, World, all_reduce_gradients
 from nerf.marching import SlotBudget
 from nerf.metrics import psnr_from_mse
 from nerf.model import Model, first_line
-from nerf.render import render_rays, render_rays_static
+from nerf.render import RayBatch, render_rays, render_rays_static
 from nerf.volume import over
 
 RAY_RANGE = 16
@@ -117,9 +117,8 @@ def train_step(
     march = model.march
     # near_gradients is in half box diagonals (step_size * steps is the diagonal); near_radius in world units
     near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps
-    origins, dirs, image = training_rays(model, cfg, batch)
-    out = render_rays(model.field, model.grid, origins, dirs, march, background, jitter=True,
-                      generator=generator, with_distortion=lam > 0, near_radius=near_radius, image=image)
+    out = render_rays(model, training_rays(model, batch, background), jitter=True, generator=generator,
+                      with_distortion=lam > 0, near_radius=near_radius)
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss)
     if lam > 0:
         loss = loss + lam * out["distortion"].mean()
@@ -142,16 +141,14 @@ def train_step(
             "finite": finite}
 
 
-def training_rays(
-    model: Model, cfg: TrainConfig, batch: RayBatch
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The batch's rays ``(n, 3)``, moved by their images' pose deltas where the model refines poses, and the
-    training image of each ray ``(n,)`` where the field has an appearance embedding (else None)."""
+def training_rays(model: Model, batch: TrainingBatch, background: torch.Tensor) -> RayBatch:
+    """The batch's rays over ``background`` (``(3,)`` or ``(n, 3)``), moved by their images' pose deltas where the
+    model refines poses, with the training image of each ray where the field has an appearance embedding."""
     origins, dirs = batch.origins, batch.dirs
     if model.cameras is not None:
         origins, dirs = model.cameras(batch.image_index, origins, dirs)
     image = batch.image_index if getattr(model.field, "appearance", None) is not None else None
-    return origins, dirs, image
+    return RayBatch(origins, dirs, background, image)
 
 
 def pose_penalty(model: Model, cfg: TrainConfig) -> torch.Tensor | float:
@@ -311,9 +308,8 @@ def static_train_step(
     samples = int(cfg.samples_per_step or 0)
     lam = cfg.optim.distortion or 0.0
     slots = SlotBudget(budget.rays, samples, samples * CANDIDATES_PER_SAMPLE)
-    origins, dirs, image = training_rays(model, cfg, batch)
-    out, buf = render_rays_static(model.field, model.grid, origins, dirs, model.march, background,
-                                  slots, generator, lam > 0, image)
+    out, buf = render_rays_static(model, training_rays(model, batch, background), slots, generator=generator,
+                                  with_distortion=lam > 0)
     weight = buf.fits.to(target.dtype)
     count = buf.fits.sum()
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss, weight)

@@ -101,11 +101,11 @@ def focus_point(c2ws: np.ndarray) -> np.ndarray:
     origins, dirs = c2ws[:, :3, 3], -c2ws[:, :3, 2]
     dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
     proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]
-    a, b = proj.sum(axis=0), np.einsum("nij,nj->i", proj, origins)
-    eig = np.linalg.eigvalsh(a)
+    lhs, rhs = proj.sum(axis=0), np.einsum("nij,nj->i", proj, origins)  # the normal equations lhs x = rhs
+    eig = np.linalg.eigvalsh(lhs)
     if eig[0] < 1e-3 * eig[-1]:
         return origins.mean(axis=0)
-    return np.linalg.solve(a, b)
+    return np.linalg.solve(lhs, rhs)
 
 
 def camera_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:

@@ -221,6 +221,7 @@ def write_dataset(
     scene: Scene,
     out_dir: str | Path,
     settings: DatasetSettings,
+    *,
     device: str = "cpu",
     workers: int | None = 1,
     progress: bool = True,

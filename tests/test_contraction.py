@@ -18,7 +18,7 @@ from nerf.hashgrid import HashGridConfig
 from nerf.marching import StepRule, march_rays
 from nerf.model import build_model, load_run
 from nerf.occupancy import OccupancyGrid
-from nerf.render import MarchSettings, render_rays
+from nerf.render import MarchSettings, Radiance, RayBatch, render_rays
 from nerf.resolve import UNBOUNDED_CONE_ANGLE, UNBOUNDED_DISTORTION, UNBOUNDED_NEAR_GRADIENTS, resolve
 from nerf.step import static_step_applies
 from raytrace.bounds import Bounds
@@ -165,7 +165,7 @@ def test_rays_leaving_the_box_reach_the_sky(contracted: bool) -> None:
     march = MarchSettings(AABB, 64, contracted=contracted, cone_angle=UNBOUNDED_CONE_ANGLE if contracted else 0.0)
     o = torch.tensor([[0.0, 1.0, 0.5], [5.0, 20.0, 0.5]])
     d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.3, 0.2], [0.0, 1.0, 0.0]]), dim=-1)
-    out = render_rays(FarShell(), None, o, d, march, torch.zeros(3))
+    out = render_rays(Radiance(FarShell(), None, march), RayBatch(o, d, torch.zeros(3)))
     if contracted:
         torch.testing.assert_close(out["opacity"], torch.ones(2), atol=1e-3, rtol=0)
         torch.testing.assert_close(out["rgb"], torch.full((2, 3), 0.5), atol=1e-3, rtol=0)

@@ -22,7 +22,7 @@ from nerf.checkpoint import latest_checkpoint, load_checkpoint
 from nerf.config import TrainConfig
 from nerf.loop import train
 from nerf.model import build_model
-from nerf.render import render_image
+from nerf.render import Radiance, RayBatch, render_image
 from nerf.resolve import resolve
 from nerf.train import TrainingDiverged, open_session
 from raytrace.camera import Intrinsics, look_at
@@ -163,19 +163,19 @@ def test_render_falls_back_to_smaller_chunks_when_out_of_memory(monkeypatch):
     model = build_model(cfg, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), torch.device("cpu"))
     c2w = torch.as_tensor(look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.0]), dtype=torch.float32)
     intr = Intrinsics.from_fov(24, 20, 0.7)
-    expected = render_image(model.field, model.grid, c2w, intr, model.march, chunk=4096)
+    expected = render_image(model, c2w, intr, chunk=4096)
     real = nerf.render.render_rays_rounds
     sizes = []
 
-    def small_memory(field, grid, origins, *args, **kwargs):
-        sizes.append(origins.shape[0])
-        if origins.shape[0] > 50:
+    def small_memory(radiance: Radiance, rays: RayBatch) -> dict[str, torch.Tensor]:
+        sizes.append(len(rays))
+        if len(rays) > 50:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(field, grid, origins, *args, **kwargs)
+        return real(radiance, rays)
 
     monkeypatch.setattr(nerf.render, "render_rays_rounds", small_memory)
     with pytest.warns(RuntimeWarning, match="out of memory"):
-        got = render_image(model.field, model.grid, c2w, intr, model.march, chunk=400)
+        got = render_image(model, c2w, intr, chunk=400)
     assert max(s for s in sizes[3:]) <= 50 and sizes[:4] == [400, 200, 100, 50]
     for key in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)

@@ -21,7 +21,7 @@ from nerf.distributed import SINGLE, World, all_reduce_gradients, current_world
 from nerf.evaluate import evaluate
 from nerf.loop import train
 from nerf.model import build_model, load_run
-from nerf.render import render_rays
+from nerf.render import RayBatch, render_rays
 from nerf.resolve import resolve
 
 from .conftest import tiny_config
@@ -59,7 +59,7 @@ def _gradient_check(data: Path) -> float:
 
     def grads(rows: slice, weight: float, w: World) -> list[torch.Tensor]:
         model.field.zero_grad(set_to_none=True)
-        out = render_rays(model.field, model.grid, batch.origins[rows], batch.dirs[rows], model.march, None)
+        out = render_rays(model, RayBatch(batch.origins[rows], batch.dirs[rows]))
         F.mse_loss(out["rgb"], target[rows]).backward()
         params = list(model.field.parameters())
         all_reduce_gradients(params, weight, torch.zeros(1), w)

@@ -46,7 +46,7 @@ def test_march_matches_reference(
 
     def run(candidates_fn: marching.CandidatesFn) -> marching.Samples:
         rng = torch.Generator(device=native_device).manual_seed(seed)
-        return march_rays(o, d, aabb, grid, step, 400, jitter, rng, candidates_fn=candidates_fn)
+        return march_rays(o, d, aabb, grid, step, 400, jitter=jitter, generator=rng, candidates_fn=candidates_fn)
 
     expected, actual = run(marching.march_candidates), run(native_march_candidates)
     assert len(expected) > 1000  # more than one chunk of candidates, even after the grid
@@ -54,7 +54,8 @@ def test_march_matches_reference(
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
     if with_grid:  # the grid rejected candidates, and kept some
         rng = torch.Generator(device=native_device).manual_seed(seed)
-        everything = march_rays(o, d, aabb, None, step, 400, jitter, rng, candidates_fn=native_march_candidates)
+        everything = march_rays(o, d, aabb, None, step, 400, jitter=jitter, generator=rng,
+                                candidates_fn=native_march_candidates)
         assert 0 < len(actual) < len(everything)
 
 
@@ -73,7 +74,8 @@ def test_growing_steps_match_reference(
 
     def run(candidates_fn: marching.CandidatesFn) -> marching.Samples:
         rng = torch.Generator(device=native_device).manual_seed(seed)
-        return march_rays(o, d, aabb, grid if with_grid else None, rule, 600, True, rng, candidates_fn=candidates_fn)
+        return march_rays(o, d, aabb, grid if with_grid else None, rule, 600, jitter=True, generator=rng,
+                          candidates_fn=candidates_fn)
 
     expected, actual = run(marching.march_candidates), run(native_march_candidates)
     assert len(expected) > 1000

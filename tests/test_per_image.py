@@ -134,10 +134,11 @@ def captured_run(ball: Path, tmp_path_factory: pytest.TempPathFactory):
     return train(cfg, quiet=True)
 
 
-def surface_colours(field, split: Split, model, image: torch.Tensor | None) -> torch.Tensor:
-    """Colours ``(M, 3)`` the field gives the surface points of ``split``'s first view (where its render is
-    opaque) in training image ``image`` (0-d long; None: the mean code)."""
-    out = render_image(field, model.grid, split.poses[0], split.intrinsics, model.march, torch.ones(3))
+def surface_colours(split: Split, model, image: torch.Tensor | None) -> torch.Tensor:
+    """Colours ``(M, 3)`` the model's field gives the surface points of ``split``'s first view (where its render
+    is opaque) in training image ``image`` (0-d long; None: the mean code)."""
+    field = model.field
+    out = render_image(model, split.poses[0], split.intrinsics, background=torch.ones(3))
     origins, dirs = image_rays(split.poses[0], split.intrinsics)
     hit = out["opacity"].reshape(-1) > 0.9
     points = origins[hit] + dirs[hit] * out["depth"].reshape(-1)[hit, None]
@@ -150,9 +151,9 @@ def surface_colours(field, split: Split, model, image: torch.Tensor | None) -> t
 def test_appearance_codes_learn_each_images_exposure_and_novel_views_use_the_mean(captured_run) -> None:
     model, split = captured_run.model, captured_run.dataset.splits["test"]
     field = model.field
-    bright = [surface_colours(field, split, model, torch.tensor(i)).mean() for i in (0, 2, 4, 6)]
-    dark = [surface_colours(field, split, model, torch.tensor(i)).mean() for i in (1, 3, 5, 7)]
-    mean = surface_colours(field, split, model, None).mean()
+    bright = [surface_colours(split, model, torch.tensor(i)).mean() for i in (0, 2, 4, 6)]
+    dark = [surface_colours(split, model, torch.tensor(i)).mean() for i in (1, 3, 5, 7)]
+    mean = surface_colours(split, model, None).mean()
     print(f"bright {[f'{b:.3f}' for b in bright]}, dark {[f'{d:.3f}' for d in dark]}, mean code {mean:.3f}")
     assert min(bright) > max(dark)  # every image's own exposure, learned in its code
     assert sum(bright) > 1.35 * sum(dark)  # about 2:1
@@ -160,7 +161,7 @@ def test_appearance_codes_learn_each_images_exposure_and_novel_views_use_the_mea
     codes = field.appearance.codes.weight
     torch.testing.assert_close(field.appearance(None, 1)[0], codes.mean(dim=0))
     # a held-out render is the mean code's: its surface is as bright as the mean code's colours
-    out = render_image(field, model.grid, split.poses[0], split.intrinsics, model.march, torch.ones(3))
+    out = render_image(model, split.poses[0], split.intrinsics, background=torch.ones(3))
     assert abs(float(out["rgb"][out["opacity"] > 0.9].mean()) - float(mean)) < 0.05
 
 
@@ -174,9 +175,8 @@ def test_checkpoint_round_trip_and_nerf_eval_with_both(captured_run, capsys) -> 
     torch.testing.assert_close(model.field.appearance.codes.weight, captured_run.model.field.appearance.codes.weight,
                                rtol=0, atol=0)
     split = captured_run.dataset.splits["test"]
-    before = render_image(captured_run.model.field, captured_run.model.grid, split.poses[0], split.intrinsics,
-                          captured_run.model.march, torch.ones(3))
-    after = render_image(model.field, model.grid, split.poses[0], split.intrinsics, model.march, torch.ones(3))
+    before = render_image(captured_run.model, split.poses[0], split.intrinsics, background=torch.ones(3))
+    after = render_image(model, split.poses[0], split.intrinsics, background=torch.ones(3))
     torch.testing.assert_close(after["rgb"], before["rgb"], rtol=0, atol=1e-5)
     assert eval_main([str(run_dir), "--quiet"]) == 0
     metrics = json.loads((run_dir / "metrics_test.json").read_text())

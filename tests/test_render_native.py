@@ -93,7 +93,7 @@ def test_rendered_image_with_native_compositing_equals_the_reference(native_run)
     test = result.dataset.splits["test"]
     calls: list[str] = []
     native, reference = (
-        render_image(m.field, m.grid, test.poses[0], test.intrinsics, m.march, torch.ones(3), chunk=512)
+        render_image(m, test.poses[0], test.intrinsics, background=torch.ones(3), chunk=512)
         for m in native_and_reference(result.run_dir, native_device, calls)
     )
     half = len(calls) // 2  # 32 x 32 pixels in chunks of 512 rays, one call per round of samples

@@ -16,6 +16,8 @@ from nerf.render import (
     SURFACE_ROUND,
     SURFACE_TRANSMITTANCE,
     MarchSettings,
+    Radiance,
+    RayBatch,
     render_rays,
     render_rays_rounds,
     scale_near_gradients,
@@ -34,21 +36,22 @@ def test_rounds_render_what_render_rays_renders(tiny_run, backend: str) -> None:
     test = result.dataset.splits["test"]
     for pose in test.poses:
         o, d = image_rays(pose, test.intrinsics)
+        rays = RayBatch(o, d, torch.ones(3))
         with torch.no_grad():
-            reference = render_rays(m.field, m.grid, o, d, m.march, torch.ones(3))
-        rounds = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3), eps=1e-4, min_weight=0.0)
+            reference = render_rays(m, rays)
+        rounds = render_rays_rounds(m, rays, eps=1e-4, min_weight=0.0)
         opacity = reference["opacity"]
         assert (opacity > 0.999).any() and (opacity < 0.01).any()  # rays that terminate early, rays that miss
         for key in ("rgb", "depth", "opacity"):
             torch.testing.assert_close(rounds[key], reference[key], rtol=0, atol=1e-4, msg=lambda e, k=key: f"{k}: {e}")
-        skipping = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3), eps=1e-4)  # weight >= 1e-5
+        skipping = render_rays_rounds(m, rays, eps=1e-4)  # weight >= 1e-5
         torch.testing.assert_close(skipping["rgb"], reference["rgb"], rtol=0, atol=1e-3)
         torch.testing.assert_close(skipping["opacity"], rounds["opacity"], rtol=0, atol=0)
         marched = len(m.march.samples(o, d, m.grid))
         assert int(reference["samples"]) < int(rounds["samples"]) < marched  # each sample evaluated once at most
         # the default ends rays at transmittance RENDER_TERMINATION: off by at most that (plus the skipped
         # colours), with fewer samples
-        early = render_rays_rounds(m.field, m.grid, o, d, m.march, torch.ones(3))
+        early = render_rays_rounds(m, rays)
         torch.testing.assert_close(early["rgb"], reference["rgb"], rtol=0, atol=RENDER_TERMINATION + 1e-3)
         torch.testing.assert_close(early["opacity"], reference["opacity"], rtol=0, atol=RENDER_TERMINATION)
         assert int(early["samples"]) < int(skipping["samples"])
@@ -68,7 +71,7 @@ def test_rounds_stop_a_ray_behind_an_opaque_wall() -> None:
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     o = torch.zeros(2, 3)
     d = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
-    out = render_rays_rounds(Wall(), None, o, d, march, torch.ones(3), eps=1e-4)
+    out = render_rays_rounds(Radiance(Wall(), None, march), RayBatch(o, d, torch.ones(3)), eps=1e-4)
     torch.testing.assert_close(out["rgb"][0], torch.tensor([0.2, 0.4, 0.6]))
     torch.testing.assert_close(out["rgb"][1], torch.ones(3))
     assert out["depth"][0] == pytest.approx(0.01, abs=1e-6) and out["opacity"][1] == 0.0
@@ -97,18 +100,19 @@ def test_a_ray_in_a_surface_takes_short_rounds() -> None:
     o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     assert SURFACE_ROUND == 4 and FIRST_ROUND == 8 and math.exp(-4.8) < SURFACE_TRANSMITTANCE
-    out = render_rays_rounds(Medium(), None, o, d, march, torch.ones(3), eps=1e-4)
+    rays = RayBatch(o, d, torch.ones(3))
+    out = render_rays_rounds(Radiance(Medium(), None, march), rays, eps=1e-4)
     assert int(out["samples"]) == FIRST_ROUND + 2 * SURFACE_ROUND
-    reference = render_rays(Medium(), None, o, d, march, torch.ones(3))
+    reference = render_rays(Radiance(Medium(), None, march), rays)
     for key in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(out[key], reference[key], rtol=0, atol=1e-4)
 
     # A thin fog (optical depth 1 over the ray's 5,000 samples) never ends the ray: its rounds grow, so it takes
     # every sample in a few dozen rounds and renders what render_rays renders.
     long = MarchSettings(march.aabb, 10_000 * 3**0.5)
-    out = render_rays_rounds(Medium(1.0), None, o, d, long, torch.ones(3), eps=1e-4)
+    out = render_rays_rounds(Radiance(Medium(1.0), None, long), rays, eps=1e-4)
     assert int(out["samples"]) == 5_000
-    reference = render_rays(Medium(1.0), None, o, d, long, torch.ones(3))
+    reference = render_rays(Radiance(Medium(1.0), None, long), rays)
     torch.testing.assert_close(out["opacity"], reference["opacity"], rtol=0, atol=1e-4)
 
 
@@ -141,7 +145,7 @@ def test_render_rays_scales_the_gradients_of_near_samples() -> None:
     grads = []
     for radius in (0.0, 0.5):
         field = Slab()
-        out = render_rays(field, None, o, d, march, torch.zeros(3), near_radius=radius)
+        out = render_rays(Radiance(field, None, march), RayBatch(o, d, torch.zeros(3)), near_radius=radius)
         out["rgb"][0, 0].backward()
         grads.append(field.c.grad.item())
     s = march.samples(o, d, None)

@@ -108,7 +108,7 @@ def test_render_panels_are_labelled_over_the_unlabelled_images(run_under_umask_0
     w, h = split.intrinsics.width, split.intrinsics.height
     assert image.shape == (LABEL_HEIGHT + h + BAR_HEIGHT, 4 * w, 3)
     m = result.model
-    out = render_image(m.field, m.grid, split.poses[0], split.intrinsics, m.march, torch.ones(3))
+    out = render_image(m, split.poses[0], split.intrinsics, background=torch.ones(3))
     np.testing.assert_allclose(image[LABEL_HEIGHT : LABEL_HEIGHT + h, w : 2 * w], to_uint8(out["rgb"]), atol=1)
     strip = image[:LABEL_HEIGHT]
     for k in range(4):  # each label is dark ink on white

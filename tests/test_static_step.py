@@ -14,10 +14,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nerf.backends import _native_error, resolve_backend
 from nerf.data import RaySampler, load_dataset
-from nerf.marching import SlotBudget, march_rays, march_rays_static, ray_aabb
+from nerf.marching import SlotBudget, StepRule, march_rays, march_rays_static, ray_aabb, ray_spans
 from nerf.model import build_model
 from nerf.occupancy import OccupancyGrid
-from nerf.render import render_rays, render_rays_static
+from nerf.render import RayBatch, render_rays, render_rays_static
 from nerf.resolve import resolve
 from nerf.step import CANDIDATES_PER_SAMPLE, RayBudget, StaticStep, train_step
 from tests.conftest import skip_without_native, tiny_config
@@ -42,17 +42,18 @@ def half_grid() -> OccupancyGrid:
 def test_static_march_matches_dynamic_and_overflow_drops_last_rays() -> None:
     o, d = rays(64)
     grid, aabb = half_grid(), torch.tensor([[-1.0] * 3, [1.0] * 3])
-    step = 0.05
-    ref = march_rays(o, d, aabb, grid, step, 200)
-    full = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), len(ref) + 10, 100_000))
+    rule = StepRule(0.05)
+    ref = march_rays(o, d, aabb, grid, rule, 200)
+    spans = ray_spans(o, d, aabb, rule, 200)
+    full = march_rays_static(spans, rule, grid, SlotBudget(torch.tensor(64), len(ref) + 10, 100_000))
     assert full.fits.all() and int(full.wanted[0]) == len(ref)
     assert torch.equal(full.samples.ray_indices[: len(ref)], ref.ray_indices)
     assert torch.equal(full.samples.t_starts[: len(ref)], ref.t_starts)
     assert (full.samples.ray_indices[len(ref):] == 64).all() and (full.samples.t_ends[len(ref):] == 0).all()
 
     capacity = len(ref) // 2
-    small = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), capacity, 100_000))
-    again = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(64), capacity, 100_000))
+    small = march_rays_static(spans, rule, grid, SlotBudget(torch.tensor(64), capacity, 100_000))
+    again = march_rays_static(spans, rule, grid, SlotBudget(torch.tensor(64), capacity, 100_000))
     fit = int(small.fits.sum())
     assert 0 < fit < 64 and small.fits[:fit].all()  # a prefix of the rays: the last ones are dropped
     kept = int((ref.ray_indices < fit).sum())
@@ -61,7 +62,7 @@ def test_static_march_matches_dynamic_and_overflow_drops_last_rays() -> None:
     assert (small.samples.ray_indices[kept:] == 64).all()
     assert all(torch.equal(a, b) for a, b in zip(vars(small.samples).values(), vars(again.samples).values(),
                                                  strict=True))
-    few = march_rays_static(o, d, aabb, grid, step, 200, SlotBudget(torch.tensor(10), 100_000, 100_000))
+    few = march_rays_static(spans, rule, grid, SlotBudget(torch.tensor(10), 100_000, 100_000))
     assert int(few.fits.sum()) == 10 and int(few.wanted[0]) == int((ref.ray_indices < 10).sum())
 
 
@@ -144,8 +145,8 @@ def test_static_render_compiles_fullgraph(setup, backend: str, model: str) -> No
     active = torch.tensor(300)
 
     def forward(origins: torch.Tensor, dirs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out, _ = render_rays_static(model.field, model.grid, origins, dirs, model.march, torch.ones(3),
-                                    SlotBudget(active, BUDGET, BUDGET * 16))
+        rays = RayBatch(origins, dirs, torch.ones(3))
+        out, _ = render_rays_static(model, rays, SlotBudget(active, BUDGET, BUDGET * 16))
         return ((out["rgb"] - target) ** 2).mean()
 
     batch = sampler.sample(512, gen)
@@ -217,9 +218,9 @@ def test_static_step_adds_the_mean_distortion_of_the_rays_it_marched(setup) -> N
         replay = torch.Generator().manual_seed(5)
         batch = sampler.sample(step.budget.hi, replay)
         background = torch.rand(batch.rgba[:, :3].shape, generator=replay)
-        out, buf = render_rays_static(model.field, model.grid, batch.origins, batch.dirs, model.march, background,
-                                      SlotBudget(step.budget.rays, BUDGET, BUDGET * CANDIDATES_PER_SAMPLE), replay,
-                                      True)
+        out, buf = render_rays_static(model, RayBatch(batch.origins, batch.dirs, background),
+                                      SlotBudget(step.budget.rays, BUDGET, BUDGET * CANDIDATES_PER_SAMPLE),
+                                      generator=replay, with_distortion=True)
         expected = (out["distortion"] * buf.fits).sum() / buf.fits.sum()
         losses.append(step()[0])
     assert expected > 1e-4
@@ -233,8 +234,8 @@ def test_dynamic_step_adds_the_mean_distortion(setup) -> None:
     gen = torch.Generator().manual_seed(5)
     batch = sampler.sample(cfg.batch_rays)
     background = torch.rand(batch.rgba[:, :3].shape, generator=gen)
-    out = render_rays(model.field, model.grid, batch.origins, batch.dirs, model.march, background, jitter=True,
-                      generator=gen, with_distortion=True)
+    out = render_rays(model, RayBatch(batch.origins, batch.dirs, background), jitter=True, generator=gen,
+                      with_distortion=True)
     expected = out["distortion"].mean().item()
     losses = []
     for lam in (0.0, 1.0):

@@ -37,9 +37,9 @@ def test_trained_model_beats_constant_colour_on_held_out_views(tiny_run):
 def test_reloaded_checkpoint_renders_the_identical_image(tiny_run):
     _, result = tiny_run
     test = result.dataset.splits["test"]
-    before = render_image(result.model.field, result.model.grid, test.poses[0], test.intrinsics, result.model.march)
+    before = render_image(result.model, test.poses[0], test.intrinsics)
     _, model, ckpt = load_run(result.run_dir, "cpu")
-    after = render_image(model.field, model.grid, test.poses[0], test.intrinsics, model.march)
+    after = render_image(model, test.poses[0], test.intrinsics)
     assert ckpt["step"] == STEPS
     for key in ("rgb", "depth", "opacity"):
         assert torch.equal(before[key], after[key]), key
@@ -127,10 +127,10 @@ def test_checkpoint_renders_the_same_image_with_every_backend(tiny_run, backend,
     _, result = tiny_run
     test = result.dataset.splits["test"]
     _, reference, _ = load_run(result.run_dir, "cpu", backend="torch")
-    before = render_image(reference.field, reference.grid, test.poses[0], test.intrinsics, reference.march)
+    before = render_image(reference, test.poses[0], test.intrinsics)
     _, model, _ = load_run(result.run_dir, device, backend=backend)
     assert model.backend == backend
-    after = render_image(model.field, model.grid, test.poses[0].to(device), test.intrinsics, model.march)
+    after = render_image(model, test.poses[0].to(device), test.intrinsics)
     tol = 1e-4 if backend == "native" else 2e-3  # tcnn: float32 rounding of its own fused arithmetic
     for key in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(after[key].cpu(), before[key], rtol=0.0, atol=tol, msg=key)

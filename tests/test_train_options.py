@@ -78,12 +78,12 @@ def test_model_nerf_trains_and_renders(ball: Path, tmp_path: Path) -> None:
     assert isinstance(result.model.field, PENeRFField) and result.step == 4
     assert result.model.backend == "torch"
     test = result.dataset.splits["test"]
-    image = render_image(result.model.field, result.model.grid, test.poses[0], test.intrinsics, result.model.march)
+    image = render_image(result.model, test.poses[0], test.intrinsics)
     assert image["rgb"].shape == (test.intrinsics.height, test.intrinsics.width, 3)
     assert torch.isfinite(image["rgb"]).all() and image["rgb"].std() > 0  # rendered by the MLP, not a constant
     cfg, model, _ = load_run(result.run_dir, "cpu")
     assert cfg.model == "nerf" and isinstance(model.field, PENeRFField)
-    again = render_image(model.field, model.grid, test.poses[0], test.intrinsics, model.march)
+    again = render_image(model, test.poses[0], test.intrinsics)
     assert torch.equal(image["rgb"], again["rgb"])
 
 

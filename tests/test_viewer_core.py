@@ -11,7 +11,7 @@ import torch
 from nerf.evaluate import colorize_depth, depth_colours
 from nerf.metrics import psnr
 from nerf.panels import BAR_HEIGHT, colour_bar
-from nerf.render import RENDER_TERMINATION, VIEW_GRID_RESOLUTION, render_image, render_rays
+from nerf.render import RENDER_TERMINATION, VIEW_GRID_RESOLUTION, Radiance, RayBatch, render_image, render_rays
 from viewer.core import ERROR_VMAX, RenderRequest, ViewRenderer, error_colours, error_heatmap
 
 
@@ -27,7 +27,7 @@ def test_strips_keep_the_lens_distortion(tiny_run) -> None:
     split, m = result.dataset.splits["test"], result.model
     req = DistortedRequest(split.poses[0].double().numpy(), split.intrinsics.camera_angle_x, 32, 32)
     frame = ViewRenderer(m, strip_pixels=32 * 5).render(req)  # strips of 5 rows
-    whole = render_image(m.field, m.grid, split.poses[0], req.intrinsics(), m.march, torch.ones(3))
+    whole = render_image(m, split.poses[0], req.intrinsics(), background=torch.ones(3))
     np.testing.assert_allclose(frame.rgb, whole["rgb"].numpy(), atol=1e-5)
 
 
@@ -37,9 +37,9 @@ def test_the_viewer_renders_in_rounds_what_render_rays_renders(tiny_run) -> None
     req = RenderRequest(split.poses[0].double().numpy(), split.intrinsics.camera_angle_x, 32, 32)
     chunks = []
 
-    def before_fn(*args):
-        chunks.append(args[2].shape[0])
-        return render_rays(*args)
+    def before_fn(radiance: Radiance, rays: RayBatch) -> dict[str, torch.Tensor]:
+        chunks.append(len(rays))
+        return render_rays(radiance, rays)
 
     rounds, before = ViewRenderer(m).render(req), ViewRenderer(m, rays_fn=before_fn).render(req)
     assert sum(chunks) == 32 * 32 and (before.opacity > 0.99).any()

@@ -21,7 +21,7 @@ from nerf.checkpoint import checkpoint_path
 from nerf.config import TrainConfig
 from nerf.evaluate import colorize_depth, to_uint8
 from nerf.metrics import psnr
-from nerf.render import render_image
+from nerf.render import Radiance, render_image
 from nerf.train import open_session
 from raytrace.render import render_image as raytrace_image
 from raytrace.scene import load_scene
@@ -74,7 +74,7 @@ def test_view_of_a_training_camera_matches_the_trainers_render(qtbot, tiny_run):
     assert frame.intr.fx == pytest.approx(split.intrinsics.fx, rel=1e-6)
     m = result.model
     grid = window.renderer.grid()  # a run's window marches a finer view grid (tests/test_viewer_render.py)
-    ref = render_image(m.field, grid, split.poses[2], split.intrinsics, m.march, torch.ones(3))
+    ref = render_image(Radiance(m.field, grid, m.march), split.poses[2], split.intrinsics, background=torch.ones(3))
     np.testing.assert_allclose(frame.rgb, ref["rgb"].numpy(), atol=1e-5)
     np.testing.assert_allclose(frame.depth, ref["depth"].numpy(), atol=1e-4)
     assert frame.rgb.std() > 0.05  # the ball is in view, not an empty background
@@ -249,7 +249,8 @@ def test_depth_and_opacity_modes_show_the_renderers_depth_and_opacity(qtbot, tin
     window.controls.camera_list.setCurrentRow(2)
     split = result.dataset.splits["train"]
     m = result.model
-    ref = render_image(m.field, window.renderer.grid(), split.poses[2], split.intrinsics, m.march, torch.ones(3))
+    ref = render_image(Radiance(m.field, window.renderer.grid(), m.march), split.poses[2], split.intrinsics,
+                       background=torch.ones(3))
     depth, opacity = ref["depth"].numpy(), ref["opacity"].numpy()
     assert opacity[16, 16] > 0.9 and opacity[0, 0] < 0.1  # the ball in the middle, empty corners
 

@@ -21,7 +21,7 @@ from nerf.metrics import psnr
 from nerf.model import Model
 from nerf.occupancy import OccupancyGrid
 from nerf.panels import with_colour_bar
-from nerf.render import RaysFn, render_image, view_grid
+from nerf.render import Radiance, RaysFn, render_image, view_grid
 from nerf.volume import over
 from raytrace.camera import Intrinsics
 from raytrace.render import render_image as raytrace_image
@@ -220,8 +220,8 @@ class ViewRenderer:
             m = self.model
             with self.lock:
                 grid = self.grid(scale)
-                parts.append(render_image(m.field, grid, c2w, strip, m.march, background, self.strip_pixels,
-                                          self.rays_fn))
+                parts.append(render_image(Radiance(m.field, grid, m.march), c2w, strip, background=background,
+                                          chunk=self.strip_pixels, rays_fn=self.rays_fn))
             if progress is not None:
                 progress(min(1.0, (row + rows) / intr.height))
         out = {k: torch.cat([p[k] for p in parts]).float().cpu().numpy() for k in ("rgb", "depth", "opacity")}

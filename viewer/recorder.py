@@ -103,11 +103,11 @@ class CameraPath:
             k = self.keyframes[i + 1]
             return Keyframe(k.c2w.copy(), k.fov_x)
         pos = [self.keyframes[min(max(j, 0), n - 1)].c2w[:3, 3] for j in (i - 1, i, i + 1, i + 2)]
-        a, b = self.keyframes[i], self.keyframes[i + 1]
-        rot = quaternion_to_matrix(slerp(matrix_to_quaternion(a.c2w[:3, :3]), matrix_to_quaternion(b.c2w[:3, :3]), t))
+        start, end = self.keyframes[i], self.keyframes[i + 1]
+        rot = quaternion_to_matrix(slerp(*(matrix_to_quaternion(k.c2w[:3, :3]) for k in (start, end)), t))
         c2w = np.eye(4)
         c2w[:3, :3], c2w[:3, 3] = rot, catmull_rom(*pos, t)
-        return Keyframe(c2w, (1.0 - t) * a.fov_x + t * b.fov_x)
+        return Keyframe(c2w, (1.0 - t) * start.fov_x + t * end.fov_x)
 
     def sample(self, frames: int) -> list[Keyframe]:
         """``frames`` cameras evenly spaced in the path parameter, first and last keyframes included."""

@@ -10,11 +10,11 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.
     """Scale ``s``, rotation ``R`` ``(3, 3)`` and translation ``t`` ``(3,)`` minimising
     ``sum |s R src_i + t - dst_i|^2`` over points ``src``, ``dst`` ``(N, 3)`` (Umeyama 1991; no reflection)."""
     mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sing, vt = np.linalg.svd(b.T @ a / len(src))
+    src_centred, dst_centred = src - mu_s, dst - mu_d
+    u, sing, vt = np.linalg.svd(dst_centred.T @ src_centred / len(src))
     flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
     rot = u @ flip @ vt
-    scale = float(np.trace(np.diag(sing) @ flip) / ((a * a).sum() / len(src)))
+    scale = float(np.trace(np.diag(sing) @ flip) / ((src_centred * src_centred).sum() / len(src)))
     return scale, rot, mu_d - scale * rot @ mu_s
 
 

@@ -192,8 +192,9 @@ def sfm_stage(out: Path, names: list[str], video: bool, args: argparse.Namespace
     work = out / WORK
     try:
         with stage("SfM"):
-            best = run_sfm(out / "images", names, work, args.matcher, args.mapper, args.camera_model,
-                           args.max_image_size, video, args.verbose)
+            best = run_sfm(out / "images", names, work, matcher=args.matcher, mapper=args.mapper,
+                           camera_model=args.camera_model, max_image_size=args.max_image_size, video=video,
+                           verbose=args.verbose)
             registered = 0 if best is None else best.num_reg_images()
             if best is None or registered < MIN_REGISTERED * len(names):
                 raise InputError(args.src, None, f"only {registered} of {len(names)} images registered (under "

@@ -103,7 +103,7 @@ def reconstruct(database: Path, image_dir: Path, out: Path, mapper: str, total: 
     return best
 
 
-def run_sfm(image_dir: Path, names: list[str], work: Path, matcher: str, mapper: str, camera_model: str,
+def run_sfm(image_dir: Path, names: list[str], work: Path, *, matcher: str, mapper: str, camera_model: str,
             max_image_size: int, video: bool, verbose: bool = False) -> pycolmap.Reconstruction | None:
     """Features, matches and the largest model of the images ``names`` in ``image_dir``; the database and the
     mapper's output go into ``work`` (emptied first)."""
