@@ -6,10 +6,10 @@ decided (stated by the dataset, or inferred from its cameras, images or points).
   cube's centre and makes the scene unbounded.
 - Inferred (:func:`infer_bounds`): images with transparent backgrounds, or opaque ones over one solid backdrop
   colour, show a bounded object: its box is the bounding box of the visual hull of the foreground masks. Other
-  opaque images may show the world beyond the cameras: unbounded, contracted around the box that holds the
-  cameras (as nerfstudio normalises its poses), centred on the point closest to all optical axes (as instant-ngp's
-  colmap2nerf centres its scenes).
-- Sparse points (COLMAP, nerfstudio's ``ply_file_path``): the box between their 5th and 95th percentiles.
+  opaque images may show the world beyond the cameras: unbounded, contracted around instant-ngp's unit cube as it
+  lies in a capture that colmap2nerf prepared (:func:`framing_box`: centred on the point closest to all optical
+  axes, its side in proportion to the cameras' distance to it). So are photographs (COLMAP models, nerfstudio's
+  ``transforms.json`` with sparse points): their points do not give the box.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ NGP_OFFSET = 0.5
 NGP_MAX_AABB_SCALE = 128
 """instant-ngp's largest render box, in unit cubes (``1 << (NERF_CASCADES() - 1)``)."""
 
-ROBUST_PERCENTILE = 5.0  # a box of sparse points spans these percentiles of them (5 to 95)
+NGP_CAMERA_DISTANCE = 4.0
+"""colmap2nerf scales a capture so that its cameras' mean distance to the point their optical axes meet is this."""
 SAMPLED_IMAGES = 64  # images read (evenly spaced) to tell the kind of scene and carve its visual hull
 MASK_SIZE = 96  # masks are max-pooled to at most this many pixels on their longer side
 BACKDROP_TOLERANCE = 4.0 / 255.0  # a pixel within this of the backdrop colour (each channel) is background
@@ -53,6 +54,10 @@ class Inferred:
         if self.value.endswith(")"):
             return f"{self.choice}: {self.value[:-1]}; {override})"
         return f"{self.choice}: {self.value} ({override})"
+
+
+FRAMED = Inferred("box", "instant-ngp's unit cube as colmap2nerf frames a capture: about the point closest to the "
+                  "optical axes, 0.38 times the cameras' mean distance to it", "--aabb")
 
 
 @dataclass
@@ -89,12 +94,6 @@ def scaled_box(box: np.ndarray, factor: float) -> np.ndarray:
     return centre + (box - centre) * factor
 
 
-def point_box(xyz: np.ndarray) -> np.ndarray:
-    """The box ``(2, 3)`` between the :data:`ROBUST_PERCENTILE` th percentiles of points ``(P, 3)``, padded."""
-    lo, hi = np.percentile(xyz, [ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE], axis=0)
-    return _padded(np.stack([lo, hi]))
-
-
 def focus_point(c2ws: np.ndarray) -> np.ndarray:
     """The point ``(3,)`` closest (least squares) to the optical axes of cameras ``c2ws`` ``(N, 4, 4)`` (OpenGL
     axes: each looks down its -Z); the mean camera position when the axes are (nearly) parallel."""
@@ -106,6 +105,18 @@ def focus_point(c2ws: np.ndarray) -> np.ndarray:
     if eig[0] < 1e-3 * eig[-1]:
         return origins.mean(axis=0)
     return np.linalg.solve(lhs, rhs)
+
+
+def framing_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
+    """instant-ngp's unit cube ``(2, 3)`` for cameras ``c2ws`` ``(N, 4, 4)`` looking at ``centre`` ``(3,)``, had
+    colmap2nerf prepared them (their mean distance to it scaled to :data:`NGP_CAMERA_DISTANCE`, read at the
+    default :data:`NGP_SCALE`): the cube about ``centre`` whose half side is ``0.5 / NGP_SCALE /
+    NGP_CAMERA_DISTANCE`` (0.38) times the cameras' mean distance to it. None when they stand at ``centre``."""
+    distance = float(np.linalg.norm(c2ws[:, :3, 3] - centre, axis=1).mean())
+    if distance <= 1e-9 * (1.0 + float(np.abs(centre).max())):
+        return None
+    half = 0.5 / NGP_SCALE / NGP_CAMERA_DISTANCE * distance
+    return np.stack([centre - half, centre + half])
 
 
 def camera_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
@@ -193,12 +204,9 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
     images = [read_rgba(image_paths[i], source, fields[i]) for i in pick]
     transparent = any(bool((im[..., 3] < 1.0).any()) for im in images)
     backdrop = None if transparent else _backdrop(images)
-    centre = focus_point(c2ws)
-    around = camera_box(c2ws, centre)
+    around = camera_box(c2ws, focus_point(c2ws))
     if around is None:
-        box = ngp_box(None, None, None)
-        return Bounds(box, True if bounded is None else bounded, None, [Inferred(
-            "box", "instant-ngp's default (the cameras are one point)", "--aabb")])
+        return framed_bounds(c2ws, True if bounded is None else bounded, [])
     inferred = []
     kind = "transparent backgrounds" if transparent else (
         f"opaque images over one backdrop colour {np.round(backdrop, 3).tolist()}" if backdrop is not None
@@ -214,7 +222,15 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
         if box is not None:
             inferred.append(Inferred("box", f"the visual hull of the {kind}", "--aabb"))
     if box is None:
-        box = around
-        inferred.append(Inferred("box", "holding the cameras about the point closest to their optical axes",
-                                 "--aabb"))
+        return framed_bounds(c2ws, bounded, inferred)
     return Bounds(box, bounded, None, inferred)
+
+
+def framed_bounds(c2ws: np.ndarray, bounded: bool, inferred: list[Inferred]) -> Bounds:
+    """Bounds in :func:`framing_box` of cameras ``c2ws`` ``(N, 4, 4)`` (instant-ngp's default cube when they
+    stand at one point), after the ``inferred`` choices."""
+    box = framing_box(c2ws, focus_point(c2ws))
+    if box is None:
+        return Bounds(ngp_box(None, None, None), bounded, None, [*inferred, Inferred(
+            "box", "instant-ngp's default (the cameras are one point)", "--aabb")])
+    return Bounds(box, bounded, None, [*inferred, FRAMED])

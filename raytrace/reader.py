@@ -29,22 +29,23 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from raytrace.bounds import (
-    BOX_PADDING,
     NGP_MAX_AABB_SCALE,
     NGP_OFFSET,
     NGP_SCALE,
-    ROBUST_PERCENTILE,
     Bounds,
     Inferred,
+    framed_bounds,
     infer_bounds,
     ngp_box,
-    point_box,
     scaled_box,
 )
 from raytrace.camera import Intrinsics
 from raytrace.colmap import find_model, model_files, read_model
 from raytrace.dataset_format import Frame, Transforms, read_transforms, resolve_image, transforms_path
 from raytrace.errors import InputError
+
+ROBUST_PERCENTILE = 5.0
+"""A COLMAP model's world is scaled by the box between these percentiles of its sparse points (5 to 95)."""
 
 HOLDOUT_EVERY = 8
 """With a single ``transforms.json`` or a COLMAP model (images sorted by name, as mip-NeRF 360 does), frames
@@ -199,14 +200,13 @@ def _depth_file(root: Path, path: Path, where: str, t: Transforms, frame: Frame)
 
 def _stated_bounds(transforms: list[Transforms], points: np.ndarray | None) -> Bounds | None:
     """The bounds the JSON states (train's first): our ``scene_aabb``; instant-ngp's unit cube when any of its
-    ``scale``, ``offset``, ``aabb`` or ``aabb_scale`` is given; the box of nerfstudio's sparse points. None when
-    it states none."""
+    ``scale``, ``offset``, ``aabb`` or ``aabb_scale`` is given. None when it states none (nerfstudio's sparse
+    points do not give the box: :func:`raytrace.bounds.framing_box` does)."""
     def first(key: str) -> Any:
         return next((getattr(t, key) for t in transforms if getattr(t, key) is not None), None)
 
     aabb_scale, bounded = first("aabb_scale"), first("bounded")
     inferred: list[Inferred] = []
-    contraction = "--scene-contraction " + ("mipnerf360" if bounded is None or bounded else "none")
     if first("aabb") is not None:
         box = first("aabb")
     elif any(first(k) is not None for k in ("scale", "offset", "ngp_aabb")) or aabb_scale is not None:
@@ -214,13 +214,6 @@ def _stated_bounds(transforms: list[Transforms], points: np.ndarray | None) -> B
         if all(first(k) is None for k in ("scale", "offset", "ngp_aabb")):
             inferred.append(Inferred("box", f"instant-ngp's unit cube at its default scale {NGP_SCALE} and offset "
                                      f"{NGP_OFFSET}", "--aabb"))
-    elif points is not None and len(points) >= 2:
-        box = point_box(points)
-        inferred.append(Inferred("box", f"the {ROBUST_PERCENTILE:g}th to {100 - ROBUST_PERCENTILE:g}th percentiles of "
-                                 "the sparse points", "--aabb"))
-        if bounded is None:
-            inferred.append(Inferred("scene", "unbounded (photographs with sparse points)", contraction))
-        return Bounds(box, bool(bounded), None, inferred)
     else:
         return None
     scale = min(aabb_scale or 1.0, NGP_MAX_AABB_SCALE)
@@ -261,13 +254,12 @@ def dataset_scene_file(root: str | Path) -> Path | None:
 
 # ---- COLMAP ----------------------------------------------------------------------------------------------
 
-def colmap_world(xyz: np.ndarray, c2ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A similarity ``(4, 4)`` from a COLMAP model's world into ours, and the scene box ``(2, 3)`` in ours.
+def colmap_world(xyz: np.ndarray, c2ws: np.ndarray) -> np.ndarray:
+    """A similarity ``(4, 4)`` from a COLMAP model's world into ours.
 
     It turns the mean camera up vector (``c2ws`` ``(N, 4, 4)``, OpenGL axes) to +Z (the world is Z-up), then
     centres and scales the box between the 5th and 95th percentiles of the sparse points ``xyz`` ``(P, 3)``
-    (of the camera positions when there are none) so that its longest side spans [-1, 1]. The scene box is the
-    cube [-1, 1]^3 (padded): flat point clouds (a ground plane) would otherwise give a thin slab.
+    (of the camera positions when there are none) so that its longest side spans [-1, 1].
     """
     up = c2ws[:, :3, 1].mean(axis=0)
     rot = np.eye(3)
@@ -280,7 +272,7 @@ def colmap_world(xyz: np.ndarray, c2ws: np.ndarray) -> tuple[np.ndarray, np.ndar
     sim = np.eye(4)
     sim[:3, :3] = scale * rot
     sim[:3, 3] = -scale * centre
-    return sim, np.array([[-1.0 - BOX_PADDING] * 3, [1.0 + BOX_PADDING] * 3])
+    return sim
 
 
 def transform_poses(sim: np.ndarray, c2ws: np.ndarray) -> np.ndarray:
@@ -306,7 +298,7 @@ def read_colmap(model_dir: Path, image_dir: Path, splits: tuple[str, ...] | list
         raise InputError(images_file, "CAMERA_ID", f"the images use {len(camera_ids)} cameras ({camera_ids}); "
                          "only one shared camera is supported")
     c2ws = np.stack([im.c2w() for im in images])
-    sim, box = colmap_world(model.xyz, c2ws)
+    sim = colmap_world(model.xyz, c2ws)
     poses = transform_poses(sim, c2ws)
     indices = {"train": [k for k in range(len(images)) if k % HOLDOUT_EVERY != 0],
                "val": list(range(0, len(images), HOLDOUT_EVERY)), "test": list(range(0, len(images), HOLDOUT_EVERY))}
@@ -322,9 +314,8 @@ def read_colmap(model_dir: Path, image_dir: Path, splits: tuple[str, ...] | list
         height, width = _image_size(paths[0], images_file, fields[0])
         described[name] = SplitDescription(name, images_file, poses[ks], camera.intrinsics(width, height), paths,
                                            fields)
-    inferred = [Inferred("scene", "unbounded (a COLMAP model: photographs)", "--scene-contraction none"),
-                Inferred("box", f"the {ROBUST_PERCENTILE:g}th to {100 - ROBUST_PERCENTILE:g}th percentiles of the "
-                         "sparse points", "--aabb")]
+    bounds = framed_bounds(poses, False, [Inferred("scene", "unbounded (a COLMAP model: photographs)",
+                                                   "--scene-contraction none")])
     points = (np.c_[model.xyz, np.ones(len(model.xyz))] @ sim.T)[:, :3] if len(model.xyz) else None
-    return DatasetDescription(image_dir, "colmap", described, Bounds(box, False, None, inferred), True,
+    return DatasetDescription(image_dir, "colmap", described, bounds, True,
                               world_transform=sim, points=points)

@@ -12,7 +12,7 @@ import torch
 
 from bench.common import DEPTH_KEYS, OUR_KEYS, dataset_copy
 from nerf.data import image_rays_of, load_dataset
-from raytrace.bounds import BOX_PADDING, ngp_box
+from raytrace.bounds import focus_point, framing_box, ngp_box
 from raytrace.dataset_format import transforms_path
 from raytrace.errors import InputError
 from raytrace.reader import HOLDOUT_EVERY, read_dataset
@@ -107,19 +107,43 @@ def test_nerfstudio_transforms_read_back_to_our_cameras(ball: Path, tmp_path: Pa
     assert ns.bounds.bounded and [i.choice for i in ns.inferred] == ["scene", "box"]  # transparent: bounded
 
 
-def test_nerfstudio_sparse_points_give_the_box(ball: Path, tmp_path: Path) -> None:
+def test_framing_box_is_instant_ngps_cube_of_a_colmap2nerf_capture() -> None:
+    """Cameras on a tilted ring of radius r about c, each looking at c: colmap2nerf moves c to the origin and
+    scales r to 4; instant-ngp reads that world at scale 0.33 and offset 0.5. Its unit cube, mapped back by
+    ngp_box (instant-ngp's loader, read independently), is the framing box."""
+    c, r = np.array([1.0, -2.0, 0.5]), 3.0
+    poses = []
+    for a in np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False):
+        eye = c + r * np.array([np.cos(a), np.sin(a), 0.4 * np.sin(2 * a)]) / np.linalg.norm([1.0, 0.4 * np.sin(2 * a)])
+        back = (eye - c) / np.linalg.norm(eye - c)  # the camera looks down its -Z
+        right = np.cross([0.0, 0.0, 1.0], back)
+        right /= np.linalg.norm(right)
+        pose = np.eye(4)
+        pose[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
+        pose[:3, 3] = eye
+        poses.append(pose)
+    poses = np.stack(poses)
+    np.testing.assert_allclose(focus_point(poses), c, atol=1e-9)
+    scale = 0.33 * 4.0 / r  # world -> colmap2nerf (x 4 / r) -> instant-ngp's cube (x 0.33 + 0.5)
+    np.testing.assert_allclose(framing_box(poses, c), ngp_box(scale, 0.5 - scale * c, None), atol=1e-9)
+    assert framing_box(np.stack([np.eye(4)] * 3), np.zeros(3)) is None  # cameras at the centre: no size
+
+
+def test_photographs_with_sparse_points_are_framed_by_their_cameras(shipped: dict[str, Path], tmp_path: Path) -> None:
+    """An opaque nerfstudio capture with sparse points (garden, raytraced): unbounded, in the framing box of its
+    cameras, not the points' box."""
     import open3d as o3d
 
-    root = nerfstudio_json(ball, tmp_path / "ns")
+    root = nerfstudio_json(shipped["garden"], tmp_path / "ns")
     meta = json.loads((root / "transforms.json").read_text())
     pts = np.random.default_rng(0).normal(size=(500, 3)) * [0.3, 0.2, 0.1] + [1.0, 2.0, 3.0]
     o3d.io.write_point_cloud(str(root / "sparse_pc.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)))
     (root / "transforms.json").write_text(json.dumps({**meta, "ply_file_path": "sparse_pc.ply"}))
     desc = read_dataset(root, splits=("train",))
-    lo, hi = np.percentile(pts, [5, 95], axis=0)
-    pad = BOX_PADDING * float(np.max(hi - lo))
-    np.testing.assert_allclose(desc.bounds.aabb, [lo - pad, hi + pad], atol=1e-6)
-    assert not desc.bounds.bounded  # photographs with sparse points: the world goes on
+    poses = desc.splits["train"].poses
+    assert not desc.bounds.bounded and desc.captured
+    np.testing.assert_allclose(desc.bounds.aabb, framing_box(poses, focus_point(poses)), atol=1e-9)
+    np.testing.assert_allclose(desc.points, pts, atol=1e-6)
 
 
 @pytest.mark.parametrize(("model", "field"), [("OPENCV_FISHEYE", "camera_model"), ("EQUIRECTANGULAR", "camera_model")])
@@ -151,24 +175,24 @@ def test_inferred_bounds_match_our_keys(shipped: dict[str, Path], tmp_path: Path
 
     Not much larger: a bounded scene's box holds at most twice the true volume and its longest side is at most 1.6
     times the true one (a rig on the upper hemisphere never sees under the object, so the hull reaches below it by
-    up to half its height). An unbounded scene's inner box holds the cameras (as nerfstudio's normalisation does),
-    so it may be as large as the cube about the true box's centre that holds every camera, and no larger (10 %
-    slack: the padding, and the point the optical axes meet lying off the true centre)."""
+    up to half its height). An unbounded scene's inner box is instant-ngp's cube of its cameras (framing_box): it
+    lies about the true box's centre (within a quarter of the true box's longest side) and its side is within a
+    factor of 2 of the true box's longest side."""
     truth = read_dataset(shipped[name], splits=("train",))
     stripped = single_json(shipped[name], tmp_path / name, drop=OUR_KEYS, frame_drop=DEPTH_KEYS)
     desc = read_dataset(stripped, splits=("train",))
     assert desc.bounds.bounded == truth.bounds.bounded
     assert [i.choice for i in desc.inferred] == ["scene", "box"]
     box, true = desc.bounds.aabb, truth.bounds.aabb
-    slack = 0.02 * float(np.max(true[1] - true[0]))
-    assert (box[0] <= true[0] + slack).all() and (box[1] >= true[1] - slack).all(), (box, true)
+    size = float(np.max(true[1] - true[0]))
     if desc.bounds.bounded:
+        slack = 0.02 * size
+        assert (box[0] <= true[0] + slack).all() and (box[1] >= true[1] - slack).all(), (box, true)
         assert np.prod(box[1] - box[0]) <= 2.0 * np.prod(true[1] - true[0]), (box, true)
-        assert np.max(box[1] - box[0]) <= 1.6 * np.max(true[1] - true[0]), (box, true)
+        assert np.max(box[1] - box[0]) <= 1.6 * size, (box, true)
     else:
-        centre = 0.5 * (true[0] + true[1])
-        reach = 1.1 * np.linalg.norm(desc.splits["train"].poses[:, :3, 3] - centre, axis=1).max()
-        assert (box[0] >= centre - reach).all() and (box[1] <= centre + reach).all(), (box, centre, reach)
+        offset = np.abs(0.5 * (box[0] + box[1]) - 0.5 * (true[0] + true[1])).max()
+        assert offset <= 0.25 * size and 0.5 * size <= np.max(box[1] - box[0]) <= 2.0 * size, (box, true)
 
 
 @pytest.mark.parametrize("drop", [(), (*OUR_KEYS, "depth_path")], ids=["stated", "inferred"])
