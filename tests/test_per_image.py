@@ -100,7 +100,8 @@ def test_pose_refinement_recovers_perturbed_poses(tiny_run) -> None:
     gen = torch.Generator().manual_seed(1)
     ball = torch.nn.functional.normalize(torch.randn(500, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
     ball = ball * 0.6  # the scene's sphere
-    for _ in range(60):
+    # Adam moves a delta by about its learning rate a step: 1 degree takes 0.0175 / pose_lr steps; allow 3 times
+    for _ in range(round(0.05 / CaptureConfig.pose_lr)):
         train_step(model, opt, sampler, cfg, gen)
     refined = model.cameras.refined(wrong)
     view_before, view_after = view_error_deg(wrong, truth, ball), view_error_deg(refined, truth, ball)
