@@ -20,10 +20,12 @@ scene starts in (bench/RESULTS.md)."""
 UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
 
-UNBOUNDED_CPU_SAMPLES = 1 << 16
+UNBOUNDED_CPU_SAMPLES = 1 << 14
 """The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
-it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
-step's cost grow with them. Bounded scenes keep the fixed batch (0)."""
+it): about what a bounded scene's fixed batch of 2048 rays marches, so that a step costs the same however far its
+rays reach. A fixed batch made a contracted scene's step cost grow with its rays' samples; larger budgets took
+fewer, costlier steps and learned less in the same time (bench/RESULTS.md). Bounded scenes keep the fixed batch
+(0)."""
 
 
 def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:
