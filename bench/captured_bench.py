@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             "object, fixed batch 2048 (default)": lambda: train_step(obj.model, obj.opt, obj.sampler, obj.cfg,
                                                                       obj.generators[1]),
             "fox, fixed batch 2048 (before)": step_variant(fox, 0, True),
-            "fox, budget 2^14 (default)": step_variant(fox, 1 << 14, True),
-            "fox, budget 2^14, no pose refinement": step_variant(fox, 1 << 14, False),
+            "fox, budget 2^14": step_variant(fox, 1 << 14, True),
             "fox, budget 2^15": step_variant(fox, 1 << 15, True),
-            "fox, budget 2^16": step_variant(fox, 1 << 16, True),
+            "fox, budget 2^16 (default)": step_variant(fox, 1 << 16, True),
+            "fox, budget 2^16, no pose refinement": step_variant(fox, 1 << 16, False),
         }
         stats = {k: {"s": 0.0, "samples": 0, "rays": 0} for k in variants}
         for _ in range(args.steps):

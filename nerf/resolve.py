@@ -20,11 +20,11 @@ scene starts in (bench/RESULTS.md)."""
 UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
 
-UNBOUNDED_CPU_SAMPLES = 1 << 14
+UNBOUNDED_CPU_SAMPLES = 1 << 16
 """The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
-it): about what a bounded scene's fixed batch of 2048 rays marches, so that a step costs the same however far its
-rays reach. A fixed batch made a contracted scene's step cost grow with its rays' samples; larger budgets took
-fewer, costlier steps and learned less in the same time (bench/RESULTS.md). Bounded scenes keep the fixed batch
+it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
+step's cost grow with them. Smaller budgets learn more in the first minutes but less by the end of 300 s, where the
+preset's 3000 steps and their learning-rate decay run out (bench/RESULTS.md). Bounded scenes keep the fixed batch
 (0)."""
 
 
