@@ -31,6 +31,8 @@ NGP_MAX_AABB_SCALE = 128
 
 NGP_CAMERA_DISTANCE = 4.0
 """colmap2nerf scales a capture so that its cameras' mean distance to the point their optical axes meet is this."""
+FRAMING = 0.5 / NGP_SCALE / NGP_CAMERA_DISTANCE
+"""instant-ngp's unit cube in such a capture: its half side over the cameras' mean distance (0.38)."""
 SAMPLED_IMAGES = 64  # images read (evenly spaced) to tell the kind of scene and carve its visual hull
 MASK_SIZE = 96  # masks are max-pooled to at most this many pixels on their longer side
 BACKDROP_TOLERANCE = 4.0 / 255.0  # a pixel within this of the backdrop colour (each channel) is background
@@ -57,7 +59,7 @@ class Inferred:
 
 
 FRAMED = Inferred("box", "instant-ngp's unit cube as colmap2nerf frames a capture: about the point closest to the "
-                  "optical axes, 0.38 times the cameras' mean distance to it", "--aabb")
+                  f"optical axes, {FRAMING:.2f} times the cameras' mean distance to it", "--aabb")
 
 
 @dataclass
@@ -110,12 +112,12 @@ def focus_point(c2ws: np.ndarray) -> np.ndarray:
 def framing_box(c2ws: np.ndarray, centre: np.ndarray) -> np.ndarray | None:
     """instant-ngp's unit cube ``(2, 3)`` for cameras ``c2ws`` ``(N, 4, 4)`` looking at ``centre`` ``(3,)``, had
     colmap2nerf prepared them (their mean distance to it scaled to :data:`NGP_CAMERA_DISTANCE`, read at the
-    default :data:`NGP_SCALE`): the cube about ``centre`` whose half side is ``0.5 / NGP_SCALE /
-    NGP_CAMERA_DISTANCE`` (0.38) times the cameras' mean distance to it. None when they stand at ``centre``."""
+    default :data:`NGP_SCALE`): the cube about ``centre`` whose half side is :data:`FRAMING` times the cameras'
+    mean distance to it. None when they stand at ``centre``."""
     distance = float(np.linalg.norm(c2ws[:, :3, 3] - centre, axis=1).mean())
     if distance <= 1e-9 * (1.0 + float(np.abs(centre).max())):
         return None
-    half = 0.5 / NGP_SCALE / NGP_CAMERA_DISTANCE * distance
+    half = FRAMING * distance
     return np.stack([centre - half, centre + half])
 
 

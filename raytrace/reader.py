@@ -140,7 +140,7 @@ def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_N
     ordered = sorted(sources.values(), key=lambda s: s[0] != transforms_path(root, "train"))
     transforms = [t for _, t, _ in ordered]
     points = _ply_points(root, ordered[0][0], transforms[0]) if transforms[0].ply_file_path else None
-    bounds = _stated_bounds(transforms, points)
+    bounds = _stated_bounds(transforms)
     if bounds is None:
         bounded = next((t.bounded for t in transforms if t.bounded is not None), None)
         train = described.get("train") or next(iter(described.values()))
@@ -198,7 +198,7 @@ def _depth_file(root: Path, path: Path, where: str, t: Transforms, frame: Frame)
     return None
 
 
-def _stated_bounds(transforms: list[Transforms], points: np.ndarray | None) -> Bounds | None:
+def _stated_bounds(transforms: list[Transforms]) -> Bounds | None:
     """The bounds the JSON states (train's first): our ``scene_aabb``; instant-ngp's unit cube when any of its
     ``scale``, ``offset``, ``aabb`` or ``aabb_scale`` is given. None when it states none (nerfstudio's sparse
     points do not give the box: :func:`raytrace.bounds.framing_box` does)."""
