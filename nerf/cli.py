@@ -281,6 +281,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         cfg = config_from_args(args)
         check_train_memory(cfg)
         result = train(cfg, resume=args.resume, quiet=args.quiet)
+        shutdown(world, together=True)  # what follows is rank 0's alone
         if not world.is_main:
             return EXIT_INTERRUPTED if result.interrupted else 0
         if result.interrupted:

@@ -70,9 +70,12 @@ def init_world(device_type: str) -> World:
     return current_world()
 
 
-def shutdown(world: World) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def shutdown(world: World, together: bool = False) -> None:
+    """Leave the process group (a no-op for a single process); ``together``: once every rank has come here (a
+    barrier), so that no rank exits, and tears down gloo's connections, while another still uses them."""
     if world.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
