@@ -72,11 +72,13 @@ class CameraRefinement(nn.Module):
 
 
 class AppearanceEmbedding(nn.Module):
-    """One learned code ``(dims,)`` per training image; :meth:`forward` of ``None`` is the mean code."""
+    """One learned code ``(dims,)`` per training image, zero at the start (so the mean code is a trained one);
+    :meth:`forward` of ``None`` is the mean code."""
 
     def __init__(self, images: int, dims: int) -> None:
         super().__init__()
-        self.codes = nn.Embedding(images, dims)  # N(0, 1), as nerfacto's: smaller codes start slower
+        self.codes = nn.Embedding(images, dims)
+        nn.init.zeros_(self.codes.weight)
 
     def forward(self, image: torch.Tensor | None, n: int) -> torch.Tensor:
         """Codes ``(n, dims)``: of the training images ``image`` ``(n,)`` (long), or ``n`` copies of the mean."""

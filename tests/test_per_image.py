@@ -20,7 +20,7 @@ from nerf.config import CaptureConfig
 from nerf.data import RaySampler, Split, load_dataset
 from nerf.loop import train
 from nerf.model import build_model, load_run
-from nerf.per_image import CameraRefinement, so3_exp
+from nerf.per_image import AppearanceEmbedding, CameraRefinement, so3_exp
 from nerf.render import render_image
 from nerf.resolve import resolve
 from nerf.step import StaticStep, make_optimizer, train_step
@@ -164,6 +164,15 @@ def test_appearance_codes_learn_each_images_exposure_and_novel_views_use_the_mea
     # a held-out render is the mean code's: its surface is as bright as the mean code's colours
     out = render_image(model, split.poses[0], split.intrinsics, background=torch.ones(3))
     assert abs(float(out["rgb"][out["opacity"] > 0.9].mean()) - float(mean)) < 0.05
+
+
+def test_codes_start_at_zero_so_the_mean_code_is_every_images() -> None:
+    """The codes start at zero, not at nerfacto's N(0, 1): the mean code that views other than training images use
+    is then, at the start, every training image's code, not a point the colour MLP was never trained on."""
+    embedding = AppearanceEmbedding(5, 8)
+    codes = embedding(torch.arange(5), 5)
+    torch.testing.assert_close(codes, embedding(None, 5))
+    assert not codes.any()
 
 
 def test_checkpoint_round_trip_and_nerf_eval_with_both(captured_run, capsys) -> None:
