@@ -154,7 +154,7 @@ class CaptureConfig:
     """length of each image's appearance code"""
     pose_refinement: bool | None = None
     """refines each training camera's pose (SO3 x R3 deltas, L2-regularised); none: on for captured data"""
-    pose_lr: float = 2e-4
+    pose_lr: float = 5e-5
     """Adam's learning rate of the pose deltas, decayed as the field's"""
     pose_l2_rotation: float = 1e-3
     """weight of the mean rotation correction (radians) in the loss"""
