@@ -150,8 +150,9 @@ class CaptureConfig:
     appearance_embedding: bool | None = None
     """learns a code per training image (exposure, white balance) fed to the colour MLP; novel views take the mean
     code; none: on for captured data (photographs), off for renders"""
-    appearance_dims: int = 16
-    """length of each image's appearance code"""
+    appearance_dims: int = 4
+    """length of each image's appearance code (exposure and white balance are a few numbers; a longer code lets
+    the colour MLP tell the training views apart and keep each one's own colours)"""
     pose_refinement: bool | None = None
     """refines each training camera's pose (SO3 x R3 deltas, L2-regularised); none: on for captured data"""
     pose_lr: float = 5e-5
@@ -160,6 +161,9 @@ class CaptureConfig:
     """weight of the mean rotation correction (radians) in the loss"""
     pose_l2_translation: float = 1e-2
     """weight of the mean translation correction (half box diagonals) in the loss"""
+    per_image_start: float = 0.5
+    """share of the run (of its steps, or of its time budget where that ends first) before the codes and pose
+    deltas learn; until then every training ray takes the mean code and its camera as given"""
 
 
 SECTIONS: dict[str, type] = {"hash": HashGridConfig, "field": FieldConfig, "march": MarchConfig, "optim": OptimConfig,
@@ -296,6 +300,7 @@ RANGES: dict[str, Any] = {
     "capture.pose_lr": float_range(0.0, 10.0),
     "capture.pose_l2_rotation": float_range(0.0),
     "capture.pose_l2_translation": float_range(0.0),
+    "capture.per_image_start": float_range(0.0, 1.0),
 }
 """The argparse ``type=`` of each numeric flag and the device (``section.name`` for a section's); the same checks
 apply to a config read from a file (:func:`check_config`)."""

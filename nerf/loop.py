@@ -74,7 +74,7 @@ class TrainLoop:
         (a step with a NaN/Inf loss or gradient is dropped: ``finite`` False, nothing logged)."""
         s, cfg = self.session, self.session.cfg
         start = time.perf_counter()
-        stats = s.advance()
+        stats = s.advance(self.seconds)
         start = self._clock(start)
         if stats["finite"]:
             self.samples += stats["samples"]

@@ -93,4 +93,6 @@ def startup_line(cfg: TrainConfig) -> str:
     c = cfg.capture
     capture = (f"appearance embedding {'on' if c.appearance_embedding else 'off'}, pose refinement "
                f"{'on' if c.pose_refinement else 'off'} (--[no-]appearance-embedding, --[no-]pose-refinement)")
+    if c.appearance_embedding or c.pose_refinement:
+        capture += f", learned from {c.per_image_start:g} of the run on (--per-image-start)"
     return f"scene: box {box}, {kind}; {capture}" + (f"; inferred {inferred}" if inferred else "")

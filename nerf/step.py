@@ -104,11 +104,13 @@ def train_step(
     generator: torch.Generator,
     world: World = SINGLE,
     budget: RayBudget | None = None,
+    per_image: bool = True,
 ) -> dict[str, Any]:
     """One optimisation step on ``cfg.batch_rays`` random rays over all ranks (this rank draws its share and the
     gradients are those of the whole batch's mean loss), or on ``budget.rays`` of this rank, which then adapts to
-    the samples used. Returns the batch's loss, PSNR and sample count, and ``finite``: False when the loss or a
-    gradient was NaN/Inf, in which case the parameters were left as they were. Dynamic shapes; host-synchronising.
+    the samples used; ``per_image``: see :func:`training_rays`. Returns the batch's loss, PSNR and sample count,
+    and ``finite``: False when the loss or a gradient was NaN/Inf, in which case the parameters were left as they
+    were. Dynamic shapes; host-synchronising.
     """
     n = world.share(cfg.batch_rays) if budget is None else int(budget.rays)
     batch = sampler.sample(n)
@@ -117,7 +119,7 @@ def train_step(
     march = model.march
     # near_gradients is in half box diagonals (step_size * steps is the diagonal); near_radius in world units
     near_radius = (cfg.optim.near_gradients or 0.0) * 0.5 * march.step_size * march.steps
-    out = render_rays(model, training_rays(model, batch, background), jitter=True, generator=generator,
+    out = render_rays(model, training_rays(model, batch, background, per_image), jitter=True, generator=generator,
                       with_distortion=lam > 0, near_radius=near_radius)
     loss, mse = photometric_loss(out["rgb"], target, cfg.optim.loss)
     if lam > 0:
@@ -141,10 +143,13 @@ def train_step(
             "finite": finite}
 
 
-def training_rays(model: Model, batch: TrainingBatch, background: torch.Tensor) -> RayBatch:
+def training_rays(model: Model, batch: TrainingBatch, background: torch.Tensor, per_image: bool = True) -> RayBatch:
     """The batch's rays over ``background`` (``(3,)`` or ``(n, 3)``), moved by their images' pose deltas where the
-    model refines poses, with the training image of each ray where the field has an appearance embedding."""
+    model refines poses, with the training image of each ray where the field has an appearance embedding; without
+    ``per_image`` (before ``capture.per_image_start``), as their cameras give them, with the mean code."""
     origins, dirs = batch.origins, batch.dirs
+    if not per_image:
+        return RayBatch(origins, dirs, background, None)
     if model.cameras is not None:
         origins, dirs = model.cameras(batch.image_index, origins, dirs)
     image = batch.image_index if getattr(model.field, "appearance", None) is not None else None
@@ -233,8 +238,9 @@ class StaticStep:
     stats: loss, mse, samples used, rays used, 1 if the step was skipped (NaN/Inf)."""
 
     def __init__(self, model: Model, opt: torch.optim.Optimizer, sampler: RaySampler, cfg: TrainConfig,
-                 generator: torch.Generator, graph: bool) -> None:
+                 generator: torch.Generator, graph: bool, per_image: bool = True) -> None:
         self.model, self.opt, self.sampler, self.cfg, self.generator = model, opt, sampler, cfg, generator
+        self.per_image = per_image
         device = model.march.aabb.device
         samples = int(cfg.samples_per_step or 0)
         self.budget = RayBudget(cfg.batch_rays, samples, samples * CANDIDATES_PER_SAMPLE, device)
@@ -257,7 +263,8 @@ class StaticStep:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=device)
 
     def eager(self) -> torch.Tensor:
-        return static_train_step(self.model, self.opt, self.sampler, self.cfg, self.generator, self.budget)
+        return static_train_step(self.model, self.opt, self.sampler, self.cfg, self.generator, self.budget,
+                                 self.per_image)
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
@@ -297,18 +304,20 @@ def static_train_step(
     cfg: TrainConfig,
     generator: torch.Generator,
     budget: RayBudget,
+    per_image: bool = True,
 ) -> torch.Tensor:
     """One optimisation step with static shapes and no host synchronisation: ``budget.hi`` rays are drawn (on the
     device, from ``generator``), the first ``budget.rays`` marched into ``cfg.samples_per_step`` slots (rays that
     do not fit are dropped, the last ones first), the loss is the mean over the rays marched, and fused Adam skips
-    the update on the device when the loss or a gradient is NaN/Inf. ``budget`` then adapts. Returns the ``(5,)``
+    the update on the device when the loss or a gradient is NaN/Inf. ``budget`` then adapts; ``per_image``: see
+    :func:`training_rays`. Returns the ``(5,)``
     stats of :class:`StaticStep`."""
     batch = sampler.sample(budget.hi, generator)
     target, background = training_target(batch.rgba, sampler.split.background, cfg.random_background, generator)
     samples = int(cfg.samples_per_step or 0)
     lam = cfg.optim.distortion or 0.0
     slots = SlotBudget(budget.rays, samples, samples * CANDIDATES_PER_SAMPLE)
-    out, buf = render_rays_static(model, training_rays(model, batch, background), slots, generator=generator,
+    out, buf = render_rays_static(model, training_rays(model, batch, background, per_image), slots, generator=generator,
                                   with_distortion=lam > 0)
     weight = buf.fits.to(target.dtype)
     count = buf.fits.sum()

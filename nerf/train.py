@@ -30,6 +30,7 @@ from nerf.data import Dataset, RaySampler, load_description
 from nerf.distributed import (
     SINGLE,
     World,
+    any_rank,
     broadcast_object,
     broadcast_tensors_,
     current_world,
@@ -91,24 +92,31 @@ class Session:
     budget: RayBudget | None = None  # the eager step's adaptive ray count (with a sample budget)
     static: StaticStep | None = None  # the static step, where it applies (:func:`static_step_applies`)
     reader: StatsReader | None = None
+    per_image: bool = False  # the codes and pose deltas learn (from ``capture.per_image_start`` of the run on)
 
     def __post_init__(self) -> None:
+        if self.model.cameras is None and getattr(self.model.field, "appearance", None) is None:
+            self.per_image = True  # nothing to wait for
         self._new_steps()
 
     def _new_steps(self) -> None:
         cfg, device = self.cfg, self.model.march.aabb.device
         if static_step_applies(cfg, device, self.world) and self.model.march.rule.uniform:
-            self.static = StaticStep(self.model, self.opt, self.sampler, cfg, self.generators[1], cfg.cuda_graph)
+            self.static = StaticStep(self.model, self.opt, self.sampler, cfg, self.generators[1], cfg.cuda_graph,
+                                     self.per_image)
             self.reader = StatsReader(device, cfg.log_every)
         elif cfg.samples_per_step:
             first, samples = self.world.share(cfg.batch_rays), self.world.share(cfg.samples_per_step)
             self.budget = RayBudget(first, samples, None, device)
 
-    def advance(self) -> dict[str, Any]:
-        """One training step (with the occupancy-grid update when due). A step with a NaN/Inf loss or gradient
-        changes no parameter, does not count, and lowers the learning rate by :data:`NAN_LR_FACTOR`. The static
-        step's figures are those of the last window read (:class:`StatsReader`), and its NaN/Inf steps count
-        and are seen when their window is read."""
+    def advance(self, seconds: float | None = None) -> dict[str, Any]:
+        """One training step (with the occupancy-grid update when due) after ``seconds`` of training (None: the
+        time budget is not counted in the run's share done, see :meth:`_start_per_image`). A step with a NaN/Inf
+        loss or gradient changes no parameter, does not count, and lowers the learning rate by
+        :data:`NAN_LR_FACTOR`. The static step's figures are those of the last window read
+        (:class:`StatsReader`), and its NaN/Inf steps count and are seen when their window is read."""
+        if not self.per_image:
+            self._start_per_image(seconds)
         if self.step % self.cfg.march.grid_update_every == 0:
             grid = self.model.grid
             gen = self.generators[1] if self.static is not None else None
@@ -125,7 +133,8 @@ class Session:
             elif stats["read"]:
                 self.bad_steps = 0
             return stats
-        stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1], self.world, self.budget)
+        stats = train_step(self.model, self.opt, self.sampler, self.cfg, self.generators[1], self.world, self.budget,
+                           self.per_image)
         if not stats["finite"]:
             self._lower_lr(f"step {self.step + 1}: NaN/Inf loss or gradient; step dropped")
             return stats
@@ -133,6 +142,18 @@ class Session:
         self.sched.step()
         self.step += 1
         return stats
+
+    def _start_per_image(self, seconds: float | None) -> None:
+        """Start the codes and pose deltas once ``capture.per_image_start`` of the run is done: of its steps, or
+        of its time budget after ``seconds``, whichever share is larger (the same step on every rank)."""
+        cfg = self.cfg
+        done = self.step / max(1, cfg.steps or 1)
+        if seconds is not None and cfg.time_budget:
+            done = max(done, seconds / cfg.time_budget)
+        if any_rank(done >= cfg.capture.per_image_start, self.world, self.model.march.aabb.device):
+            self.per_image = True
+            if self.static is not None:  # its graph holds the rays without them
+                self._new_steps()
 
     def _lower_lr(self, what: str) -> None:
         self.bad_steps += 1

@@ -33,6 +33,12 @@ NGP_CAMERA_DISTANCE = 4.0
 """colmap2nerf scales a capture so that its cameras' mean distance to the point their optical axes meet is this."""
 FRAMING = 0.5 / NGP_SCALE / NGP_CAMERA_DISTANCE
 """instant-ngp's unit cube in such a capture: its half side over the cameras' mean distance (0.38)."""
+CONTRACTED_CUBES = 2.0
+"""A dataset whose instant-ngp keys make it unbounded (``aabb_scale`` > 1) is contracted around its unit cube grown
+this many times about its centre (at most to its ``aabb_scale`` box): the keys say that the scene reaches past
+the cube, and the contraction's resolution falls as ``1 / n^2`` outside its box, instant-ngp's (a grid over the
+whole ``aabb_scale`` box) does not fall. A cube framed from the cameras is not grown: nothing says the scene
+reaches past it, and on our stripped renders the grown cube learned less (bench/RESULTS.md)."""
 SAMPLED_IMAGES = 64  # images read (evenly spaced) to tell the kind of scene and carve its visual hull
 MASK_SIZE = 96  # masks are max-pooled to at most this many pixels on their longer side
 BACKDROP_TOLERANCE = 4.0 / 255.0  # a pixel within this of the backdrop colour (each channel) is background
@@ -56,6 +62,12 @@ class Inferred:
         if self.value.endswith(")"):
             return f"{self.choice}: {self.value[:-1]}; {override})"
         return f"{self.choice}: {self.value} ({override})"
+
+
+def contracted_box(cube: np.ndarray, aabb_scale: float) -> np.ndarray:
+    """The box ``(2, 3)`` a scene unbounded by instant-ngp's ``aabb_scale`` is contracted around: its unit ``cube``
+    ``(2, 3)`` grown :data:`CONTRACTED_CUBES` times, at most ``aabb_scale`` times, about its centre."""
+    return scaled_box(cube, min(CONTRACTED_CUBES, aabb_scale))
 
 
 FRAMED = Inferred("box", "instant-ngp's unit cube as colmap2nerf frames a capture: about the point closest to the "

@@ -29,11 +29,13 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from raytrace.bounds import (
+    CONTRACTED_CUBES,
     NGP_MAX_AABB_SCALE,
     NGP_OFFSET,
     NGP_SCALE,
     Bounds,
     Inferred,
+    contracted_box,
     framed_bounds,
     infer_bounds,
     ngp_box,
@@ -206,24 +208,32 @@ def _stated_bounds(transforms: list[Transforms]) -> Bounds | None:
         return next((getattr(t, key) for t in transforms if getattr(t, key) is not None), None)
 
     aabb_scale, bounded = first("aabb_scale"), first("bounded")
-    inferred: list[Inferred] = []
-    if first("aabb") is not None:
-        box = first("aabb")
-    elif any(first(k) is not None for k in ("scale", "offset", "ngp_aabb")) or aabb_scale is not None:
-        box = ngp_box(first("scale"), first("offset"), first("ngp_aabb"))
-        if all(first(k) is None for k in ("scale", "offset", "ngp_aabb")):
-            inferred.append(Inferred("box", f"instant-ngp's unit cube at its default scale {NGP_SCALE} and offset "
-                                     f"{NGP_OFFSET}", "--aabb"))
-    else:
-        return None
     scale = min(aabb_scale or 1.0, NGP_MAX_AABB_SCALE)
-    if bounded is None:
-        bounded = scale <= 1.0
-        if scale > 1.0:
-            inferred.append(Inferred("scene", f"unbounded (instant-ngp's aabb_scale {aabb_scale:g})",
-                                     "--scene-contraction none"))
-    return Bounds(np.asarray(box, dtype=np.float64), bounded, scaled_box(box, scale) if scale > 1.0 else None,
-                  inferred)
+    inferred: list[Inferred] = []
+    if bounded is None and scale > 1.0:
+        inferred.append(Inferred("scene", f"unbounded (instant-ngp's aabb_scale {aabb_scale:g})",
+                                 "--scene-contraction none"))
+    bounded = scale <= 1.0 if bounded is None else bounded
+
+    def outer(box: np.ndarray) -> np.ndarray | None:
+        return scaled_box(box, scale) if scale > 1.0 else None
+
+    if first("aabb") is not None:
+        box = np.asarray(first("aabb"), dtype=np.float64)
+        return Bounds(box, bounded, outer(box), inferred)
+    default = all(first(k) is None for k in ("scale", "offset", "ngp_aabb"))
+    if default and aabb_scale is None:
+        return None
+    cube = ngp_box(first("scale"), first("offset"), first("ngp_aabb"))
+    box = cube if bounded else contracted_box(cube, scale)
+    what = f"instant-ngp's unit cube{f' at its default scale {NGP_SCALE} and offset {NGP_OFFSET}' if default else ''}"
+    if not bounded and scale > 1.0:
+        grown = min(CONTRACTED_CUBES, scale)
+        inferred.append(Inferred("box", f"{what}, grown {grown:g} times about its centre for the contraction",
+                                 "--aabb"))
+    elif default:
+        inferred.append(Inferred("box", what, "--aabb"))
+    return Bounds(box, bounded, outer(cube), inferred)
 
 
 def _ply_points(root: Path, path: Path, t: Transforms) -> np.ndarray:

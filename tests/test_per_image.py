@@ -24,6 +24,7 @@ from nerf.per_image import AppearanceEmbedding, CameraRefinement, so3_exp
 from nerf.render import render_image
 from nerf.resolve import resolve
 from nerf.step import StaticStep, make_optimizer, train_step
+from nerf.train import open_session
 from raytrace.camera import image_rays
 from raytrace.reader import read_dataset
 from tests.conftest import tiny_config
@@ -127,11 +128,12 @@ def exposure_dataset(ball: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def captured_run(ball: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A run with an appearance embedding and pose refinement on the exposure dataset."""
+    """A run with an appearance embedding and pose refinement on the exposure dataset, both learning from its
+    first step (their start has its own test)."""
     tmp = tmp_path_factory.mktemp("captured")
     data = exposure_dataset(ball, tmp)
-    cfg = tiny_config(data, tmp / "runs", steps=250,
-                      capture={"appearance_embedding": True, "pose_refinement": True, "appearance_dims": 8})
+    cfg = tiny_config(data, tmp / "runs", steps=250, capture={
+        "appearance_embedding": True, "pose_refinement": True, "appearance_dims": 8, "per_image_start": 0.0})
     return train(cfg, quiet=True)
 
 
@@ -173,6 +175,29 @@ def test_codes_start_at_zero_so_the_mean_code_is_every_images() -> None:
     codes = embedding(torch.arange(5), 5)
     torch.testing.assert_close(codes, embedding(None, 5))
     assert not codes.any()
+
+
+def test_codes_and_pose_deltas_start_at_their_share_of_the_run(ball: Path, tmp_path: Path) -> None:
+    """Before ``capture.per_image_start`` of the run every training ray takes the mean code and its camera as given:
+    the codes learn as one and the deltas stay zero; from then on each image's own are learned. The share done is
+    that of the steps or of the time budget, whichever is larger."""
+    capture = {"appearance_embedding": True, "pose_refinement": True, "per_image_start": 0.5}
+    session = open_session(tiny_config(ball, tmp_path, steps=40, time_budget=100.0, capture=capture))
+    codes, deltas = session.model.field.appearance.codes.weight, session.model.cameras.deltas
+    for _ in range(20):
+        session.advance(seconds=0.0)
+    assert not session.per_image
+    assert codes.abs().max() > 0 and (codes == codes[0]).all()  # the mean code learned: every image's
+    assert not deltas.any()
+    for _ in range(5):
+        session.advance(seconds=0.0)
+    assert session.per_image
+    assert (codes != codes[0]).any() and deltas.abs().max() > 0
+    by_time = open_session(tiny_config(ball, tmp_path, steps=40, time_budget=100.0, capture=capture))
+    by_time.advance(seconds=49.0)
+    assert not by_time.per_image
+    by_time.advance(seconds=50.0)
+    assert by_time.per_image and by_time.step == 2
 
 
 def test_checkpoint_round_trip_and_nerf_eval_with_both(captured_run, capsys) -> None:

@@ -65,13 +65,17 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
     });
   }
   if (grad_x == nullptr) return;
+  // dL/dx as the forward reads the table: blocks of points, level by level, the rows prefetched.
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float gx[3] = {0.f, 0.f, 0.f};
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t begin = blk * kBlock, end = begin + kBlock < n ? begin + kBlock : n;
+    std::memset(grad_x + 3 * begin, 0, sizeof(float) * 3 * (end - begin));
     for (int l = 0; l < L; ++l) {
-      input_grad_point_level<F>(x + 3 * i, grad_out + (i * L + l) * F, table, levels.lv[l], gx);
+      for_each_point<F, 0>(x, begin, end, levels.lv[l], table, [&](int64_t i, const int64_t* rows, const float*) {
+        input_grad_rows<F>(x + 3 * i, rows, grad_out + (i * L + l) * F, table, levels.lv[l], grad_x + 3 * i);
+      });
     }
-    std::memcpy(grad_x + 3 * i, gx, sizeof(gx));
   }
 }
 

@@ -143,19 +143,29 @@ HD inline void backward_point_level(const float* p, const float* grad_out, const
   scatter<F>(rows, weights, grad_out, grad_table, add);
 }
 
-// dL/dx of one point from one level, added to gx[3].
+// dL/dx of one point from one level whose corners' table rows are rows[8] (corners in order), added to gx[3].
 template <int F>
-HD inline void input_grad_point_level(const float* p, const float* grad_out, const float* table, const Level& level,
-                                      float gx[3]) {
+HD inline void input_grad_rows(const float* p, const int64_t rows[8], const float* grad_out, const float* table,
+                               const Level& level, float gx[3]) {
   const Cell cell = locate(p, level);
   for (int c = 0; c < 8; ++c) {
-    const float* row = table + corner_row(cell, c, level) * F;
+    const float* row = table + rows[c] * F;
     float dot = 0.f;
     for (int f = 0; f < F; ++f) dot += grad_out[f] * row[f];
     float g[3];
     corner_weight_grad(cell, c, g);
     for (int d = 0; d < 3; ++d) gx[d] += dot * g[d] * cell.dfrac_dx[d];
   }
+}
+
+// dL/dx of one point from one level, added to gx[3].
+template <int F>
+HD inline void input_grad_point_level(const float* p, const float* grad_out, const float* table, const Level& level,
+                                      float gx[3]) {
+  int64_t rows[8];
+  float weights[8];
+  point_corners(p, level, rows, weights);
+  input_grad_rows<F>(p, rows, grad_out, table, level, gx);
 }
 
 }  // namespace nerf_native
