@@ -310,8 +310,7 @@ def static_train_step(
     device, from ``generator``), the first ``budget.rays`` marched into ``cfg.samples_per_step`` slots (rays that
     do not fit are dropped, the last ones first), the loss is the mean over the rays marched, and fused Adam skips
     the update on the device when the loss or a gradient is NaN/Inf. ``budget`` then adapts; ``per_image``: see
-    :func:`training_rays`. Returns the ``(5,)``
-    stats of :class:`StaticStep`."""
+    :func:`training_rays`. Returns the ``(5,)`` stats of :class:`StaticStep`."""
     batch = sampler.sample(budget.hi, generator)
     target, background = training_target(batch.rgba, sampler.split.background, cfg.random_background, generator)
     samples = int(cfg.samples_per_step or 0)
