@@ -73,7 +73,7 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
     std::memset(grad_x + 3 * begin, 0, sizeof(float) * 3 * (end - begin));
     for (int l = 0; l < L; ++l) {
       for_each_point<F, 0>(x, begin, end, levels.lv[l], table, [&](int64_t i, const int64_t* rows, const float*) {
-        input_grad_rows<F>(x + 3 * i, rows, grad_out + (i * L + l) * F, table, levels.lv[l], grad_x + 3 * i);
+        input_grad<F>(locate(x + 3 * i, levels.lv[l]), rows, grad_out + (i * L + l) * F, table, grad_x + 3 * i);
       });
     }
   }

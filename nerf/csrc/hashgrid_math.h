@@ -143,11 +143,11 @@ HD inline void backward_point_level(const float* p, const float* grad_out, const
   scatter<F>(rows, weights, grad_out, grad_table, add);
 }
 
-// dL/dx of one point from one level whose corners' table rows are rows[8] (corners in order), added to gx[3].
+// dL/dx of one point from one level, located in `cell`, whose corners' table rows are rows[8] (corners in
+// order), added to gx[3].
 template <int F>
-HD inline void input_grad_rows(const float* p, const int64_t rows[8], const float* grad_out, const float* table,
-                               const Level& level, float gx[3]) {
-  const Cell cell = locate(p, level);
+HD inline void input_grad(const Cell& cell, const int64_t rows[8], const float* grad_out, const float* table,
+                          float gx[3]) {
   for (int c = 0; c < 8; ++c) {
     const float* row = table + rows[c] * F;
     float dot = 0.f;
@@ -162,10 +162,10 @@ HD inline void input_grad_rows(const float* p, const int64_t rows[8], const floa
 template <int F>
 HD inline void input_grad_point_level(const float* p, const float* grad_out, const float* table, const Level& level,
                                       float gx[3]) {
+  const Cell cell = locate(p, level);
   int64_t rows[8];
-  float weights[8];
-  point_corners(p, level, rows, weights);
-  input_grad_rows<F>(p, rows, grad_out, table, level, gx);
+  for (int c = 0; c < 8; ++c) rows[c] = corner_row(cell, c, level);
+  input_grad<F>(cell, rows, grad_out, table, gx);
 }
 
 }  // namespace nerf_native
