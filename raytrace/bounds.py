@@ -64,12 +64,6 @@ class Inferred:
         return f"{self.choice}: {self.value} ({override})"
 
 
-def contracted_box(cube: np.ndarray, aabb_scale: float) -> np.ndarray:
-    """The box ``(2, 3)`` a scene unbounded by instant-ngp's ``aabb_scale`` is contracted around: its unit ``cube``
-    ``(2, 3)`` grown :data:`CONTRACTED_CUBES` times, at most ``aabb_scale`` times, about its centre."""
-    return scaled_box(cube, min(CONTRACTED_CUBES, aabb_scale))
-
-
 FRAMED = Inferred("box", "instant-ngp's unit cube as colmap2nerf frames a capture: about the point closest to the "
                   f"optical axes, {FRAMING:.2f} times the cameras' mean distance to it", "--aabb")
 

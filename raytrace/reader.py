@@ -35,7 +35,6 @@ from raytrace.bounds import (
     NGP_SCALE,
     Bounds,
     Inferred,
-    contracted_box,
     framed_bounds,
     infer_bounds,
     ngp_box,
@@ -225,10 +224,10 @@ def _stated_bounds(transforms: list[Transforms]) -> Bounds | None:
     if default and aabb_scale is None:
         return None
     cube = ngp_box(first("scale"), first("offset"), first("ngp_aabb"))
-    box = cube if bounded else contracted_box(cube, scale)
+    grown = 1.0 if bounded else min(CONTRACTED_CUBES, scale)  # unbounded: contracted around the grown cube
+    box = scaled_box(cube, grown) if grown > 1.0 else cube
     what = f"instant-ngp's unit cube{f' at its default scale {NGP_SCALE} and offset {NGP_OFFSET}' if default else ''}"
-    if not bounded and scale > 1.0:
-        grown = min(CONTRACTED_CUBES, scale)
+    if grown > 1.0:
         inferred.append(Inferred("box", f"{what}, grown {grown:g} times about its centre for the contraction",
                                  "--aabb"))
     elif default:

@@ -12,7 +12,7 @@ import torch
 
 from bench.common import DEPTH_KEYS, OUR_KEYS, dataset_copy
 from nerf.data import image_rays_of, load_dataset
-from raytrace.bounds import contracted_box, focus_point, framing_box, ngp_box
+from raytrace.bounds import CONTRACTED_CUBES, focus_point, framing_box, ngp_box, scaled_box
 from raytrace.dataset_format import transforms_path
 from raytrace.errors import InputError
 from raytrace.reader import HOLDOUT_EVERY, read_dataset
@@ -64,7 +64,7 @@ def test_instant_ngp_json_gives_our_rays_in_our_box(ball: Path, tmp_path: Path, 
         offset = 0.5 - scale * np.array([-0.15, 0.15, -0.1])  # its centre goes to the cube's
     box = np.stack([-offset / scale, (1.0 - offset) / scale])
     bounded = keys.get("aabb_scale", 1) == 1
-    learned = box if bounded else contracted_box(box, keys["aabb_scale"])  # unbounded: the grown cube
+    learned = box if bounded else scaled_box(box, min(CONTRACTED_CUBES, keys["aabb_scale"]))  # the grown cube
     ours_root = tmp_path / "ours"
     single_json(ball, ours_root, drop=("aabb_scale",), scene_aabb=learned.tolist(), bounded=bounded)
     ours = load_dataset(ours_root, splits=("train",))
