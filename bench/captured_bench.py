@@ -32,6 +32,7 @@ from bench.train_bench import dataset_for  # noqa: E402
 from nerf.config import TrainConfig  # noqa: E402
 from nerf.metrics import psnr  # noqa: E402
 from nerf.render import render_image, render_rays_rounds  # noqa: E402
+from nerf.resolve import UNBOUNDED_CPU_SAMPLES  # noqa: E402
 from nerf.step import RayBudget, make_optimizer, train_step  # noqa: E402
 from nerf.train import Session, open_session  # noqa: E402
 
@@ -90,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             "object, fixed batch 2048 (default)": lambda: train_step(obj.model, obj.opt, obj.sampler, obj.cfg,
                                                                       obj.generators[1]),
             "fox, fixed batch 2048 (before)": step_variant(fox, 0, True),
-            "fox, budget 2^14": step_variant(fox, 1 << 14, True),
-            "fox, budget 2^15": step_variant(fox, 1 << 15, True),
-            "fox, budget 2^16 (default)": step_variant(fox, 1 << 16, True),
-            "fox, budget 2^16, no pose refinement": step_variant(fox, 1 << 16, False),
+            **{f"fox, budget 2^{n}{' (default)' if 1 << n == UNBOUNDED_CPU_SAMPLES else ''}":
+               step_variant(fox, 1 << n, True) for n in (14, 15, 16)},
+            "fox, default budget, no pose refinement": step_variant(fox, UNBOUNDED_CPU_SAMPLES, False),
         }
         stats = {k: {"s": 0.0, "samples": 0, "rays": 0} for k in variants}
         for _ in range(args.steps):

@@ -67,15 +67,19 @@ def dataset_for(scene: str, res: int) -> Path:
     return out
 
 
-def train_curve(cfg: TrainConfig, budget: float, eval_every: float, eval_views: int) -> dict:
+def train_curve(cfg: TrainConfig, eval_every: float, eval_views: int) -> dict:
+    """Train ``cfg`` for its time budget (or its steps, if fewer), as ``nerf-train`` would, with test PSNRs of
+    ``eval_views`` views every ``eval_every`` training seconds."""
+    budget = cfg.time_budget
+    assert budget is not None
     session = open_session(cfg)
     test = session.dataset.splits["test"]
     quick = subset(test, eval_views)
     curve: list[tuple[float, int, float]] = []
     trained, next_eval = 0.0, eval_every
-    while trained < budget and session.step < session.cfg.steps:
+    while trained < budget and (session.cfg.steps is None or session.step < session.cfg.steps):
         t0 = time.perf_counter()
-        session.advance()
+        session.advance(trained)
         trained += time.perf_counter() - t0
         if trained >= next_eval:
             curve.append((trained, session.step, evaluate(session.model, quick, quiet=True)["psnr"]))
@@ -96,10 +100,12 @@ def main() -> None:
                    help="instant-ngp's fox: the folder of its transforms.json")
     p.add_argument("--models", nargs="+", default=list(MODELS), help="ngp (hash grid) and/or nerf (2020 baseline)")
     p.add_argument("--res", type=int, default=100, help="image width of the rendered datasets")
-    p.add_argument("--budget", type=float, default=600.0, help="training seconds per model and scene")
+    p.add_argument("--budget", type=float, default=600.0,
+                   help="training seconds per model and scene: the run's time budget, as nerf-train's "
+                   "--time-budget")
     p.add_argument("--steps", type=int, default=None,
-                   help="stop at this many steps (default: the preset's); with a large --budget, every run trains "
-                   "the same steps, which compares on a loaded machine")
+                   help="stop at this many steps (default: none, the budget ends the run); with a large --budget, "
+                   "every run trains the same steps, which compares on a loaded machine")
     p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between curve points")
     p.add_argument("--eval-views", type=int, default=5, help="test views per curve point")
     p.add_argument("--device", default="auto", help="torch device")
@@ -115,11 +121,11 @@ def main() -> None:
         for model in args.models:
             cfg = TrainConfig(data=str(data), model=model, device=args.device, backend=args.backend,
                               out=str(ROOT / "runs" / "bench"), downscale=FOX_DOWNSCALE if scene == "fox" else 1,
-                              steps=args.steps, **MODELS[model])
+                              steps=args.steps, time_budget=args.budget, **MODELS[model])
             if args.distortion is not None:
                 cfg.optim = dataclasses.replace(cfg.optim, distortion=args.distortion)
             print(f"== {scene} / {model}: {args.budget:.0f} s", flush=True)
-            r = train_curve(cfg, args.budget, args.eval_every, args.eval_views)
+            r = train_curve(cfg, args.eval_every, args.eval_views)
             curves[(scene, model)] = r["curve"]
             f = r["final"]
             mae, rmse = f.get("depth_mae", float("nan")), f.get("depth_rmse", float("nan"))

@@ -126,8 +126,9 @@ class OptimConfig:
 
     lr: float = 1e-2
     """learning rate of Adam at the first step"""
-    lr_final_factor: float = 0.03
-    """the learning rate decays exponentially to lr times this at the last step"""
+    lr_final_factor: float | None = None
+    """the learning rate decays exponentially to lr times this at the run's end (its last step, or its time
+    budget's end); none: decided for the scene"""
     betas: tuple[float, float] = (0.9, 0.99)
     """Adam's betas (moment decay rates), each in [0, 1)"""
     eps: float = 1e-15
@@ -193,9 +194,10 @@ class TrainConfig:
     seed: int = 0
     """seeds the ray sampling, the per-step randomness and the occupancy grid's cell choice"""
     steps: int | None = None
-    """number of training steps to run"""
+    """number of training steps to run (default: the preset's; none under a time budget)"""
     time_budget: float | None = None
-    """stops training after this many seconds"""
+    """stops training after this many seconds; the learning rate then decays over them (or over the steps, if
+    given and fewer)"""
     batch_rays: int | None = None
     """rays of the first step (the global batch: split over the processes of a data-parallel run); with
     --samples-per-step they adapt to the budget, within 1/16 to 16 times this"""

@@ -109,11 +109,16 @@ def all_reduce_gradients(params: list[torch.Tensor], weight: float, extra: torch
 
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on at least one."""
+    return bool(max_over_ranks(float(flag), world, device))
+
+
+def max_over_ranks(value: float, world: World, device: torch.device) -> float:
+    """The largest rank's ``value``, on every rank."""
     if not world.distributed:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return float(t.item())
 
 
 def broadcast_object(obj: Any, world: World) -> Any:

@@ -62,7 +62,8 @@ class TrainLoop:
         """Whether to stop before the next step: the steps or the time budget are spent, or ``stop_requested``
         on any rank (then :attr:`interrupted` is set). Collective in a data-parallel run."""
         s, cfg = self.session, self.session.cfg
-        spent = s.step >= cfg.steps or (cfg.time_budget is not None and self.seconds >= cfg.time_budget)
+        spent = (cfg.steps is not None and s.step >= cfg.steps) or (
+            cfg.time_budget is not None and self.seconds >= cfg.time_budget)
         device = s.model.march.aabb.device
         if not any_rank(spent or stop_requested, s.world, device):
             return False
@@ -110,7 +111,7 @@ class TrainLoop:
     def _log(self, stats: dict[str, Any]) -> None:
         s, cfg, step = self.session, self.session.cfg, self.session.step
         rate = self.samples / max(self.seconds - s.seconds_before, 1e-9)
-        postfix = {"step": f"{step}/{cfg.steps}"} if cfg.time_budget is not None else {}
+        postfix = {"step": step if cfg.steps is None else f"{step}/{cfg.steps}"} if cfg.time_budget is not None else {}
         self.bar.set_postfix(postfix, loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
                              samples_s=f"{rate:.3g}", refresh=False)
         if self.writer is not None:
@@ -174,7 +175,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, quiet: bool = Fals
 def start_line(session: Session) -> str:
     """The line printed when training starts: device, backend, preset, run folder and what ends the run."""
     cfg = session.cfg
-    until = f"{cfg.steps} steps" + (f" or {cfg.time_budget:g} s" if cfg.time_budget is not None else "")
+    until = " or ".join(([] if cfg.steps is None else [f"{cfg.steps} steps"])
+                        + ([] if cfg.time_budget is None else [f"{cfg.time_budget:g} s"]))
     resumed = f", resumed at step {session.step}" if session.step else ""
     return (f"training on {session.model.march.aabb.device} with the {session.model.backend} backend, "
             f"{cfg.preset} preset, {until}{resumed}; run folder {session.run_dir}\n{startup_line(cfg)}")

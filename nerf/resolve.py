@@ -20,33 +20,43 @@ scene starts in (bench/RESULTS.md)."""
 UNBOUNDED_NEAR_GRADIENTS = 1.0
 """The radius of near-camera gradient scaling of contracted scenes, in half box diagonals."""
 
-UNBOUNDED_CPU_SAMPLES = 1 << 16
+LR_FINAL_FACTOR = 0.03
+"""The learning rate at a run's end, over its first: instant-NGP's decay, the default of bounded scenes."""
+
+UNBOUNDED_LR_FINAL_FACTOR = 0.15
+"""The same for contracted scenes: the fox from instant-ngp's JSON learned more with it by the end of 300 s, and
+our unbounded render (whitted) as much (bench/RESULTS.md); the object scene learned a little less."""
+
+UNBOUNDED_CPU_SAMPLES = 1 << 14
 """The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
 it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
-step's cost grow with them. Smaller budgets learn more in the first minutes but less by the end of 300 s, where the
-preset's 3000 steps and their learning-rate decay run out (bench/RESULTS.md). Bounded scenes keep the fixed batch
-(0)."""
+step's cost grow with them. About a bounded scene's fixed batch of samples, so that a step costs about the same;
+under a time budget the run takes as many steps as fit, and of the budgets tried this one learned most in 300 s
+(bench/RESULTS.md). Bounded scenes keep the fixed batch (0)."""
 
 
 def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:
     """``cfg`` with every ``None`` / ``auto`` decided for ``description`` (None: a bounded scene in ``cfg.aabb``)
     on a ``device_type`` device:
 
-    - the preset (``auto``: ``gpu`` on CUDA, else ``cpu``) fills ``steps``, ``batch_rays``, ``samples_per_step``,
-      ``hash`` and ``march``;
+    - the preset (``auto``: ``gpu`` on CUDA, else ``cpu``) fills ``steps`` (not under a time budget: the budget
+      is the run's length, and the learning rate decays over it), ``batch_rays``, ``samples_per_step``, ``hash``
+      and ``march``;
     - the scene box ``aabb``: the dataset's, stated or inferred (see :mod:`raytrace.bounds`);
     - ``scene_contraction``: ``mipnerf360`` for an unbounded dataset, except for ``--model nerf``; a contracted
       scene steps with :data:`UNBOUNDED_CONE_ANGLE`, weighs :data:`UNBOUNDED_DISTORTION`, scales near-camera
-      gradients within :data:`UNBOUNDED_NEAR_GRADIENTS` and, where the preset leaves the sample budget open,
-      marches :data:`UNBOUNDED_CPU_SAMPLES` per step; a bounded one does none of it;
+      gradients within :data:`UNBOUNDED_NEAR_GRADIENTS`, decays its learning rate to
+      :data:`UNBOUNDED_LR_FINAL_FACTOR` (a bounded one to :data:`LR_FINAL_FACTOR`) and, where the preset leaves
+      the sample budget open, marches :data:`UNBOUNDED_CPU_SAMPLES` per step; a bounded one does none of the rest;
     - ``capture``: captured data (``description.captured``: photographs, where exposure varies and the poses come
       from structure from motion) gets the per-image appearance embedding (``--model ngp`` only) and the
       camera-pose refinement; renders get neither;
     - ``inferred``: the dataset's inferred choices that no flag overrode, each naming its flag.
     """
     preset = preset_name(cfg.preset, device_type)
-    cfg = dataclasses.replace(cfg, preset=preset,
-                              **{k: v for k, v in PRESETS[preset].items() if getattr(cfg, k) is None})
+    timed = {"steps"} if cfg.time_budget is not None else set()  # the budget is the run's length
+    cfg = dataclasses.replace(cfg, preset=preset, **{k: v for k, v in PRESETS[preset].items()
+                                                     if getattr(cfg, k) is None and k not in timed})
     assert cfg.march is not None
     bounded = description is None or description.bounds.bounded
     aabb = cfg.aabb
@@ -60,6 +70,7 @@ def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_typ
         cfg.march.cone_angle, UNBOUNDED_CONE_ANGLE if contracted else 0.0))
     optim = dataclasses.replace(
         cfg.optim,
+        lr_final_factor=_or(cfg.optim.lr_final_factor, UNBOUNDED_LR_FINAL_FACTOR if contracted else LR_FINAL_FACTOR),
         distortion=_or(cfg.optim.distortion, UNBOUNDED_DISTORTION if contracted else 0.0),
         near_gradients=_or(cfg.optim.near_gradients, UNBOUNDED_NEAR_GRADIENTS if contracted else 0.0),
     )

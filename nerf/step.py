@@ -37,10 +37,23 @@ GRAPH_WARMUP = 3
 """Eager steps (on a side stream) before the static step is captured as a CUDA graph."""
 
 
-def make_optimizer(
-    cfg: TrainConfig, field: nn.Module, cameras: nn.Module | None = None
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam with instant-NGP's betas and eps, and an exponential decay to ``lr * lr_final_factor``; fused, with the
+class ShareDecay(torch.optim.lr_scheduler.LRScheduler):
+    """The learning rate at ``share`` (in [0, 1]) of the run done, set before each :meth:`step`: each group's
+    initial rate times ``final_factor ** share`` (an exponential decay over the run, by its steps or its time
+    budget) times ``penalty`` (the cuts after NaN/Inf steps)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, final_factor: float) -> None:
+        self.final_factor, self.share, self.penalty = final_factor, 0.0, 1.0
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float | torch.Tensor]:
+        decay = self.penalty * self.final_factor ** min(1.0, self.share)
+        return [base * decay for base in self.base_lrs]
+
+
+def make_optimizer(cfg: TrainConfig, field: nn.Module, cameras: nn.Module | None = None
+                   ) -> tuple[torch.optim.Optimizer, ShareDecay]:
+    """Adam with instant-NGP's betas and eps, and :class:`ShareDecay` to ``lr * lr_final_factor``; fused, with the
     learning rate in a device tensor, where the static step runs (:func:`static_step_applies`). The pose
     refinement's ``cameras``, if any, are a second parameter group at ``capture.pose_lr``."""
     o = cfg.optim
@@ -54,8 +67,9 @@ def make_optimizer(
     if cameras is not None:
         groups.append({"params": list(cameras.parameters()), "lr": rate(cfg.capture.pose_lr)})
     opt = torch.optim.Adam(groups, lr=rate(o.lr), betas=o.betas, eps=o.eps, fused=fused or None, capturable=fused)
-    gamma = o.lr_final_factor ** (1.0 / max(1, cfg.steps or 1))
-    return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    if o.lr_final_factor is None:  # a config not resolved (nerf.resolve.resolve), or a checkpoint's without it
+        raise ValueError("optim.lr_final_factor is not set")
+    return opt, ShareDecay(opt, o.lr_final_factor)
 
 
 HUBER_BETA = 0.1

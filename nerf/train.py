@@ -30,17 +30,26 @@ from nerf.data import Dataset, RaySampler, load_description
 from nerf.distributed import (
     SINGLE,
     World,
-    any_rank,
     broadcast_object,
     broadcast_tensors_,
     current_world,
     gather_objects,
+    max_over_ranks,
     rank_device,
 )
 from nerf.model import Model, build_model, first_line, load_run, resolve_device
 from nerf.occupancy import decays_since
 from nerf.resolve import resolve
-from nerf.step import RayBudget, StaticStep, StatsReader, all_finite, make_optimizer, static_step_applies, train_step
+from nerf.step import (
+    RayBudget,
+    ShareDecay,
+    StaticStep,
+    StatsReader,
+    all_finite,
+    make_optimizer,
+    static_step_applies,
+    train_step,
+)
 from raytrace.colmap import data_root
 from raytrace.errors import InputError, is_finite_number
 from raytrace.reader import read_dataset
@@ -80,7 +89,7 @@ class Session:
     dataset: Dataset
     model: Model
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
+    sched: ShareDecay
     sampler: RaySampler
     generators: tuple[torch.Generator, torch.Generator]  # ray sampling, then per-step randomness
     step: int = 0
@@ -111,12 +120,14 @@ class Session:
 
     def advance(self, seconds: float | None = None) -> dict[str, Any]:
         """One training step (with the occupancy-grid update when due) after ``seconds`` of training (None: the
-        time budget is not counted in the run's share done, see :meth:`_start_per_image`). A step with a NaN/Inf
+        time budget is not counted in the run's share done, see :meth:`share_done`). A step with a NaN/Inf
         loss or gradient changes no parameter, does not count, and lowers the learning rate by
         :data:`NAN_LR_FACTOR`. The static step's figures are those of the last window read
         (:class:`StatsReader`), and its NaN/Inf steps count and are seen when their window is read."""
-        if not self.per_image:
-            self._start_per_image(seconds)
+        if seconds is not None:  # every rank's clock differs: they agree on the slowest
+            seconds = max_over_ranks(seconds, self.world, self.model.march.aabb.device)
+        if not self.per_image and self.share_done(seconds) >= self.cfg.capture.per_image_start:
+            self._start_per_image()
         if self.step % self.cfg.march.grid_update_every == 0:
             grid = self.model.grid
             gen = self.generators[1] if self.static is not None else None
@@ -126,8 +137,8 @@ class Session:
             broadcast_tensors_([grid.density, grid.mask], self.world)
         if self.static is not None and self.reader is not None:
             stats = self.reader.add(self.static())
-            self.sched.step()
             self.step += 1
+            self._decay(seconds)
             if stats["bad"]:
                 self._lower_lr(f"{stats['bad']} step(s) before step {self.step}: NaN/Inf loss or gradient; dropped")
             elif stats["read"]:
@@ -139,26 +150,36 @@ class Session:
             self._lower_lr(f"step {self.step + 1}: NaN/Inf loss or gradient; step dropped")
             return stats
         self.bad_steps = 0
-        self.sched.step()
         self.step += 1
+        self._decay(seconds)
         return stats
 
-    def _start_per_image(self, seconds: float | None) -> None:
-        """Start the codes and pose deltas once ``capture.per_image_start`` of the run is done: of its steps, or
-        of its time budget after ``seconds``, whichever share is larger (the same step on every rank)."""
+    def share_done(self, seconds: float | None) -> float:
+        """The share of the run done after :attr:`step` steps and ``seconds`` of training: that of its steps or
+        of its time budget, whichever is larger (``seconds`` None: of its steps; a run without a step count
+        counts only its time)."""
         cfg = self.cfg
-        done = self.step / max(1, cfg.steps or 1)
+        done = self.step / cfg.steps if cfg.steps else 0.0
         if seconds is not None and cfg.time_budget:
             done = max(done, seconds / cfg.time_budget)
-        if any_rank(done >= cfg.capture.per_image_start, self.world, self.model.march.aabb.device):
-            self.per_image = True
-            if self.static is not None:  # its graph holds the rays without them
-                self._new_steps()
+        return min(1.0, done)
+
+    def _decay(self, seconds: float | None) -> None:
+        """The learning rate of the next step: decayed by the run's :meth:`share_done`."""
+        self.sched.share = self.share_done(seconds)
+        self.sched.step()
+
+    def _start_per_image(self) -> None:
+        """Start the codes and pose deltas (``capture.per_image_start``)."""
+        self.per_image = True
+        if self.static is not None:  # its graph holds the rays without them
+            self._new_steps()
 
     def _lower_lr(self, what: str) -> None:
         self.bad_steps += 1
         if self.bad_steps > MAX_BAD_STEPS:
             raise TrainingDiverged(f"{what} ({MAX_BAD_STEPS} in a row): training diverged; try a lower --lr")
+        self.sched.penalty *= NAN_LR_FACTOR
         for group in self.opt.param_groups:
             group["lr"] *= NAN_LR_FACTOR
         if self.world.is_main:
@@ -179,7 +200,7 @@ class Session:
     def restore(self) -> None:
         """Go back to the state of :meth:`snapshot` (the learning rate stays as it is now)."""
         assert self.last_good is not None
-        lrs = [g["lr"] for g in self.opt.param_groups]
+        lrs, penalty = [g["lr"] for g in self.opt.param_groups], self.sched.penalty
         good = copy.deepcopy(self.last_good)
         self.model.field.load_state_dict(good["field"])
         self.model.grid.load_state_dict(good["grid"])
@@ -187,6 +208,7 @@ class Session:
             self.model.cameras.load_state_dict(good["cameras"])
         self.opt.load_state_dict(good["opt"])
         self.sched.load_state_dict(good["sched"])
+        self.sched.penalty = penalty
         for group, lr in zip(self.opt.param_groups, lrs, strict=True):
             group["lr"] = lr
         self.step = good["step"]

@@ -19,7 +19,15 @@ from nerf.marching import StepRule, march_rays
 from nerf.model import build_model, load_run
 from nerf.occupancy import OccupancyGrid
 from nerf.render import MarchSettings, Radiance, RayBatch, render_rays
-from nerf.resolve import UNBOUNDED_CONE_ANGLE, UNBOUNDED_DISTORTION, UNBOUNDED_NEAR_GRADIENTS, resolve
+from nerf.resolve import (
+    LR_FINAL_FACTOR,
+    UNBOUNDED_CONE_ANGLE,
+    UNBOUNDED_CPU_SAMPLES,
+    UNBOUNDED_DISTORTION,
+    UNBOUNDED_LR_FINAL_FACTOR,
+    UNBOUNDED_NEAR_GRADIENTS,
+    resolve,
+)
 from nerf.step import static_step_applies
 from raytrace.bounds import Bounds
 from raytrace.errors import InputError
@@ -135,7 +143,10 @@ def test_unbounded_dataset_builds_a_contracted_model() -> None:
     assert bounded.march.scene_contraction == "none" and bounded.march.cone_angle == 0.0
     assert cfg.optim.distortion == UNBOUNDED_DISTORTION and cfg.optim.near_gradients == UNBOUNDED_NEAR_GRADIENTS
     assert bounded.optim.distortion == 0.0 and bounded.optim.near_gradients == 0.0
-    chosen = dataclasses.replace(base, optim=dataclasses.replace(base.optim, distortion=0.5, near_gradients=0.0))
+    assert cfg.optim.lr_final_factor == UNBOUNDED_LR_FINAL_FACTOR and bounded.optim.lr_final_factor == LR_FINAL_FACTOR
+    assert cfg.samples_per_step == UNBOUNDED_CPU_SAMPLES and bounded.samples_per_step == 0  # the CPU preset's
+    chosen = dataclasses.replace(base, optim=dataclasses.replace(base.optim, distortion=0.5, near_gradients=0.0,
+                                                                 lr_final_factor=0.5))
     assert resolve(chosen, described(False), "cpu").optim == chosen.optim  # explicit values stay
     assert resolve(TrainConfig(model="nerf"), described(False), "cpu").march.scene_contraction == "none"
     assert TrainConfig.from_dict(cfg.to_dict()).march == cfg.march  # the config (and checkpoints) record it

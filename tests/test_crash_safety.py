@@ -118,6 +118,9 @@ def test_nan_loss_drops_the_step_restores_the_state_and_lowers_the_lr(ball: Path
         assert torch.equal(value, before[name]), name
     assert session.opt.param_groups[0]["lr"] == pytest.approx(lr * nerf.train.NAN_LR_FACTOR)
     assert session.advance()["finite"] and session.step == step + 1
+    o, steps = session.cfg.optim, session.cfg.steps  # the decay goes on, lowered
+    assert session.opt.param_groups[0]["lr"] == pytest.approx(
+        o.lr * nerf.train.NAN_LR_FACTOR * o.lr_final_factor ** ((step + 1) / steps))
     path = session.save(1.0)
     ckpt = load_checkpoint(path)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

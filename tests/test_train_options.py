@@ -39,6 +39,25 @@ def test_time_budget_stops_the_run_early(ball: Path, tmp_path: Path, monkeypatch
     assert ckpt["step"] == result.step  # the run stopped with a checkpoint of its last step
 
 
+def test_a_time_budget_is_the_runs_length_and_its_learning_rate_decays_over_it(
+        ball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a time budget with no step count the preset's steps do not end the run, and after each step the
+    learning rate is ``lr * lr_final_factor ** share``, the share of the budget spent before the step."""
+    assert resolve(tiny_config(ball, tmp_path, steps=None), None, "cpu").steps == 3000  # the CPU preset's
+    ticks = itertools.count()
+    monkeypatch.setattr(nerf.loop.time, "perf_counter", lambda: float(next(ticks)))  # two seconds a step
+    session = open_session(tiny_config(ball, tmp_path, steps=None, time_budget=12.0, **FAST))
+    assert session.cfg.steps is None
+    loop = TrainLoop(session, quiet=True)
+    lrs = []
+    while not loop.finished():
+        loop.step()
+        lrs.append(session.opt.param_groups[0]["lr"])
+    loop.close()
+    o = session.cfg.optim
+    assert lrs == pytest.approx([o.lr * o.lr_final_factor ** (2 * k / 12) for k in range(6)])
+
+
 def test_the_loop_stepped_as_the_viewer_does(ball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Driven one step at a time (the viewer's trainer), the loop keeps nerf-train's budget, checkpoints and log,
     and the time between two steps (a paused viewer) is not spent."""
