@@ -194,7 +194,7 @@ class TrainConfig:
     seed: int = 0
     """seeds the ray sampling, the per-step randomness and the occupancy grid's cell choice"""
     steps: int | None = None
-    """number of training steps to run (default: the preset's; none under a time budget)"""
+    """number of training steps to run; under a time budget none unless given (the budget ends the run)"""
     time_budget: float | None = None
     """stops training after this many seconds; the learning rate then decays over them (or over the steps, if
     given and fewer)"""
