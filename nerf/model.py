@@ -93,7 +93,9 @@ def load_run(
         raise InputError(run_dir, "checkpoints", "no checkpoint found in this run folder")
     ckpt = load_checkpoint(ckpt_path)
     cfg = TrainConfig.from_dict(ckpt["config"], ckpt_path)
-    unresolved = [k for k in ("steps", "batch_rays", "hash", "march") if getattr(cfg, k) is None]
+    unresolved = [k for k in ("batch_rays", "hash", "march") if getattr(cfg, k) is None]
+    if cfg.steps is None and cfg.time_budget is None:  # a run under a time budget alone has no step count
+        unresolved.insert(0, "steps")
     if unresolved:
         raise InputError(ckpt_path, f"config.{unresolved[0]}", "missing (a checkpoint stores a resolved config)")
     if backend is not None:

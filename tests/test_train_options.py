@@ -53,9 +53,12 @@ def test_a_time_budget_is_the_runs_length_and_its_learning_rate_decays_over_it(
     while not loop.finished():
         loop.step()
         lrs.append(session.opt.param_groups[0]["lr"])
+    loop.save_last(new_run=True)
     loop.close()
     o = session.cfg.optim
     assert lrs == pytest.approx([o.lr * o.lr_final_factor ** (2 * k / 12) for k in range(6)])
+    cfg, _, ckpt = load_run(session.run_dir, "cpu")  # its checkpoint loads (nerf-eval, nerf-view, --resume)
+    assert cfg.steps is None and cfg.time_budget == 12.0 and ckpt["step"] == 6
 
 
 def test_the_loop_stepped_as_the_viewer_does(ball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
