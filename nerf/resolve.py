@@ -30,7 +30,7 @@ our unbounded render (whitted) as much (bench/RESULTS.md); the object scene lear
 UNBOUNDED_CPU_SAMPLES = 1 << 14
 """The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
 it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
-step's cost grow with them. About a bounded scene's fixed batch of samples, so that a step costs about the same;
+step's cost grow with them. About a bounded scene's fixed batch of samples before its grid carves;
 under a time budget the run takes as many steps as fit, and of the budgets tried this one learned most in 300 s
 (bench/RESULTS.md). Bounded scenes keep the fixed batch (0)."""
 
