@@ -10,7 +10,7 @@ namespace {
 constexpr int64_t kBlock = 2048;
 constexpr int64_t kSub = 32;  // points whose table rows are prefetched while the previous ones are visited
 
-// visit(i, rows, weights) for the points [begin, end) of one level, in order, software-pipelined: the rows of the
+// visit(i, rows, weights, cell) for the points [begin, end) of one level, in order, software-pipelined: the rows of the
 // next kSub points are computed and prefetched (for reading, or for writing with kWrite = 1) while the current
 // kSub points are visited, so the random table accesses of many points are in flight at once instead of one
 // point's at a time (these loops are bound by memory latency, not arithmetic).
@@ -19,10 +19,11 @@ void for_each_point(const float* x, int64_t begin, int64_t end, const Level& lev
                     Visit visit) {
   int64_t rows[2][kSub][8];
   float weights[2][kSub][8];
+  Cell cells[2][kSub];
   const auto prepare = [&](int buf, int64_t start) {
     const int64_t stop = start + kSub < end ? start + kSub : end;
     for (int64_t i = start; i < stop; ++i) {
-      point_corners(x + 3 * i, level, rows[buf][i - start], weights[buf][i - start]);
+      cells[buf][i - start] = point_corners(x + 3 * i, level, rows[buf][i - start], weights[buf][i - start]);
       for (int c = 0; c < 8; ++c) __builtin_prefetch(table + rows[buf][i - start][c] * F, kWrite);
     }
   };
@@ -31,7 +32,9 @@ void for_each_point(const float* x, int64_t begin, int64_t end, const Level& lev
   for (int64_t start = begin; start < end; start += kSub, buf ^= 1) {
     if (start + kSub < end) prepare(buf ^ 1, start + kSub);
     const int64_t stop = start + kSub < end ? start + kSub : end;
-    for (int64_t i = start; i < stop; ++i) visit(i, rows[buf][i - start], weights[buf][i - start]);
+    for (int64_t i = start; i < stop; ++i) {
+      visit(i, rows[buf][i - start], weights[buf][i - start], cells[buf][i - start]);
+    }
   }
 }
 
@@ -45,7 +48,7 @@ void forward_cpu(const float* x, int64_t n, const float* table, const Levels& le
     const int64_t end = blk * kBlock + kBlock < n ? blk * kBlock + kBlock : n;
     for (int l = 0; l < L; ++l) {
       for_each_point<F, 0>(x, blk * kBlock, end, levels.lv[l], table,
-                           [&](int64_t i, const int64_t* rows, const float* weights) {
+                           [&](int64_t i, const int64_t* rows, const float* weights, const Cell&) {
                              interpolate<F>(rows, weights, table, out + (i * L + l) * F);
                            });
     }
@@ -60,9 +63,10 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
   // Levels occupy disjoint rows of the table: one thread per level needs neither atomics nor private copies.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int l = 0; l < L; ++l) {
-    for_each_point<F, 1>(x, 0, n, levels.lv[l], grad_table, [&](int64_t i, const int64_t* rows, const float* weights) {
-      scatter<F>(rows, weights, grad_out + (i * L + l) * F, grad_table, add);
-    });
+    for_each_point<F, 1>(x, 0, n, levels.lv[l], grad_table,
+                         [&](int64_t i, const int64_t* rows, const float* weights, const Cell&) {
+                           scatter<F>(rows, weights, grad_out + (i * L + l) * F, grad_table, add);
+                         });
   }
   if (grad_x == nullptr) return;
   // dL/dx as the forward reads the table: blocks of points, level by level, the rows prefetched.
@@ -72,9 +76,10 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
     const int64_t begin = blk * kBlock, end = begin + kBlock < n ? begin + kBlock : n;
     std::memset(grad_x + 3 * begin, 0, sizeof(float) * 3 * (end - begin));
     for (int l = 0; l < L; ++l) {
-      for_each_point<F, 0>(x, begin, end, levels.lv[l], table, [&](int64_t i, const int64_t* rows, const float*) {
-        input_grad<F>(locate(x + 3 * i, levels.lv[l]), rows, grad_out + (i * L + l) * F, table, grad_x + 3 * i);
-      });
+      for_each_point<F, 0>(x, begin, end, levels.lv[l], table,
+                           [&](int64_t i, const int64_t* rows, const float*, const Cell& cell) {
+                             input_grad<F>(cell, rows, grad_out + (i * L + l) * F, table, grad_x + 3 * i);
+                           });
     }
   }
 }

@@ -93,13 +93,14 @@ HD inline void corner_weight_grad(const Cell& cell, int c, float g[3]) {
   g[2] = ((c & 1) ? 1.f : -1.f) * wx * wy;
 }
 
-// The 8 table rows and trilinear weights of one point on one level, corners in order.
-HD inline void point_corners(const float* p, const Level& level, int64_t rows[8], float weights[8]) {
+// The 8 table rows and trilinear weights of one point on one level, corners in order; returns its cell.
+HD inline Cell point_corners(const float* p, const Level& level, int64_t rows[8], float weights[8]) {
   const Cell cell = locate(p, level);
   for (int c = 0; c < 8; ++c) {
     rows[c] = corner_row(cell, c, level);
     weights[c] = corner_weight(cell, c);
   }
+  return cell;
 }
 
 // out[f] = sum_c weights[c] * table[rows[c], f], corners in order.
