@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                       obj.generators[1]),
             "fox, fixed batch 2048 (before)": step_variant(fox, 0, True),
             **{f"fox, budget 2^{n}{' (default)' if 1 << n == UNBOUNDED_CPU_SAMPLES else ''}":
-               step_variant(fox, 1 << n, True) for n in (14, 15, 16)},
+               step_variant(fox, 1 << n, True) for n in (13, 14, 15, 16)},
             "fox, default budget, no pose refinement": step_variant(fox, UNBOUNDED_CPU_SAMPLES, False),
         }
         stats = {k: {"s": 0.0, "samples": 0, "rays": 0} for k in variants}

@@ -112,7 +112,19 @@ class NGPField(nn.Module):
     def rgb(self, geo: torch.Tensor, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """``rgb (N, 3)`` in ``(0, 1)`` from :meth:`density`'s features ``(N, geo_features)`` seen along ``d``; with
         an appearance embedding, in the training images ``image`` ``(N,)`` (``None``: the mean code)."""
-        parts = [sh_encode(d, self.cfg.sh_degree).to(geo.dtype), geo]
-        if self.appearance is not None:
-            parts.append(self.appearance(image, geo.shape[0]).to(geo.dtype))
-        return torch.sigmoid(self.color_mlp(torch.cat(parts, dim=-1)))
+        return self.colour(geo, self.view(d, image))
+
+    def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The colour MLP's inputs ``(N, sh_degree**2 [+ appearance_dims])`` that depend on the ray alone, along unit
+        ``d`` ``(N, 3)`` in training images ``image`` ``(N,)`` (see :meth:`rgb`): the renderers compute them once
+        a ray, not once a sample, and :meth:`colour` takes them per sample."""
+        encoded = sh_encode(d, self.cfg.sh_degree)
+        if self.appearance is None:
+            return encoded
+        return torch.cat([encoded, self.appearance(image, d.shape[0]).to(encoded.dtype)], dim=-1)
+
+    def colour(self, geo: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """``rgb (N, 3)`` from features ``geo`` ``(N, geo_features)`` and :meth:`view` ``(N, ...)``."""
+        sh = self.cfg.sh_degree**2
+        view = view.to(geo.dtype)
+        return torch.sigmoid(self.color_mlp(torch.cat([view[:, :sh], geo, view[:, sh:]], dim=-1)))

@@ -55,4 +55,13 @@ class PENeRFField(nn.Module):
 
     def rgb(self, h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """``rgb (N, 3)`` from :meth:`density`'s features ``(N, width)`` seen along ``d`` ``(N, 3)``."""
-        return torch.sigmoid(self.color(torch.cat([h, positional_encoding(d, self.dir_freqs)], dim=-1)))
+        return self.colour(h, self.view(d))
+
+    def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The colour inputs ``(N, 3 (1 + 2 dir_freqs))`` of rays along ``d`` ``(N, 3)`` (the encoded direction;
+        ``image``: no appearance embedding here), see :meth:`nerf.field.NGPField.view`."""
+        return positional_encoding(d, self.dir_freqs)
+
+    def colour(self, h: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """``rgb (N, 3)`` from features ``h`` ``(N, width)`` and :meth:`view` ``(N, ...)``."""
+        return torch.sigmoid(self.color(torch.cat([h, view], dim=-1)))

@@ -66,10 +66,6 @@ class Samples:
         """``(S, 3)`` world points at the interval mid-points of rays ``o, d`` ``(N, 3)``."""
         return o[self.ray_indices] + d[self.ray_indices] * self.t_mids[:, None]
 
-    def dirs(self, d: torch.Tensor) -> torch.Tensor:
-        """``(S, 3)`` the direction of each sample's ray."""
-        return d[self.ray_indices]
-
     def select(self, keep: torch.Tensor) -> Samples:
         """The samples where ``keep`` ``(S,)`` bool is True (order kept)."""
         return Samples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep])

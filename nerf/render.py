@@ -120,8 +120,11 @@ class MarchSettings:
 @dataclass
 class Radiance:
     """What renders rays: the ``field`` (points and directions ``(S, 3)`` -> densities ``(S,)`` and colours
-    ``(S, 3)``; ``field.density`` and ``field.rgb`` split it), its occupancy ``grid`` (``None``: every step is
-    marched) and the ``march`` settings. :class:`nerf.model.Model` is one."""
+    ``(S, 3)``; the renderers call ``field.density`` (points ``(S, 3)`` -> densities ``(S,)``, features), then
+    ``field.view`` once a ray (directions and training images -> the colour's inputs of each ray) and
+    ``field.colour`` (features, each sample's ray's inputs -> colours ``(S, 3)``), see
+    :class:`nerf.field.NGPField`), its occupancy ``grid`` (``None``: every step is marched) and the ``march``
+    settings. :class:`nerf.model.Model` is one."""
 
     field: nn.Module
     grid: OccupancyGrid | None
@@ -177,9 +180,8 @@ def render_rays(
         return field.density(x)[0]
 
     samples = prune_occluded(samples, origins.detach(), dirs.detach(), sigma_fn)
-    positions, sample_dirs = samples.positions(origins, dirs), samples.dirs(dirs)
-    sigmas, rgbs = (field(positions, sample_dirs) if image is None
-                    else field(positions, sample_dirs, image[samples.ray_indices]))
+    sigmas, geo = field.density(samples.positions(origins, dirs))
+    rgbs = field.colour(geo, field.view(dirs, image)[samples.ray_indices])
     if near_radius > 0:
         factor = (samples.t_mids / near_radius).square().clamp(max=1.0)
         sigmas, rgbs = scale_near_gradients(sigmas, factor), scale_near_gradients(rgbs, factor)
@@ -238,7 +240,7 @@ def render_rays_rounds(
     The marched samples are taken in rounds (:data:`FIRST_ROUND` per live ray, doubling each round, but only
     :data:`SURFACE_ROUND` for a ray whose transmittance fell below :data:`SURFACE_TRANSMITTANCE`; no round is
     longer than ``march.max_samples``): the density
-    is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.rgb``) only
+    is evaluated at the round's samples, which ``march.composite_fn`` composites, and the colour (``field.colour``) only
     where a sample's weight is at least ``min_weight`` (the others render black: the colour of a ray is off by
     at most the sum of their weights; 0 evaluates every colour); each ray's colour, depth and
     opacity accumulate behind its transmittance so far, and a ray whose transmittance fell below ``eps`` stops
@@ -248,6 +250,7 @@ def render_rays_rounds(
     origins, dirs = rays.origins, rays.dirs
     n, device = origins.shape[0], origins.device
     s = march.samples(origins, dirs, radiance.grid)
+    view = field.view(dirs)  # the mean appearance code
     counts = torch.bincount(s.ray_indices, minlength=n)
     first = torch.cumsum(counts, 0) - counts
     rgb = origins.new_zeros(n, 3)
@@ -270,7 +273,7 @@ def render_rays_rounds(
         out = march.composite_fn(sigmas, sigmas.new_zeros(len(sigmas), 3), t_starts, t_ends, local, live.numel(), None)
         before = trans[live]
         seen = (out["weights"] * before[local] >= min_weight).nonzero().squeeze(-1)
-        colours = in_chunks(field.rgb, features[seen], dirs[round_rays[seen]], chunk=FIELD_CHUNK)
+        colours = in_chunks(field.colour, features[seen], view[round_rays[seen]], chunk=FIELD_CHUNK)
         rgb[live] += before[:, None] * accumulate(out["weights"][seen], colours, local[seen], live.numel())
         opacity[live] += before * out["opacity"]
         depth_sum[live] += before * out["opacity"] * out["depth"]
@@ -308,9 +311,8 @@ def render_rays_static(
     buf = march_rays_static(spans, march.rule, radiance.grid, slots)
     s = buf.samples
     index = s.ray_indices.clamp(max=n - 1)
-    positions = origins[index] + dirs[index] * s.t_mids[:, None]
-    sigmas, rgbs = (field(positions, dirs[index]) if image is None
-                    else field(positions, dirs[index], image[index]))
+    sigmas, geo = field.density(origins[index] + dirs[index] * s.t_mids[:, None])
+    rgbs = field.colour(geo, field.view(dirs, image)[index])
     if background is not None and background.dim() == 2:
         background = torch.cat([background, background[:1]])  # the dump ray N's
     out = march.composite_fn(sigmas, rgbs, s.t_starts, s.t_ends, s.ray_indices, n + 1, background)

@@ -27,12 +27,12 @@ UNBOUNDED_LR_FINAL_FACTOR = 0.15
 """The same for contracted scenes: the fox from instant-ngp's JSON learned more with it by the end of 300 s, and
 our unbounded render (whitted) as much (bench/RESULTS.md); the object scene learned a little less."""
 
-UNBOUNDED_CPU_SAMPLES = 1 << 14
+UNBOUNDED_CPU_SAMPLES = 1 << 13
 """The sample budget of a step of a contracted scene where the preset leaves it open (the CPU's; the rays adapt to
-it): a ray of a contracted scene takes several times a bounded scene's samples, and a fixed batch of rays made its
-step's cost grow with them. About a bounded scene's fixed batch of samples before its grid carves;
-under a time budget the run takes as many steps as fit, and of the budgets tried this one learned most in 300 s
-(bench/RESULTS.md). Bounded scenes keep the fixed batch (0)."""
+it, down to ``batch_rays / RAY_RANGE``): a ray of a contracted scene takes several times a bounded scene's samples,
+and a fixed batch of rays made its step's cost grow with them. Under a time budget the run takes as many steps as
+fit, and of the budgets tried (2^13 to 2^16) the smallest learned most in 300 s (bench/RESULTS.md); the fox's steps
+then keep to the floor of 128 rays. Bounded scenes keep the fixed batch (0)."""
 
 
 def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:

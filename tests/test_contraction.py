@@ -166,8 +166,11 @@ class FarShell(torch.nn.Module):
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (box_norm(x, AABB) > 100.0).float() * 50.0, x.new_zeros(x.shape[0], 1)
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.density(x)[0], torch.full_like(x, 0.5)
+    def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        return d
+
+    def colour(self, features: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(view, 0.5)
 
 
 @pytest.mark.parametrize("contracted", [True, False])

@@ -103,14 +103,13 @@ def test_nan_loss_drops_the_step_restores_the_state_and_lowers_the_lr(ball: Path
     session.advance()
     before, lr, step = _params(session), session.opt.param_groups[0]["lr"], session.step
     field = session.model.field
-    real_forward = field.forward
+    real_colour = field.colour
 
-    def nan_once(x, d):
-        field.forward = real_forward
-        sigma, rgb = real_forward(x, d)
-        return sigma * float("nan"), rgb
+    def nan_once(geo, view):
+        field.colour = real_colour
+        return real_colour(geo, view) * float("nan")
 
-    field.forward = nan_once
+    field.colour = nan_once
     with pytest.warns(RuntimeWarning, match="NaN"):
         stats = session.advance()
     assert not stats["finite"] and session.step == step
@@ -148,13 +147,12 @@ def test_nan_parameters_are_never_checkpointed(ball: Path, tmp_path: Path):
 def test_a_loss_that_stays_nan_stops_with_a_clear_error(ball: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(nerf.train, "MAX_BAD_STEPS", 2)
     session = _tiny_session(ball, tmp_path)
-    real_forward = session.model.field.forward
+    real_colour = session.model.field.colour
 
-    def always_nan(x, d):
-        sigma, rgb = real_forward(x, d)
-        return sigma * math.nan, rgb
+    def always_nan(geo, view):
+        return real_colour(geo, view) * math.nan
 
-    session.model.field.forward = always_nan
+    session.model.field.colour = always_nan
     with pytest.warns(RuntimeWarning), pytest.raises(TrainingDiverged, match="diverged"):
         for _ in range(3):
             session.advance()

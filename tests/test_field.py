@@ -9,6 +9,7 @@ import torch
 
 from nerf.field import UNTRAINED_DIAGONAL_DEPTH, FieldConfig, NGPField, trunc_exp
 from nerf.hashgrid import HashGridConfig, param_count
+from nerf.sh import sh_encode
 
 SMALL_HASH = HashGridConfig(levels=4, features=2, log2_table_size=12, base_resolution=4, max_resolution=32)
 AABB = torch.tensor([[-1.0, -2.0, -0.5], [1.0, 2.0, 1.5]])
@@ -82,6 +83,33 @@ def test_colour_depends_on_direction_and_density_does_not() -> None:
     sigma, rgb = field(x, d)
     assert sigma[0] == sigma[1]
     assert not torch.allclose(rgb[0], rgb[1])
+
+
+def test_a_rays_colour_inputs_computed_once_give_each_samples_colour_and_gradients() -> None:
+    """The renderers compute ``view`` (SH of the direction, appearance code) once a ray and gather it per sample:
+    the same colours and gradients (to the directions, the codes, the MLP) as per sample, in the colour MLP's
+    input layout ``[SH, geometry features, code]`` that checkpoints hold."""
+    torch.manual_seed(0)
+    field = NGPField(FieldConfig(), AABB, SMALL_HASH, appearance_images=5, appearance_dims=4)
+    with torch.no_grad():
+        field.appearance.codes.weight.normal_()
+    rays, samples = 7, 50
+    dirs = torch.nn.functional.normalize(torch.randn(rays, 3), dim=-1)
+    image = torch.randint(0, 5, (rays,))
+    index = torch.randint(0, rays, (samples,))
+    geo = torch.randn(samples, 15)
+    outputs = []
+    for per_ray in (True, False):
+        field.zero_grad()
+        d = dirs.clone().requires_grad_()
+        rgb = field.colour(geo, field.view(d, image)[index]) if per_ray else field.rgb(geo, d[index], image[index])
+        rgb.square().sum().backward()
+        outputs.append((rgb.detach(), d.grad, field.appearance.codes.weight.grad.clone(),
+                        field.color_mlp[0].weight.grad.clone()))
+    for per_ray, per_sample in zip(*outputs, strict=True):
+        torch.testing.assert_close(per_ray, per_sample)
+    layout = torch.cat([sh_encode(dirs[index], 4), geo, field.appearance.codes.weight[image[index]]], dim=-1)
+    torch.testing.assert_close(outputs[0][0], torch.sigmoid(field.color_mlp(layout)).detach())
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(3), torch.zeros(2, 2), torch.tensor([[0, 0, 0], [1, 1, 0.0]])])

@@ -65,7 +65,10 @@ def test_rounds_stop_a_ray_behind_an_opaque_wall() -> None:
         def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.where(x[:, 0] > 0.0, 1e3, 0.0), x
 
-        def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+            return d
+
+        def colour(self, features: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
             return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
 
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
@@ -91,11 +94,11 @@ def test_a_ray_in_a_surface_takes_short_rounds() -> None:
         def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.where(x[:, 0] > 0.0, self.sigma, 0.0), x
 
-        def rgb(self, features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
+        def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+            return d
 
-        def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.density(x)[0], self.rgb(x, d)
+        def colour(self, features: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([0.2, 0.4, 0.6]).expand(features.shape[0], 3)
 
     o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
@@ -137,8 +140,11 @@ def test_render_rays_scales_the_gradients_of_near_samples() -> None:
         def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.where((x[:, 0] > 0.1) & (x[:, 0] < 0.9), 2.0, 0.0), x
 
-        def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.density(x)[0], self.c.expand(x.shape[0], 3)
+        def view(self, d: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+            return d
+
+        def colour(self, features: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+            return self.c.expand(features.shape[0], 3)
 
     march = MarchSettings(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 100 * 3**0.5)
     o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
