@@ -105,9 +105,18 @@ def photometric_loss(
     return (err * weight[:, None]).sum() / denominator, (mse * weight[:, None]).sum() / denominator
 
 
+def finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """0-d bool: no NaN or Inf in any of ``tensors``, read from each one's sum (one pass, no host synchronisation):
+    NaN and Inf carry into a sum; so does an overflow, of values near the float's limit, which counts as not
+    finite too."""
+    if not tensors:
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack([t.sum().float() for t in tensors])).all()
+
+
 def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """No NaN or Inf in any of ``tensors`` (one device synchronisation)."""
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+    """:func:`finite` on the host (one device synchronisation)."""
+    return bool(finite(tensors))
 
 
 def train_step(
@@ -341,7 +350,7 @@ def static_train_step(
     opt.zero_grad(set_to_none=False)
     loss.backward()
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-    bad = ~torch.stack([torch.isfinite(loss), *[torch.isfinite(g).all() for g in grads]]).all()
+    bad = ~(torch.isfinite(loss) & finite(grads))
     opt.found_inf = bad.float()
     opt.step()
     budget.update(buf.wanted, budget.rays)

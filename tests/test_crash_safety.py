@@ -24,6 +24,7 @@ from nerf.loop import train
 from nerf.model import build_model
 from nerf.render import Radiance, RayBatch, render_image
 from nerf.resolve import resolve
+from nerf.step import finite
 from nerf.train import TrainingDiverged, open_session
 from raytrace.camera import Intrinsics, look_at
 
@@ -124,6 +125,31 @@ def test_nan_loss_drops_the_step_restores_the_state_and_lowers_the_lr(ball: Path
     ckpt = load_checkpoint(path)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert ckpt["optimizer"]["optimizer"]["param_groups"][0]["lr"] < lr
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, None])
+def test_an_inf_or_nan_gradient_under_a_finite_loss_drops_the_step(ball: Path, tmp_path: Path, bad):
+    """A bad entry in the hash table's gradient (the loss stays finite) drops the step; ``None``: +Inf and -Inf in
+    one tensor, whose sum is NaN. ``finite`` reads the same from tensors, and passes finite ones."""
+
+    def poisoned(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        flat = t.view(-1)
+        flat[3], flat[7] = (math.inf, -math.inf) if bad is None else (bad, 1.0)
+        return t
+
+    ones = torch.ones(1000)
+    assert bool(finite([ones, ones.double()])) and bool(finite([])) and not bool(finite([ones, poisoned(ones)]))
+    session = _tiny_session(ball, tmp_path)
+    session.advance()
+    before, step = _params(session), session.step
+    handle = session.model.field.encoding.table.register_hook(poisoned)
+    with pytest.warns(RuntimeWarning, match="NaN/Inf loss or gradient"):
+        stats = session.advance()
+    handle.remove()
+    assert not stats["finite"] and session.step == step and math.isfinite(stats["loss"])
+    for name, value in _params(session).items():
+        assert torch.equal(value, before[name]), name
 
 
 def test_nan_parameters_are_never_checkpointed(ball: Path, tmp_path: Path):
