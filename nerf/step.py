@@ -106,12 +106,12 @@ def photometric_loss(
 
 
 def finite(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """0-d bool: no NaN or Inf in any of ``tensors``, read from each one's sum (one pass, no host synchronisation):
-    NaN and Inf carry into a sum; so does an overflow, of values near the float's limit, which counts as not
-    finite too."""
+    """0-d bool: no NaN or Inf in any of ``tensors``, read from each one's float32 sum (one pass, no host
+    synchronisation): NaN and Inf carry into a sum; so does an overflow, of values near float32's limit, which
+    counts as not finite too."""
     if not tensors:
         return torch.tensor(True)
-    return torch.isfinite(torch.stack([t.sum().float() for t in tensors])).all()
+    return torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in tensors])).all()
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
