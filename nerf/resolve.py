@@ -32,7 +32,7 @@ UNBOUNDED_CPU_SAMPLES = 1 << 13
 it, down to ``batch_rays / RAY_RANGE``): a ray of a contracted scene takes several times a bounded scene's samples,
 and a fixed batch of rays made its step's cost grow with them. Under a time budget the run takes as many steps as
 fit, and of the budgets tried (2^13 to 2^16) the smallest learned most in 300 s (bench/RESULTS.md); the fox's steps
-then keep to the floor of 128 rays. Bounded scenes keep the fixed batch (0)."""
+keep to the floor of 128 rays until its grid carves. Bounded scenes keep the fixed batch (0)."""
 
 
 def resolve(cfg: TrainConfig, description: DatasetDescription | None, device_type: str) -> TrainConfig:
