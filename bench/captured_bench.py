@@ -2,7 +2,7 @@
 contracted capture) against one of the shipped object scene (bounded), and the time to render a fox view, before
 and after, in one run (the variants interleaved, so that the machine's load hits them alike).
 
-    python bench/captured_bench.py [--fox /work/data/fox] [--downscale 4] [--warmup 150] [--steps 8]
+    python bench/captured_bench.py [--fox /work/data/fox] [--downscale 4] [--warmup 150] [--steps 30]
 
 Both scenes train ``--warmup`` steps with the defaults (the occupancy grid carves the empty space); the fox's
 step variants then run on copies of its model, one step of each in turn: ``fixed batch`` (2048 rays a step, the
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downscale", type=int, default=4, help="the fox's image downscale")
     p.add_argument("--object-res", type=int, default=100, help="width of the rendered object scene")
     p.add_argument("--warmup", type=int, default=150, help="training steps before timing")
-    p.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="captured_bench_") as tmp:
         obj = warmed(dataset_for("object", args.object_res), tmp, 1, args.warmup)
