@@ -47,7 +47,7 @@ class ShareDecay(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float | torch.Tensor]:
-        decay = self.penalty * self.final_factor ** min(1.0, self.share)
+        decay = self.penalty * self.final_factor ** self.share
         return [base * decay for base in self.base_lrs]
 
 
