@@ -12,12 +12,17 @@ import torch
 
 from nerf.contraction import box_norm, far_box
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import early_terminated, render_weights, segment_exclusive_cumsum
+from nerf.volume import early_terminated, segment_exclusive_cumsum
 
 MARCH_CHUNK = 1 << 21
 """Candidate samples materialised at once while marching (bounds the memory of long rays)."""
 EVAL_CHUNK = 1 << 17
 """Points per call of ``sigma_fn`` in :func:`prune_occluded` (bounds the encoder's memory)."""
+PRUNE_FIRST_ROUND = 16
+"""Samples per ray in the first round of :func:`prune_occluded`."""
+ROUND_GROWTH = 2.0
+"""Each round of :func:`prune_occluded` and :func:`nerf.render.render_rays_rounds` takes this many times the samples
+of the last one (rounded down)."""
 GAP_POINTS = 4
 """Points of the midpoint rule that counts the steps in a gap between two samples (:func:`step_coordinates`)."""
 
@@ -67,7 +72,7 @@ class Samples:
         return o[self.ray_indices] + d[self.ray_indices] * self.t_mids[:, None]
 
     def select(self, keep: torch.Tensor) -> Samples:
-        """The samples where ``keep`` ``(S,)`` bool is True (order kept)."""
+        """The samples where ``keep`` ``(S,)`` bool is True, or at indices ``keep`` ``(K,)`` long (order kept)."""
         return Samples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep])
 
 
@@ -325,6 +330,15 @@ def step_coordinates(
     return starts, starts + lengths
 
 
+def round_samples(first: torch.Tensor, take: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of packed samples sorted by ray: the indices ``(K,)`` of ``take`` ``(m,)`` consecutive samples of
+    each of ``m`` rays from its sample ``first`` ``(m,)`` on, and which of the ``m`` rays each belongs to ``(K,)``
+    (sorted)."""
+    local = torch.repeat_interleave(torch.arange(take.numel(), device=take.device), take)
+    offsets = torch.cumsum(take, 0) - take
+    return (first - offsets)[local] + torch.arange(local.numel(), device=take.device), local
+
+
 def prune_occluded(
     samples: Samples,
     o: torch.Tensor,
@@ -333,16 +347,36 @@ def prune_occluded(
     eps: float = 1e-4,
 ) -> Samples:
     """Drop samples hidden behind opaque matter: evaluate ``sigma_fn`` (world points ``(S, 3)`` -> ``(S,)``)
-    without gradients (in chunks) at every sample of rays ``o, d`` ``(N, 3)`` and keep those whose
-    transmittance before them is at least ``eps``. The caller then re-evaluates the survivors with gradients
-    (nerfacc's trick)."""
+    without gradients (in chunks) at the samples of rays ``o, d`` ``(N, 3)`` and keep those whose transmittance
+    before them is at least ``eps``. The caller then re-evaluates the survivors with gradients (nerfacc's trick).
+
+    The samples are evaluated in rounds (:data:`PRUNE_FIRST_ROUND` per ray, then :data:`ROUND_GROWTH` times the
+    last round's), and a ray whose transmittance fell below ``eps`` takes no further round (its later samples would
+    all be dropped): the cost follows the samples kept, not how far the rays reach."""
+    n = o.shape[0]
     if len(samples) == 0:
         return samples
     with torch.no_grad():
-        points = samples.positions(o, d)
-        sigmas = in_chunks(sigma_fn, points, chunk=EVAL_CHUNK).reshape(-1)
-        _, transmittance = render_weights(sigmas, samples.deltas, samples.ray_indices, o.shape[0])
-    return samples.select(early_terminated(transmittance, eps))
+        counts = torch.bincount(samples.ray_indices, minlength=n)
+        first = torch.cumsum(counts, 0) - counts
+        done = torch.zeros_like(counts)  # samples of each ray evaluated so far
+        depth = torch.zeros(n, dtype=torch.float64, device=o.device)  # their optical depth
+        keep = torch.zeros(len(samples), dtype=torch.bool, device=o.device)
+        live = counts.nonzero().squeeze(-1)
+        size = PRUNE_FIRST_ROUND
+        while live.numel():
+            take = (counts[live] - done[live]).clamp(max=size)
+            index, local = round_samples(first[live] + done[live], take)
+            part = samples.select(index)
+            sigmas = in_chunks(sigma_fn, part.positions(o, d), chunk=EVAL_CHUNK).reshape(-1)
+            tau = (sigmas * part.deltas).double()
+            before = depth[live][local] + segment_exclusive_cumsum(tau, local)
+            keep[index] = early_terminated(torch.exp(-before), eps)
+            depth[live] += torch.zeros_like(depth[live]).index_add_(0, local, tau)
+            done[live] += take
+            live = live[(done[live] < counts[live]) & early_terminated(torch.exp(-depth[live]), eps)]
+            size = int(size * ROUND_GROWTH)
+    return samples.select(keep)
 
 
 def in_chunks(fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *inputs: torch.Tensor,

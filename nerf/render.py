@@ -14,6 +14,7 @@ from torch import nn
 
 from nerf.config import TrainConfig
 from nerf.marching import (
+    ROUND_GROWTH,
     CandidatesFn,
     SampleBuffer,
     Samples,
@@ -25,6 +26,7 @@ from nerf.marching import (
     march_rays_static,
     prune_occluded,
     ray_spans,
+    round_samples,
     step_coordinates,
 )
 from nerf.occupancy import OccupancyGrid
@@ -49,9 +51,6 @@ FIRST_ROUND = 8
 FIELD_CHUNK = 1 << 14
 """Samples per field call in :func:`render_rays_rounds` (smaller calls keep the activations in cache; measured in
 bench/RESULTS.md)."""
-
-ROUND_GROWTH = 2.0
-"""Each round of :func:`render_rays_rounds` takes this many times the samples of the last one (rounded down)."""
 
 SURFACE_TRANSMITTANCE = 0.99
 """A ray of :func:`render_rays_rounds` whose transmittance fell below this is in a surface: it ends within a few
@@ -263,9 +262,7 @@ def render_rays_rounds(
         surface = min(max(SURFACE_ROUND, size // 16), size)
         take = torch.full_like(start, size).masked_fill_(trans[live] < SURFACE_TRANSMITTANCE, surface)
         take = torch.minimum(take, counts[live] - start)  # (m,): the round's samples of each live ray
-        local = torch.repeat_interleave(torch.arange(live.numel(), device=device), take)  # packed by live ray
-        offsets = torch.cumsum(take, 0) - take
-        index = (first[live] + start - offsets)[local] + torch.arange(local.numel(), device=device)
+        index, local = round_samples(first[live] + start, take)  # packed by live ray
         round_rays = live[local]
         t_starts, t_ends = s.t_starts[index], s.t_ends[index]
         points = origins[round_rays] + dirs[round_rays] * (0.5 * (t_starts + t_ends))[:, None]

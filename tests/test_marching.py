@@ -11,6 +11,7 @@ import nerf.marching as marching
 from nerf.contraction import box_norm
 from nerf.marching import Samples, StepRule, march_rays, prune_occluded, ray_aabb, step_coordinates
 from nerf.occupancy import OccupancyGrid
+from nerf.volume import render_weights
 
 UNIT = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
 
@@ -152,6 +153,50 @@ def test_prune_occluded_drops_samples_behind_an_opaque_wall(device: torch.device
     before = list(zip(s.ray_indices.tolist(), s.t_starts.tolist(), s.t_ends.tolist(), strict=True))
     after = list(zip(kept.ray_indices.tolist(), kept.t_starts.tolist(), kept.t_ends.tolist(), strict=True))
     assert after == [sample for sample in before if sample in set(after)]  # a subset of the samples, order kept
+
+
+def test_prune_occluded_in_rounds_keeps_what_one_pass_keeps_and_evaluates_no_ray_past_its_round(
+    device: torch.device,
+) -> None:
+    """Rays of 0 to 300 samples through a fog with an opaque slab each: the rounds keep exactly the samples the
+    one-pass rule keeps (transmittance before them >= eps over all of the ray's densities), and each ray's points
+    are evaluated only up to the end of the round (16, 32, 64, ... samples a ray) in which its transmittance fell below
+    eps (that of the sample before the first one dropped)."""
+    g = torch.Generator().manual_seed(3)
+    counts = torch.randint(0, 300, (64,), generator=g)
+    counts[:4] = torch.tensor([0, 1, 16, 17])
+    rays = torch.repeat_interleave(torch.arange(64), counts)
+    local = torch.arange(len(rays)) - (torch.cumsum(counts, 0) - counts)[rays]
+    starts = local * 0.01 + torch.rand(len(rays), generator=g) * 0.004
+    s = Samples(rays.to(device), starts.to(device), (starts + 0.005).to(device))
+    o = torch.zeros(64, 3, device=device)
+    o[:, 1] = torch.arange(64, device=device, dtype=torch.float32)  # a ray's points name it: y = its index
+    d = torch.tensor([1.0, 0.0, 0.0], device=device).expand(64, 3)
+    wall = (0.02 + torch.rand(64, generator=g) * 2.0).to(device)  # where its slab starts (past some rays' ends)
+    evaluated = torch.zeros(64, dtype=torch.long)
+
+    def sigma_fn(x: torch.Tensor) -> torch.Tensor:
+        ray, t = x[:, 1].round().long(), x[:, 0]
+        evaluated.add_(torch.bincount(ray.cpu(), minlength=64))
+        slab = (t >= wall[ray]) & (t < wall[ray] + 0.04)
+        return torch.where(slab, 5000.0, 1.0 + torch.sin(37.0 * t + ray))
+
+    kept = prune_occluded(s, o, d, sigma_fn)
+    rounds = evaluated.clone()
+    _, transmittance = render_weights(sigma_fn(s.positions(o, d)), s.deltas, s.ray_indices, 64)
+    one_pass = (transmittance >= 1e-4).cpu()
+    assert torch.equal(kept.ray_indices.cpu(), rays[one_pass])
+    assert torch.equal(kept.t_starts.cpu(), starts[one_pass])
+    size, ends = marching.PRUNE_FIRST_ROUND, [0]  # where each round ends along a ray
+    while ends[-1] < 300:
+        ends.append(ends[-1] + size)
+        size = int(size * marching.ROUND_GROWTH)
+    ends = torch.tensor(ends)
+    for ray in range(64):
+        dropped = (~one_pass[rays == ray]).nonzero()
+        last = int(counts[ray]) if len(dropped) == 0 else int(ends[ends >= int(dropped[0])][0])
+        assert int(rounds[ray]) == min(last, int(counts[ray])), ray
+    assert int(rounds.sum()) < len(rays)
 
 
 def test_step_coordinates_count_steps_and_skipped_gaps() -> None:
