@@ -181,21 +181,32 @@ def resolve_backend(name: str, device: torch.device | str, cfg: HashGridConfig |
 
 
 class _NativeHashEncode(torch.autograd.Function):
+    """The native encoding. Where ``x`` needs a gradient on the CPU, the forward also returns ``dy_dx`` ``(N, L*F,
+    3)`` (each output's derivative along each axis, computed while the table rows are at hand) and the input
+    gradient is ``grad_out @ dy_dx``, with no second pass over the table; on CUDA the backward computes it from
+    the table."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, table: torch.Tensor, offsets: torch.Tensor, scales: torch.Tensor,
                 table_size: int) -> torch.Tensor:
-        ctx.save_for_backward(x, table, offsets, scales)
         ctx.table_size = table_size
-        return torch.ops.nerf_native.hash_encode_forward(x, table, offsets, scales, table_size)
+        if ctx.needs_input_grad[0] and x.device.type == "cpu":
+            out, dy_dx = torch.ops.nerf_native.hash_encode_forward_dx(x, table, offsets, scales, table_size)
+        else:
+            out, dy_dx = torch.ops.nerf_native.hash_encode_forward(x, table, offsets, scales, table_size), None
+        ctx.save_for_backward(x, table, offsets, scales, dy_dx)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, table, offsets, scales = ctx.saved_tensors
+        x, table, offsets, scales, dy_dx = ctx.saved_tensors
         want_x, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_table, grad_x = torch.ops.nerf_native.hash_encode_backward(
-            grad_out, x, table, offsets, scales, ctx.table_size, want_x
+            grad_out, x, table, offsets, scales, ctx.table_size, want_x and dy_dx is None
         )
+        if want_x and dy_dx is not None:
+            grad_x = torch.bmm(grad_out.to(dy_dx.dtype)[:, None], dy_dx)[:, 0]
         return (grad_x if want_x else None), (grad_table if want_table else None), None, None, None
 
 

@@ -108,6 +108,19 @@ def test_table_grad_only_when_x_is_constant(native_device: torch.device, gen: to
     assert_close_scaled(table.grad.cpu(), expected.grad, "dL/dtable")
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_values_do_not_depend_on_whether_x_needs_a_gradient(name: str, native_device: torch.device,
+                                                             gen: torch.Generator) -> None:
+    """Where x needs a gradient the CPU forward also computes each output's derivative along each axis (a kernel
+    of its own, whose input gradient test_backward_matches_reference checks); its values are the plain
+    forward's, bit for bit."""
+    cfg = CONFIGS[name]
+    x, table = make_points(cfg, 2048, gen).to(native_device), make_table(cfg, gen).to(native_device)
+    plain = native_hash_encode(x, table, cfg)
+    wanting = native_hash_encode(x.clone().requires_grad_(), table, cfg)
+    assert torch.equal(plain, wanting.detach())
+
+
 def test_cpu_backward_is_deterministic(gen: torch.Generator) -> None:
     skip_without_native(_native_error(torch.device("cpu")))
     cfg = CONFIGS["log2T12"]

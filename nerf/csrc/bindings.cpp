@@ -76,6 +76,24 @@ at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, cons
   return out;
 }
 
+#ifndef NERF_WITH_CUDA
+// The CPU forward with dy_dx (N, L*F, 3), for an input gradient (CUDA's backward computes it from the table).
+std::tuple<at::Tensor, at::Tensor> forward_dx_impl(const at::Tensor& x_in, const at::Tensor& table_in,
+                                                   const at::Tensor& offsets, const at::Tensor& scales,
+                                                   int64_t table_size) {
+  const int64_t features = table_in.size(-1);
+  check_inputs(x_in, table_in, features);
+  const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
+  const Levels levels = make_levels(table, offsets, scales, table_size);
+  const int64_t n = x.size(0);
+  at::Tensor out = at::empty({n, levels.count * features}, table.options());
+  at::Tensor dy_dx = at::empty({n, levels.count * features, 3}, table.options());
+  hash_encode_forward_dx_cpu(x.data_ptr<float>(), n, table.data_ptr<float>(), levels, static_cast<int>(features),
+                             out.data_ptr<float>(), dy_dx.data_ptr<float>());
+  return {out, dy_dx};
+}
+#endif
+
 std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out_in, const at::Tensor& x_in,
                                                  const at::Tensor& table_in, const at::Tensor& offsets,
                                                  const at::Tensor& scales, int64_t table_size, bool input_grad) {
@@ -110,6 +128,13 @@ at::Tensor forward_meta(const at::Tensor& x, const at::Tensor& table, const at::
                         int64_t) {
   // SymInt-aware, so that torch.compile's dynamic shapes trace through it.
   return at::empty_symint({x.sym_size(0), scales.sym_numel() * table.sym_size(-1)}, table.options());
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_dx_meta(const at::Tensor& x, const at::Tensor& table,
+                                                   const at::Tensor& offsets, const at::Tensor& scales,
+                                                   int64_t table_size) {
+  const at::Tensor out = forward_meta(x, table, offsets, scales, table_size);
+  return {out, at::empty_symint({out.sym_size(0), out.sym_size(1), 3}, table.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_meta(const at::Tensor&, const at::Tensor& x, const at::Tensor& table,
@@ -299,6 +324,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_samples_impl(
 TORCH_LIBRARY(nerf_native, m) {
   m.def("hash_encode_forward(Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size) -> Tensor");
   m.def(
+      "hash_encode_forward_dx(Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size) -> "
+      "(Tensor, Tensor)");
+  m.def(
       "hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, Tensor offsets, Tensor scales, int table_size, "
       "bool input_grad) -> (Tensor, Tensor)");
   m.def(
@@ -316,6 +344,7 @@ TORCH_LIBRARY(nerf_native, m) {
 
 TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
   m.impl("hash_encode_forward", &forward_impl);
+  m.impl("hash_encode_forward_dx", &forward_dx_impl);
   m.impl("hash_encode_backward", &backward_impl);
   m.impl("composite_forward", &composite_forward_impl);
   m.impl("composite_backward", &composite_backward_impl);
@@ -324,6 +353,7 @@ TORCH_LIBRARY_IMPL(nerf_native, CPU, m) {
 
 TORCH_LIBRARY_IMPL(nerf_native, Meta, m) {
   m.impl("hash_encode_forward", &forward_meta);
+  m.impl("hash_encode_forward_dx", &forward_dx_meta);
   m.impl("hash_encode_backward", &backward_meta);
 }
 

@@ -55,6 +55,25 @@ void forward_cpu(const float* x, int64_t n, const float* table, const Levels& le
   }
 }
 
+// forward_cpu, and dy_dx (n, L*F, 3): the derivatives of each output along the three axes (the input gradient's
+// factor, computed while the forward has the table rows at hand, as tiny-cuda-nn's encodings do).
+template <int F>
+void forward_dx_cpu(const float* x, int64_t n, const float* table, const Levels& levels, float* out, float* dy_dx) {
+  const int L = levels.count;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t end = blk * kBlock + kBlock < n ? blk * kBlock + kBlock : n;
+    for (int l = 0; l < L; ++l) {
+      for_each_point<F, 0>(x, blk * kBlock, end, levels.lv[l], table,
+                           [&](int64_t i, const int64_t* rows, const float* weights, const Cell& cell) {
+                             const int64_t k = (i * L + l) * F;
+                             interpolate_dx<F>(cell, rows, weights, table, out + k, dy_dx + 3 * k);
+                           });
+    }
+  }
+}
+
 template <int F>
 void backward_cpu(const float* grad_out, const float* x, int64_t n, const float* table, const Levels& levels,
                   float* grad_table, float* grad_x) {
@@ -89,6 +108,11 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
 void hash_encode_forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
                              float* out) {
   NERF_DISPATCH_FEATURES(features, forward_cpu<kF>(x, n, table, levels, out));
+}
+
+void hash_encode_forward_dx_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
+                                float* out, float* dy_dx) {
+  NERF_DISPATCH_FEATURES(features, forward_dx_cpu<kF>(x, n, table, levels, out, dy_dx));
 }
 
 void hash_encode_backward_cpu(const float* grad_out, const float* x, int64_t n, const float* table,

@@ -115,6 +115,28 @@ HD inline void interpolate(const int64_t rows[8], const float weights[8], const 
   for (int f = 0; f < F; ++f) out[f] = acc[f];
 }
 
+// interpolate<F>, and the derivatives of out[f] along the three axes: dy_dx[3 * f + d] =
+// sum_c table[row_c, f] * (d w_c / d frac_d) * (d frac_d / d x_d), the point located in `cell`.
+template <int F>
+HD inline void interpolate_dx(const Cell& cell, const int64_t rows[8], const float weights[8], const float* table,
+                              float* out, float* dy_dx) {
+  float acc[F], dacc[F][3];
+  for (int f = 0; f < F; ++f) acc[f] = dacc[f][0] = dacc[f][1] = dacc[f][2] = 0.f;
+  for (int c = 0; c < 8; ++c) {
+    const float* row = table + rows[c] * F;
+    float g[3];
+    corner_weight_grad(cell, c, g);
+    for (int f = 0; f < F; ++f) {
+      acc[f] += weights[c] * row[f];
+      for (int d = 0; d < 3; ++d) dacc[f][d] += row[f] * g[d];
+    }
+  }
+  for (int f = 0; f < F; ++f) {
+    out[f] = acc[f];
+    for (int d = 0; d < 3; ++d) dy_dx[3 * f + d] = dacc[f][d] * cell.dfrac_dx[d];
+  }
+}
+
 // Forward of one point on one level: out[f] = sum_c w_c * table[row_c, f].
 template <int F>
 HD inline void forward_point_level(const float* p, const float* table, const Level& level, float* out) {
