@@ -55,14 +55,19 @@ void check_inputs(const at::Tensor& x, const at::Tensor& table, int64_t features
   TORCH_CHECK(x.device() == table.device(), "nerf_native: x and table on different devices");
 }
 
-at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, const at::Tensor& offsets,
-                        const at::Tensor& scales, int64_t table_size) {
+// The encoding (N, L*F) and, with `with_dx` (on the CPU: CUDA's backward computes the input gradient from the
+// table), each output's derivative along each axis, (N, L*F, 3); else an empty (0, L*F, 3).
+std::tuple<at::Tensor, at::Tensor> encode(const at::Tensor& x_in, const at::Tensor& table_in,
+                                          const at::Tensor& offsets, const at::Tensor& scales, int64_t table_size,
+                                          bool with_dx) {
   const int64_t features = table_in.size(-1);
   check_inputs(x_in, table_in, features);
+  TORCH_CHECK(!(with_dx && x_in.is_cuda()), "nerf_native: hash_encode_forward_dx runs on the CPU only");
   const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
   const Levels levels = make_levels(table, offsets, scales, table_size);
   const int64_t n = x.size(0);
   at::Tensor out = at::empty({n, levels.count * features}, table.options());
+  at::Tensor dy_dx = at::empty({with_dx ? n : 0, levels.count * features, 3}, table.options());
   if (x.is_cuda()) {
 #ifdef NERF_WITH_CUDA
     const c10::cuda::CUDAGuard guard(x.device());
@@ -71,26 +76,21 @@ at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& table_in, cons
 #endif
   } else {
     hash_encode_forward_cpu(x.data_ptr<float>(), n, table.data_ptr<float>(), levels, static_cast<int>(features),
-                            out.data_ptr<float>());
+                            out.data_ptr<float>(), with_dx ? dy_dx.data_ptr<float>() : nullptr);
   }
-  return out;
+  return {out, dy_dx};
+}
+
+at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& table, const at::Tensor& offsets,
+                        const at::Tensor& scales, int64_t table_size) {
+  return std::get<0>(encode(x, table, offsets, scales, table_size, false));
 }
 
 #ifndef NERF_WITH_CUDA
-// The CPU forward with dy_dx (N, L*F, 3), for an input gradient (CUDA's backward computes it from the table).
-std::tuple<at::Tensor, at::Tensor> forward_dx_impl(const at::Tensor& x_in, const at::Tensor& table_in,
+std::tuple<at::Tensor, at::Tensor> forward_dx_impl(const at::Tensor& x, const at::Tensor& table,
                                                    const at::Tensor& offsets, const at::Tensor& scales,
                                                    int64_t table_size) {
-  const int64_t features = table_in.size(-1);
-  check_inputs(x_in, table_in, features);
-  const at::Tensor x = x_in.contiguous(), table = table_in.contiguous();
-  const Levels levels = make_levels(table, offsets, scales, table_size);
-  const int64_t n = x.size(0);
-  at::Tensor out = at::empty({n, levels.count * features}, table.options());
-  at::Tensor dy_dx = at::empty({n, levels.count * features, 3}, table.options());
-  hash_encode_forward_dx_cpu(x.data_ptr<float>(), n, table.data_ptr<float>(), levels, static_cast<int>(features),
-                             out.data_ptr<float>(), dy_dx.data_ptr<float>());
-  return {out, dy_dx};
+  return encode(x, table, offsets, scales, table_size, true);
 }
 #endif
 

@@ -38,8 +38,10 @@ void for_each_point(const float* x, int64_t begin, int64_t end, const Level& lev
   }
 }
 
+// With dy_dx (not nullptr), also the derivatives of each output along the three axes, (n, L*F, 3): the input
+// gradient's factor, computed while the table rows are at hand (as tiny-cuda-nn's encodings do).
 template <int F>
-void forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, float* out) {
+void forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, float* out, float* dy_dx) {
   const int L = levels.count;
   // Blocks of points, level by level inside a block: one level's table stays in cache while a block reads it.
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -48,27 +50,13 @@ void forward_cpu(const float* x, int64_t n, const float* table, const Levels& le
     const int64_t end = blk * kBlock + kBlock < n ? blk * kBlock + kBlock : n;
     for (int l = 0; l < L; ++l) {
       for_each_point<F, 0>(x, blk * kBlock, end, levels.lv[l], table,
-                           [&](int64_t i, const int64_t* rows, const float* weights, const Cell&) {
-                             interpolate<F>(rows, weights, table, out + (i * L + l) * F);
-                           });
-    }
-  }
-}
-
-// forward_cpu, and dy_dx (n, L*F, 3): the derivatives of each output along the three axes (the input gradient's
-// factor, computed while the forward has the table rows at hand, as tiny-cuda-nn's encodings do).
-template <int F>
-void forward_dx_cpu(const float* x, int64_t n, const float* table, const Levels& levels, float* out, float* dy_dx) {
-  const int L = levels.count;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t end = blk * kBlock + kBlock < n ? blk * kBlock + kBlock : n;
-    for (int l = 0; l < L; ++l) {
-      for_each_point<F, 0>(x, blk * kBlock, end, levels.lv[l], table,
                            [&](int64_t i, const int64_t* rows, const float* weights, const Cell& cell) {
                              const int64_t k = (i * L + l) * F;
-                             interpolate_dx<F>(cell, rows, weights, table, out + k, dy_dx + 3 * k);
+                             if (dy_dx == nullptr) {
+                               interpolate<F>(rows, weights, table, out + k);
+                             } else {
+                               interpolate_dx<F>(cell, rows, weights, table, out + k, dy_dx + 3 * k);
+                             }
                            });
     }
   }
@@ -106,13 +94,8 @@ void backward_cpu(const float* grad_out, const float* x, int64_t n, const float*
 }  // namespace
 
 void hash_encode_forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
-                             float* out) {
-  NERF_DISPATCH_FEATURES(features, forward_cpu<kF>(x, n, table, levels, out));
-}
-
-void hash_encode_forward_dx_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
-                                float* out, float* dy_dx) {
-  NERF_DISPATCH_FEATURES(features, forward_dx_cpu<kF>(x, n, table, levels, out, dy_dx));
+                             float* out, float* dy_dx) {
+  NERF_DISPATCH_FEATURES(features, forward_cpu<kF>(x, n, table, levels, out, dy_dx));
 }
 
 void hash_encode_backward_cpu(const float* grad_out, const float* x, int64_t n, const float* table,

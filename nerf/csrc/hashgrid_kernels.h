@@ -11,12 +11,10 @@ namespace nerf_native {
 
 constexpr int kMaxFeatures = 8;
 
+// With dy_dx (not nullptr), also each output's derivative along each axis, (n, L*F, 3): the input gradient is then
+// grad_out @ dy_dx, with no second pass over the table.
 void hash_encode_forward_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
-                             float* out);
-// The forward, and dy_dx (n, L*F, 3): the derivative of each output along each axis (the input gradient is then
-// grad_out @ dy_dx, with no second pass over the table).
-void hash_encode_forward_dx_cpu(const float* x, int64_t n, const float* table, const Levels& levels, int features,
-                                float* out, float* dy_dx);
+                             float* out, float* dy_dx);
 // Deterministic: each level is accumulated by one thread, points in order (bit-identical across runs and
 // thread counts).
 void hash_encode_backward_cpu(const float* grad_out, const float* x, int64_t n, const float* table,
