@@ -12,7 +12,7 @@ import torch
 
 from nerf.contraction import box_norm, far_box
 from nerf.occupancy import OccupancyGrid
-from nerf.volume import early_terminated, segment_exclusive_cumsum
+from nerf.volume import accumulation_dtype, early_terminated, segment_exclusive_cumsum
 
 MARCH_CHUNK = 1 << 21
 """Candidate samples materialised at once while marching (bounds the memory of long rays)."""
@@ -360,7 +360,8 @@ def prune_occluded(
         counts = torch.bincount(samples.ray_indices, minlength=n)
         first = torch.cumsum(counts, 0) - counts
         done = torch.zeros_like(counts)  # samples of each ray evaluated so far
-        depth = torch.zeros(n, dtype=torch.float64, device=o.device)  # their optical depth
+        acc = accumulation_dtype(o.device)
+        depth = torch.zeros(n, dtype=acc, device=o.device)  # their optical depth
         keep = torch.zeros(len(samples), dtype=torch.bool, device=o.device)
         live = counts.nonzero().squeeze(-1)
         size = PRUNE_FIRST_ROUND
@@ -369,7 +370,7 @@ def prune_occluded(
             index, local = round_samples(first[live] + done[live], take)
             part = samples.select(index)
             sigmas = in_chunks(sigma_fn, part.positions(o, d), chunk=EVAL_CHUNK).reshape(-1)
-            tau = (sigmas * part.deltas).double()
+            tau = (sigmas * part.deltas).to(acc)
             before = depth[live][local] + segment_exclusive_cumsum(tau, local)
             keep[index] = early_terminated(torch.exp(-before), eps)
             depth[live] += torch.zeros_like(depth[live]).index_add_(0, local, tau)

@@ -7,15 +7,20 @@ from collections.abc import Callable
 import torch
 
 
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of running sums over many samples: float64, but float32 on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def segment_exclusive_cumsum(values: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
     """Per-ray exclusive prefix sum ``(S,)`` of ``values`` ``(S,)`` over packed samples sorted by ray.
 
-    One global cumsum minus each ray's running total at its first sample; accumulated in float64 (except on
-    MPS, which has none) so that long batches do not lose the precision of short rays.
+    One global cumsum minus each ray's running total at its first sample; accumulated in
+    :func:`accumulation_dtype` so that long batches do not lose the precision of short rays.
     """
     if values.numel() == 0:
         return values.clone()
-    acc_dtype = torch.float32 if values.device.type == "mps" else torch.float64
+    acc_dtype = accumulation_dtype(values.device)
     inclusive = torch.cumsum(values.to(acc_dtype), dim=0)
     exclusive = inclusive - values.to(acc_dtype)
     first = torch.searchsorted(ray_indices, ray_indices)  # each sample's ray's first sample
