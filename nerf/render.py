@@ -167,8 +167,9 @@ def render_rays(
     > 0 the gradients of the samples nearer than it are scaled down (:func:`scale_near_gradients`).
 
     Samples behind an opaque surface are dropped before the field is evaluated with gradients (early ray
-    termination), so their cost is one density query without autograd. ``radiance.march`` picks the marching and
-    compositing kernels.
+    termination, :func:`nerf.marching.prune_occluded`), so their cost is at most one density query without autograd,
+    and none past the round in which their ray turned opaque. ``radiance.march`` picks the marching and compositing
+    kernels.
     """
     field, march = radiance.field, radiance.march
     origins, dirs, image = rays.origins, rays.dirs, rays.image
