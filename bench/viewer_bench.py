@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device(dev_name)
         for backend in args.backends or [available_backends(device)[0]]:
             cfg, model, ckpt = load_run(run, dev_name, backend)
-            test = load_dataset(cfg.data, splits=("train", "test"), downscale=cfg.downscale).splits["test"]
+            test = load_dataset(cfg.data, splits=("train", "test"), downscale=cfg.downscale,
+                                triangulate=False).splits["test"]
             fov, c2w = test.intrinsics.camera_angle_x, test.poses[0].double().numpy()
             for name in args.renderers:
                 rays_fn, fine = RENDERERS[name]

@@ -326,7 +326,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.device != "auto":
         check_device(args.device)
     cfg, model, ckpt = load_run(args.run, args.device, args.backend)
-    dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale)
+    dataset = load_dataset(cfg.data, splits=("train", args.split), downscale=cfg.downscale, triangulate=False)
     if args.split not in dataset.splits:
         raise InputError(cfg.data, f"transforms_{args.split}.json", "split not found")
     run_dir = run_folder(args.run)

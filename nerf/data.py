@@ -182,12 +182,13 @@ def opaque_background(images: torch.Tensor, depths: torch.Tensor | None) -> torc
 
 
 def load_dataset(
-    root: str | Path, splits: tuple[str, ...] | list[str] = ("train", "val", "test"), downscale: int = 1
+    root: str | Path, splits: tuple[str, ...] | list[str] = ("train", "val", "test"), downscale: int = 1,
+    triangulate: bool = True,
 ) -> Dataset:
     """Load the requested ``splits`` of the dataset in ``root`` (any format :func:`raytrace.reader.read_dataset`
-    reads), images downscaled by ``downscale`` (int). Bad input raises :class:`InputError` naming the file and
-    the field."""
-    return load_description(read_dataset(root, splits), downscale)
+    reads, ``triangulate`` passed on), images downscaled by ``downscale`` (int). Bad input raises
+    :class:`InputError` naming the file and the field."""
+    return load_description(read_dataset(root, splits, triangulate), downscale)
 
 
 def load_description(desc: DatasetDescription, downscale: int = 1) -> Dataset:

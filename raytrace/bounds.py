@@ -9,11 +9,16 @@ decided (stated by the dataset, or inferred from its cameras, images or points).
   opaque images may show the world beyond the cameras: unbounded, contracted around instant-ngp's unit cube as it
   lies in a capture that colmap2nerf prepared (:func:`framing_box`: centred on the point closest to all optical
   axes, its side in proportion to the cameras' distance to it). So are photographs (COLMAP models, nerfstudio's
-  ``transforms.json`` with sparse points): their points do not give the box.
+  ``transforms.json`` with sparse points): their points do not give the box, as they reach into the far world.
+- That cube of an unbounded scene is then shrunk to the sparse points inside it (:func:`points_box`): the
+  dataset's own (COLMAP's, nerfstudio's ``ply_file_path``), or SIFT features of the images triangulated with the
+  known poses (:func:`raytrace.capture.sfm.triangulate`, where pycolmap is installed). Where the points are,
+  the detail is: a ground below the objects, the empty sky above them are left to the contraction.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +51,9 @@ BACKDROP_SHARE = 0.9  # a solid backdrop covers at least this share of the image
 HULL_CELLS = 48  # visual-hull grid cells per axis, in each of its two passes
 HULL_IN_VIEW = 0.8  # a hull point lies inside the frames of at least this share of the views (an object in view)
 BOX_PADDING = 0.02  # added to every side of an inferred box, as a share of its largest side
+POINTS_MIN = 20  # :func:`points_box` needs at least this many sparse points inside the framed cube
+POINTS_PERCENTILE = 2.0  # it spans the points inside the cube from this percentile to 100 minus it, each axis
+POINTS_PADDING = 0.1  # grown by this share of the cube's side on every side (and kept inside the cube)
 
 
 @dataclass
@@ -142,6 +150,31 @@ def _padded(box: np.ndarray) -> np.ndarray:
     return box + np.array([[-pad], [pad]])
 
 
+def points_box(points: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``box`` ``(2, 3)`` shrunk to the sparse ``points`` ``(P, 3)`` inside it (see :data:`POINTS_PERCENTILE` and
+    :data:`POINTS_PADDING`) and how many they are; None when fewer than :data:`POINTS_MIN` lie inside."""
+    inside = points[((points > box[0]) & (points < box[1])).all(axis=1)]
+    if len(inside) < POINTS_MIN:
+        return None
+    lo, hi = np.percentile(inside, [POINTS_PERCENTILE, 100.0 - POINTS_PERCENTILE], axis=0)
+    pad = POINTS_PADDING * float(np.max(box[1] - box[0]))
+    return np.stack([np.maximum(box[0], lo - pad), np.minimum(box[1], hi + pad)]), len(inside)
+
+
+def triangulated_points(images: list[np.ndarray], c2ws: np.ndarray, intrs: list[Intrinsics]) -> np.ndarray | None:
+    """Sparse points ``(P, 3)`` of ``images`` seen by cameras ``c2ws`` ``(N, 4, 4)`` with ``intrs``
+    (:func:`raytrace.capture.sfm.triangulate`); None without pycolmap, or where it fails."""
+    try:
+        from raytrace.capture.sfm import triangulate
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory(prefix="nerfkit-points-") as work:
+        try:
+            return triangulate(images, c2ws, intrs, Path(work))
+        except (RuntimeError, ValueError):  # pycolmap's failed checks: no points, then
+            return None
+
+
 def _backdrop(images: list[np.ndarray]) -> np.ndarray | None:
     """The colour ``(3,)`` that covers :data:`BACKDROP_SHARE` of the border pixels of opaque ``images``, or None."""
     border = np.concatenate([np.concatenate([im[0], im[-1], im[:, 0], im[:, -1]])[:, :3] for im in images])
@@ -204,10 +237,13 @@ def hull_box(c2ws: np.ndarray, intrs: list[Intrinsics], masks: list[tuple[torch.
 
 
 def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Path], source: Path,
-                 fields: list[str], bounded: bool | None = None) -> Bounds:
+                 fields: list[str], bounded: bool | None = None, points: np.ndarray | None = None,
+                 triangulate: bool = True) -> Bounds:
     """Bounds of a dataset that states none, from its cameras ``c2ws`` ``(N, 4, 4)``, their full-size ``intrs``
     and images (up to :data:`SAMPLED_IMAGES` of them are read; errors name ``source`` and the view's field in
-    ``fields``); ``bounded`` (None: inferred) when the dataset states only that. See the module docstring."""
+    ``fields``); ``bounded`` (None: inferred) when the dataset states only that; its sparse ``points`` ``(P, 3)``
+    where it has them (else an unbounded scene's are triangulated, unless not ``triangulate``). See the module
+    docstring."""
     pick = np.unique(np.linspace(0, len(image_paths) - 1, min(SAMPLED_IMAGES, len(image_paths))).round().astype(int))
     images = [read_rgba(image_paths[i], source, fields[i]) for i in pick]
     transparent = any(bool((im[..., 3] < 1.0).any()) for im in images)
@@ -230,15 +266,23 @@ def infer_bounds(c2ws: np.ndarray, intrs: list[Intrinsics], image_paths: list[Pa
         if box is not None:
             inferred.append(Inferred("box", f"the visual hull of the {kind}", "--aabb"))
     if box is None:
-        return framed_bounds(c2ws, bounded, inferred)
+        if not bounded and points is None and triangulate:
+            points = triangulated_points(images, c2ws[pick], [intrs[i] for i in pick])
+        return framed_bounds(c2ws, bounded, inferred, points)
     return Bounds(box, bounded, None, inferred)
 
 
-def framed_bounds(c2ws: np.ndarray, bounded: bool, inferred: list[Inferred]) -> Bounds:
+def framed_bounds(c2ws: np.ndarray, bounded: bool, inferred: list[Inferred], points: np.ndarray | None = None
+                  ) -> Bounds:
     """Bounds in :func:`framing_box` of cameras ``c2ws`` ``(N, 4, 4)`` (instant-ngp's default cube when they
-    stand at one point), after the ``inferred`` choices."""
+    stand at one point), after the ``inferred`` choices; an unbounded scene's cube shrunk to its sparse
+    ``points`` ``(P, 3)`` (:func:`points_box`) where they are given and enough of them lie inside it."""
     box = framing_box(c2ws, focus_point(c2ws))
     if box is None:
         return Bounds(ngp_box(None, None, None), bounded, None, [*inferred, Inferred(
             "box", "instant-ngp's default (the cameras are one point)", "--aabb")])
-    return Bounds(box, bounded, None, [*inferred, FRAMED])
+    shrunk = None if bounded or points is None else points_box(points, box)
+    if shrunk is None:
+        return Bounds(box, bounded, None, [*inferred, FRAMED])
+    return Bounds(shrunk[0], bounded, None, [*inferred, Inferred(
+        "box", f"{FRAMED.value}, shrunk to the {shrunk[1]} sparse points inside it", "--aabb")])

@@ -101,10 +101,13 @@ class DatasetDescription:
         return self.bounds.inferred
 
 
-def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_NAMES) -> DatasetDescription:
+def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_NAMES, triangulate: bool = True
+                 ) -> DatasetDescription:
     """The description of the dataset in ``root`` (see the module docstring), with the requested ``splits`` ("train"
-    is required when requested, other missing splits are skipped; bounds come from the train split first). Bad
-    input raises :class:`InputError` naming the file and the field."""
+    is required when requested, other missing splits are skipped; bounds come from the train split first).
+    ``triangulate=False`` leaves an unbounded scene's inferred box unshrunk by triangulated points (for a run's
+    evaluation and viewer, whose box is the checkpoint's). Bad input raises :class:`InputError` naming the file
+    and the field."""
     root = Path(root)
     single = root / "transforms.json"
     if not transforms_path(root, "train").is_file() and not single.is_file():
@@ -146,7 +149,7 @@ def read_dataset(root: str | Path, splits: tuple[str, ...] | list[str] = SPLIT_N
         bounded = next((t.bounded for t in transforms if t.bounded is not None), None)
         train = described.get("train") or next(iter(described.values()))
         bounds = infer_bounds(train.poses, [train.intrinsics] * len(train.poses), train.image_paths, train.source,
-                              train.fields, bounded)
+                              train.fields, bounded, points, triangulate)
     return DatasetDescription(root, fmt, described, bounds, any(t.captured for t in transforms),
                               scene_file=_scene_file(root, transforms), points=points)
 
@@ -323,8 +326,8 @@ def read_colmap(model_dir: Path, image_dir: Path, splits: tuple[str, ...] | list
         height, width = _image_size(paths[0], images_file, fields[0])
         described[name] = SplitDescription(name, images_file, poses[ks], camera.intrinsics(width, height), paths,
                                            fields)
-    bounds = framed_bounds(poses, False, [Inferred("scene", "unbounded (a COLMAP model: photographs)",
-                                                   "--scene-contraction none")])
     points = (np.c_[model.xyz, np.ones(len(model.xyz))] @ sim.T)[:, :3] if len(model.xyz) else None
+    bounds = framed_bounds(poses, False, [Inferred("scene", "unbounded (a COLMAP model: photographs)",
+                                                   "--scene-contraction none")], points)
     return DatasetDescription(image_dir, "colmap", described, bounds, True,
                               world_transform=sim, points=points)

@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 from nerf.config import TrainConfig
 from nerf.data import image_rays_of, load_dataset
 from nerf.train import new_run_dir
-from raytrace.bounds import focus_point, framing_box
+from raytrace.bounds import focus_point, framing_box, points_box
 from raytrace.camera import c2w_to_colmap
 from raytrace.cli import run
 from raytrace.colmap import ColmapImage, ColmapModel, find_model, read_model, write_model
@@ -102,12 +102,13 @@ def test_loader_splits_bounds_and_up(data: Path) -> None:
     assert sorted(ds.splits["test"].file_paths) == held == sorted(ds.splits["val"].file_paths)
     assert len(ds.splits["train"]) == 10 and not set(held) & set(ds.splits["train"].file_paths)
     assert ds.bounded is False and ds.scene_file is None
-    # The scene box is instant-ngp's cube as colmap2nerf frames the cameras; the middle 90% of the surface points
-    # of the ball spans [-1, 1] on its longest axis, centred.
+    # The scene box is instant-ngp's cube as colmap2nerf frames the cameras, shrunk to the model's points inside it;
+    # the middle 90% of the surface points of the ball spans [-1, 1] on its longest axis, centred.
     poses = torch.cat([ds.splits["train"].poses, ds.splits["test"].poses]).double().numpy()
-    assert torch.allclose(ds.aabb.double(), torch.tensor(framing_box(poses, focus_point(poses))), atol=1e-5)
     model = read_model(data / "sparse" / "0")
     pts = torch.tensor(model.xyz) @ ds.world_transform[:3, :3].double().T + ds.world_transform[:3, 3].double()
+    shrunk = points_box(pts.numpy(), framing_box(poses, focus_point(poses)))
+    assert shrunk is not None and torch.allclose(ds.aabb.double(), torch.tensor(shrunk[0]), atol=1e-5)
     lo, hi = torch.quantile(pts, 0.05, dim=0), torch.quantile(pts, 0.95, dim=0)
     assert torch.allclose((hi - lo).amax(), torch.tensor(2.0, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(lo + hi, torch.zeros(3, dtype=torch.float64), atol=1e-4)

@@ -12,9 +12,19 @@ import torch
 
 from bench.common import DEPTH_KEYS, OUR_KEYS, dataset_copy
 from nerf.data import image_rays_of, load_dataset
-from raytrace.bounds import CONTRACTED_CUBES, focus_point, framing_box, ngp_box, scaled_box
+from raytrace.bounds import (
+    CONTRACTED_CUBES,
+    POINTS_MIN,
+    focus_point,
+    framing_box,
+    ngp_box,
+    points_box,
+    scaled_box,
+    triangulated_points,
+)
 from raytrace.dataset_format import transforms_path
 from raytrace.errors import InputError
+from raytrace.images import read_rgba
 from raytrace.reader import HOLDOUT_EVERY, read_dataset
 
 SCENES = Path(__file__).resolve().parent.parent / "datasets" / "scenes"
@@ -132,19 +142,95 @@ def test_framing_box_is_instant_ngps_cube_of_a_colmap2nerf_capture() -> None:
 
 def test_photographs_with_sparse_points_are_framed_by_their_cameras(shipped: dict[str, Path], tmp_path: Path) -> None:
     """An opaque nerfstudio capture with sparse points (garden, raytraced): unbounded, in the framing box of its
-    cameras, not the points' box."""
+    cameras shrunk to the points inside it, not the points' box: the far points do not count, and too few points
+    inside leave the cube as it is."""
     import open3d as o3d
 
     root = nerfstudio_json(shipped["garden"], tmp_path / "ns")
     meta = json.loads((root / "transforms.json").read_text())
-    pts = np.random.default_rng(0).normal(size=(500, 3)) * [0.3, 0.2, 0.1] + [1.0, 2.0, 3.0]
-    o3d.io.write_point_cloud(str(root / "sparse_pc.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)))
-    (root / "transforms.json").write_text(json.dumps({**meta, "ply_file_path": "sparse_pc.ply"}))
-    desc = read_dataset(root, splits=("train",))
-    poses = desc.splits["train"].poses
-    assert not desc.bounds.bounded and desc.captured
-    np.testing.assert_allclose(desc.bounds.aabb, framing_box(poses, focus_point(poses)), atol=1e-9)
-    np.testing.assert_allclose(desc.points, pts, atol=1e-6)
+    poses = read_dataset(root, splits=("train",)).splits["train"].poses
+    cube = framing_box(poses, focus_point(poses))
+    rng = np.random.default_rng(0)
+    near = rng.uniform(cube[0] + 0.3 * (cube[1] - cube[0]), cube[1] - 0.4 * (cube[1] - cube[0]), size=(300, 3))
+    far = cube[1] + rng.uniform(1.0, 50.0, size=(200, 3))
+    few = near[: POINTS_MIN - 1]
+    for pts, box in ((np.concatenate([near, far]), points_box(near, cube)[0]), (np.concatenate([few, far]), cube)):
+        o3d.io.write_point_cloud(str(root / "sparse_pc.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)))
+        (root / "transforms.json").write_text(json.dumps({**meta, "ply_file_path": "sparse_pc.ply"}))
+        desc = read_dataset(root, splits=("train",))
+        assert not desc.bounds.bounded and desc.captured
+        np.testing.assert_allclose(desc.bounds.aabb, box, atol=1e-6)
+        np.testing.assert_allclose(desc.points, pts, atol=1e-6)
+
+
+def test_points_box_spans_the_points_inside_the_cube_padded() -> None:
+    """Points filling a known box inside the cube [-2, 2]^3 (reaching past its +x face), and far ones outside it:
+    the 2nd to 98th percentiles of those inside, padded by a tenth of the cube's side, kept inside the cube."""
+    rng = np.random.default_rng(0)
+    cube = np.array([[-2.0] * 3, [2.0] * 3])
+    inside = rng.uniform([-1.0, -0.5, 0.0], [2.0, 0.5, 0.3], size=(20000, 3))
+    far = rng.uniform(3.0, 100.0, size=(500, 3)) * rng.choice([-1.0, 1.0], size=(500, 3))
+    box, count = points_box(np.concatenate([inside, far]), cube)
+    assert count == len(inside)
+    pad = 0.1 * 4.0
+    expected = np.array([[-1.0 + 0.02 * 3.0 - pad, -0.5 + 0.02 - pad, 0.3 * 0.02 - pad],
+                         [2.0, 0.5 - 0.02 + pad, 0.3 * 0.98 + pad]])
+    np.testing.assert_allclose(box, expected, atol=0.01)
+    assert points_box(inside[: POINTS_MIN - 1], cube) is None
+
+
+@pytest.fixture(scope="module")
+def garden_96(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The garden raytraced at 96x96, 48 views, with its exact distance maps."""
+    from raytrace.dataset import settings_for, write_dataset
+    from raytrace.scene import load_scene
+
+    root = tmp_path_factory.mktemp("garden_96")
+    scene = load_scene(SCENES / "garden.toml")
+    write_dataset(scene, root, settings_for(scene, views=48, val=0, test=1, res=96, spp=1), progress=False)
+    return root
+
+
+def test_triangulated_points_lie_on_the_surfaces_and_shrink_the_cube(garden_96: Path, tmp_path: Path) -> None:
+    """SIFT points of the garden's views triangulated with their known poses lie on the surfaces the exact distance
+    maps show (most within 5 % of the distance, in some view: the rest are the mirror's and the glass's virtual
+    images), and shrink its framing cube to the ground and the objects: the empty sky above and the space under
+    the ground go to the contraction. Poses in other units give the same points in those units."""
+    desc = read_dataset(garden_96, splits=("train",))
+    split = desc.splits["train"]
+    intr = split.intrinsics
+    images = [read_rgba(p, split.source, f) for p, f in zip(split.image_paths, split.fields, strict=True)]
+    points = triangulated_points(images, split.poses, [intr] * len(images))
+    assert points is not None and len(points) >= 50
+    on_surface = np.zeros(len(points), dtype=bool)
+    frames = json.loads(transforms_path(garden_96, "train").read_text())["frames"]
+    for frame, c2w in zip(frames, split.poses, strict=True):
+        with np.load(garden_96 / frame["distance_path"]) as npz:
+            distance = npz["distance"].reshape(intr.height, intr.width)
+        cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
+        z = np.maximum(-cam[:, 2], 1e-9)
+        u, v = cam[:, 0] / z * intr.fx + intr.cx, -cam[:, 1] / z * intr.fy + intr.cy
+        seen = np.flatnonzero((cam[:, 2] < 0) & (u >= 0) & (v >= 0) & (u < intr.width) & (v < intr.height))
+        true = distance[v[seen].astype(int), u[seen].astype(int)]
+        found = np.linalg.norm(points[seen] - c2w[:3, 3], axis=1)
+        on_surface[seen[np.abs(true - found) < 0.05 * found]] = True
+    assert on_surface.mean() >= 0.75, on_surface.mean()
+    stripped = read_dataset(single_json(garden_96, tmp_path / "stripped", drop=OUR_KEYS, frame_drop=DEPTH_KEYS),
+                            splits=("train",))
+    poses, box = stripped.splits["train"].poses, stripped.bounds.aabb
+    cube = framing_box(poses, focus_point(poses))
+    assert "sparse points" in str(stripped.inferred[-1])
+    unshrunk = read_dataset(stripped.root, splits=("train",), triangulate=False)
+    np.testing.assert_allclose(unshrunk.bounds.aabb, cube, atol=1e-9)
+    assert cube[0, 2] < box[0, 2] <= 0.0 and 1.2 <= box[1, 2] < cube[1, 2], (box, cube)  # ground 0, tops 1.2
+    own = framing_box(split.poses, focus_point(split.poses))
+    side = float(np.max(own[1] - own[0]))
+    for k in (0.01, 100.0):  # the world's units do not matter: the points and their box scale with the poses
+        scaled = split.poses.copy()
+        scaled[:, :3, 3] *= k
+        found = triangulated_points(images, scaled, [intr] * len(images))
+        assert found is not None and abs(len(found) - len(points)) <= 0.1 * len(points)
+        np.testing.assert_allclose(points_box(found, k * own)[0] / k, points_box(points, own)[0], atol=0.05 * side)
 
 
 @pytest.mark.parametrize(("model", "field"), [("OPENCV_FISHEYE", "camera_model"), ("EQUIRECTANGULAR", "camera_model")])
@@ -176,9 +262,10 @@ def test_inferred_bounds_match_our_keys(shipped: dict[str, Path], tmp_path: Path
 
     Not much larger: a bounded scene's box holds at most twice the true volume and its longest side is at most 1.6
     times the true one (a rig on the upper hemisphere never sees under the object, so the hull reaches below it by
-    up to half its height). An unbounded scene's inner box is instant-ngp's cube of its cameras (framing_box): it
-    lies about the true box's centre (within a quarter of the true box's longest side) and its side is within a
-    factor of 2 of the true box's longest side."""
+    up to half its height). An unbounded scene's inner box is instant-ngp's cube of its cameras (framing_box),
+    shrunk to the sparse points inside it where enough are found (few in these 32-pixel views): it lies about the
+    true box's centre (within a quarter of the true box's longest side) and its longest side is within a factor of
+    2 of the true box's."""
     truth = read_dataset(shipped[name], splits=("train",))
     stripped = single_json(shipped[name], tmp_path / name, drop=OUR_KEYS, frame_drop=DEPTH_KEYS)
     desc = read_dataset(stripped, splits=("train",))

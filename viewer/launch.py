@@ -21,7 +21,7 @@ NO_SCENE_NOTE = ("no ground-truth panel: the dataset names no scene file to rayt
 
 def _load_cameras(cfg_data: str, downscale: int) -> tuple[Dataset | None, str]:
     try:
-        return load_dataset(cfg_data, splits=("train", "test"), downscale=downscale), ""
+        return load_dataset(cfg_data, splits=("train", "test"), downscale=downscale, triangulate=False), ""
     except InputError as err:
         return None, f"dataset not loaded, no camera list or ground truth: {err}"
 
