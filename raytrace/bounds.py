@@ -53,7 +53,7 @@ HULL_IN_VIEW = 0.8  # a hull point lies inside the frames of at least this share
 BOX_PADDING = 0.02  # added to every side of an inferred box, as a share of its largest side
 POINTS_MIN = 20  # :func:`points_box` needs at least this many sparse points inside the framed cube
 POINTS_PERCENTILE = 2.0  # it spans the points inside the cube from this percentile to 100 minus it, each axis
-POINTS_PADDING = 0.1  # grown by this share of the cube's side on every side (and kept inside the cube)
+POINTS_PADDING = 0.25  # grown by this share of the cube's side on every side (and kept inside the cube)
 
 
 @dataclass

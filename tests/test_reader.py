@@ -165,14 +165,14 @@ def test_photographs_with_sparse_points_are_framed_by_their_cameras(shipped: dic
 
 def test_points_box_spans_the_points_inside_the_cube_padded() -> None:
     """Points filling a known box inside the cube [-2, 2]^3 (reaching past its +x face), and far ones outside it:
-    the 2nd to 98th percentiles of those inside, padded by a tenth of the cube's side, kept inside the cube."""
+    the 2nd to 98th percentiles of those inside, padded by a quarter of the cube's side, kept inside the cube."""
     rng = np.random.default_rng(0)
     cube = np.array([[-2.0] * 3, [2.0] * 3])
     inside = rng.uniform([-1.0, -0.5, 0.0], [2.0, 0.5, 0.3], size=(20000, 3))
     far = rng.uniform(3.0, 100.0, size=(500, 3)) * rng.choice([-1.0, 1.0], size=(500, 3))
     box, count = points_box(np.concatenate([inside, far]), cube)
     assert count == len(inside)
-    pad = 0.1 * 4.0
+    pad = 0.25 * 4.0
     expected = np.array([[-1.0 + 0.02 * 3.0 - pad, -0.5 + 0.02 - pad, 0.3 * 0.02 - pad],
                          [2.0, 0.5 - 0.02 + pad, 0.3 * 0.98 + pad]])
     np.testing.assert_allclose(box, expected, atol=0.01)
