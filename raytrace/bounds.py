@@ -171,7 +171,7 @@ def triangulated_points(images: list[np.ndarray], c2ws: np.ndarray, intrs: list[
     with tempfile.TemporaryDirectory(prefix="nerfkit-points-") as work:
         try:
             return triangulate(images, c2ws, intrs, Path(work))
-        except (RuntimeError, ValueError):  # pycolmap's failed checks: no points, then
+        except ValueError:  # pycolmap's failed checks: no points, then
             return None
 
 

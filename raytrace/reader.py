@@ -205,7 +205,7 @@ def _depth_file(root: Path, path: Path, where: str, t: Transforms, frame: Frame)
 def _stated_bounds(transforms: list[Transforms]) -> Bounds | None:
     """The bounds the JSON states (train's first): our ``scene_aabb``; instant-ngp's unit cube when any of its
     ``scale``, ``offset``, ``aabb`` or ``aabb_scale`` is given. None when it states none (nerfstudio's sparse
-    points do not give the box: :func:`raytrace.bounds.framing_box` does)."""
+    points do not give the box: :func:`raytrace.bounds.framing_box` does, and they shrink it)."""
     def first(key: str) -> Any:
         return next((getattr(t, key) for t in transforms if getattr(t, key) is not None), None)
 
