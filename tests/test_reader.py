@@ -195,7 +195,7 @@ def test_triangulated_points_lie_on_the_surfaces_and_shrink_the_cube(garden_96: 
     """SIFT points of the garden's views triangulated with their known poses lie on the surfaces the exact distance
     maps show (most within 5 % of the distance, in some view: the rest are the mirror's and the glass's virtual
     images), and shrink its framing cube to the ground and the objects: the empty sky above and the space under
-    the ground go to the contraction. Poses in other units give the same points in those units."""
+    the ground go to the contraction. Poses in other units give the same box in those units (within 5 % of its side)."""
     desc = read_dataset(garden_96, splits=("train",))
     split = desc.splits["train"]
     intr = split.intrinsics
