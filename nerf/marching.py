@@ -371,9 +371,9 @@ def prune_occluded(
             part = samples.select(index)
             sigmas = in_chunks(sigma_fn, part.positions(o, d), chunk=EVAL_CHUNK).reshape(-1)
             tau = (sigmas * part.deltas).to(acc)
-            before = depth[live][local] + segment_exclusive_cumsum(tau, local)
+            before = depth[part.ray_indices] + segment_exclusive_cumsum(tau, local)
             keep[index] = early_terminated(torch.exp(-before), eps)
-            depth[live] += torch.zeros_like(depth[live]).index_add_(0, local, tau)
+            depth.index_add_(0, part.ray_indices, tau)
             done[live] += take
             live = live[(done[live] < counts[live]) & early_terminated(torch.exp(-depth[live]), eps)]
             size = int(size * ROUND_GROWTH)
